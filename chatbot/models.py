@@ -1,0 +1,68 @@
+"""Conversations and messages, with each answer's provenance, usage and cost."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.db import models
+
+
+class Conversation(models.Model):
+    """A chat thread owned by one browser session."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session_key = models.CharField(max_length=64, db_index=True)
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Message(models.Model):
+    """One turn. User turns are stored before any model work; assistant turns carry provenance."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete"
+        STREAMING = "streaming"
+        STOPPED = "stopped"  # the customer pressed Stop
+        INTERRUPTED = "interrupted"  # the socket dropped or the provider broke mid-answer
+        ERROR = "error"  # no answer could be produced
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    standalone_question = models.TextField(blank=True)
+    sources = models.JSONField(default=list, blank=True)
+    tier = models.CharField(max_length=40, blank=True)
+    attempts = models.JSONField(default=list, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
+    cost_if_largest = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
+    cached = models.BooleanField(default=False)
+    cache_similarity = models.FloatField(null=True, blank=True)
+    abstained = models.BooleanField(default=False)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    feedback = models.SmallIntegerField(null=True, blank=True, choices=[(1, "up"), (-1, "down")])
+    error_code = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"

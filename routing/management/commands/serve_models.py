@@ -1,0 +1,92 @@
+"""Serve the enabled local tiers' bundled models with llama.cpp, in one process of their own."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from routing.bundled import ModelFileError, model_path
+from routing.models import ModelTier
+from routing.servers import LocalServerSpec, start_local_server, wait_until_healthy
+
+
+class Command(BaseCommand):
+    help = "Start a llama.cpp server on loopback for each enabled tier with a bundled model."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--serve",
+            action="append",
+            default=[],
+            metavar="MODEL=PORT[:CTX]",
+            help="Serve a bundled model on a port instead of the enabled tiers (repeatable).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        specs = self._specs(options["serve"])
+        if not specs:
+            raise CommandError("No enabled tier has a bundled model; nothing to serve.")
+        servers = []
+        for key, spec in specs:
+            self.stdout.write(
+                f"serving {key} on http://{spec.host}:{spec.port}/v1 (context {spec.context_window})"
+            )
+            servers.append(start_local_server(spec))
+        for _, spec in specs:
+            wait_until_healthy(f"http://{spec.host}:{spec.port}")
+        self.stdout.write(self.style.SUCCESS("model servers ready"), ending="\n")
+        self.stdout.flush()
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+
+    def _specs(self, explicit: list[str]) -> list[tuple[str, LocalServerSpec]]:
+        common = {
+            "threads": settings.LOCAL_MODEL_THREADS,
+            "parallel": settings.LOCAL_MODEL_PARALLEL,
+        }
+        specs: list[tuple[str, LocalServerSpec]] = []
+        try:
+            if explicit:
+                for item in explicit:
+                    key, _, rest = item.partition("=")
+                    port, _, ctx = rest.partition(":")
+                    path = model_path(key, settings.MODEL_CACHE_DIR)
+                    specs.append(
+                        (
+                            key,
+                            LocalServerSpec(
+                                path,
+                                int(port),
+                                context_window=int(ctx or 4096),
+                                alias=key,
+                                **common,
+                            ),
+                        )
+                    )
+                return specs
+            for tier in ModelTier.objects.filter(enabled=True).exclude(local_model=""):
+                url = urlparse(tier.base_url)
+                path = model_path(tier.local_model, settings.MODEL_CACHE_DIR)
+                specs.append(
+                    (
+                        tier.name,
+                        LocalServerSpec(
+                            path,
+                            url.port or 80,
+                            host=url.hostname or "127.0.0.1",
+                            context_window=tier.context_window,
+                            alias=tier.model,
+                            **common,
+                        ),
+                    )
+                )
+        except ModelFileError as exc:
+            raise CommandError(str(exc)) from exc
+        return specs

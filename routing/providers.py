@@ -1,0 +1,143 @@
+"""One provider for every tier: the openai package's AsyncOpenAI, streaming."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+
+class ProviderError(Exception):
+    """A call to a tier failed; code is stable ('timeout', 'connection', 'http', 'broken_stream', 'missing_key')."""
+
+    def __init__(self, code: str, message: str, *, started: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.started = started  # True once at least one token reached us
+
+
+@dataclass
+class Generation:
+    """What one streamed call produced: text, per-token log-probabilities, usage and timing."""
+
+    text: str = ""
+    token_logprobs: list[float] = field(default_factory=list)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Plain data a provider needs: no ORM objects cross into the call."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key: str | None
+    timeout_seconds: float = 60.0
+    max_retries: int = 1
+
+
+class ChatProvider:
+    """Interface: stream a chat completion as text deltas, filling a Generation."""
+
+    supports_logprobs: bool = False
+
+    def stream(
+        self, *, messages: list[dict[str, str]], max_tokens: int, generation: Generation
+    ) -> AsyncIterator[str]:
+        raise NotImplementedError("ChatProvider.stream() must be implemented by subclasses")
+
+
+class OpenAICompatibleProvider(ChatProvider):
+    """Any OpenAI-compatible endpoint (llama.cpp server, vLLM, OpenAI, a gateway)."""
+
+    supports_logprobs = True
+
+    def __init__(self, config: ProviderConfig) -> None:
+        if not config.api_key:
+            raise ProviderError(
+                "missing_key", f"Tier {config.name!r} has no API key: set its environment variable."
+            )
+        self.config = config
+        self._client = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            timeout=openai.Timeout(
+                config.timeout_seconds, connect=min(5.0, config.timeout_seconds)
+            ),
+            max_retries=config.max_retries,
+        )
+
+    async def stream(
+        self, *, messages: list[dict[str, str]], max_tokens: int, generation: Generation
+    ) -> AsyncIterator[str]:
+        """Yield text deltas as they arrive; usage and log-probabilities land in generation."""
+        started = time.perf_counter()
+        extra: dict[str, Any] = (
+            {"logprobs": True, "top_logprobs": 1} if self.supports_logprobs else {}
+        )
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=0.0,
+                stream=True,
+                stream_options={"include_usage": True},
+                **extra,
+            )
+        except openai.APITimeoutError as exc:
+            raise ProviderError(
+                "timeout", f"{self.config.name} timed out before answering"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError("connection", f"{self.config.name} is unreachable: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise ProviderError(
+                "http", f"{self.config.name} answered HTTP {exc.status_code}"
+            ) from exc
+        try:
+            async with response:
+                async for chunk in response:
+                    if chunk.usage is not None:
+                        generation.tokens_in = chunk.usage.prompt_tokens
+                        generation.tokens_out = chunk.usage.completion_tokens
+                    for choice in chunk.choices:
+                        if choice.finish_reason:
+                            generation.finish_reason = choice.finish_reason
+                        if choice.logprobs is not None and choice.logprobs.content:
+                            generation.token_logprobs.extend(
+                                t.logprob for t in choice.logprobs.content
+                            )
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            if generation.ttft_ms is None:
+                                generation.ttft_ms = (time.perf_counter() - started) * 1000
+                            generation.text += text
+                            yield text
+        except openai.APITimeoutError as exc:
+            raise ProviderError(
+                "timeout", f"{self.config.name} timed out mid-answer", started=bool(generation.text)
+            ) from exc
+        except (openai.APIError, ValueError) as exc:
+            # httpx errors surface as APIError subclasses; a truncated SSE body as ValueError/JSON errors.
+            raise ProviderError(
+                "broken_stream",
+                f"{self.config.name} stream broke: {exc}",
+                started=bool(generation.text),
+            ) from exc
+        finally:
+            generation.total_ms = (time.perf_counter() - started) * 1000
+        if generation.finish_reason is None:
+            raise ProviderError(
+                "broken_stream",
+                f"{self.config.name} stream ended without finishing",
+                started=bool(generation.text),
+            )
