@@ -23,13 +23,26 @@ class KnowledgeDocument(models.Model):
     source_name = models.CharField(
         max_length=300, unique=True, help_text="File name or other stable source key."
     )
-    content = models.TextField(blank=True)
+    source_type = models.CharField(
+        max_length=8, blank=True, help_text="md, txt, html, pdf or docx (from the file name)."
+    )
+    # The uploaded bytes live in the database so any worker machine can parse them.
+    raw = models.BinaryField(blank=True, editable=False)
+    size_bytes = models.PositiveIntegerField(default=0)
+    content = models.TextField(blank=True, help_text="Extracted text (markdown-like).")
     content_hash = models.CharField(max_length=64, blank=True)
     version = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Ingestion attempts for the current version (the reaper retries)."
+    )
+    task_id = models.CharField(max_length=64, blank=True, help_text="The queued ingestion task.")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of a running ingestion."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
