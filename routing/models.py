@@ -63,3 +63,102 @@ class ModelTier(models.Model):
             self.price_input_per_mtok * Decimal(tokens_in)
             + self.price_output_per_mtok * Decimal(tokens_out)
         ) / Decimal(1_000_000)
+
+
+class ScorerWeights(models.Model):
+    """The scorer's logistic weights (one row per name; 'default' is used unless told otherwise)."""
+
+    name = models.SlugField(max_length=40, unique=True, default="default")
+    weights = models.JSONField(
+        default=dict, help_text="Feature name to weight; 'bias' is the intercept."
+    )
+    fitted_on = models.CharField(
+        max_length=200, blank=True, help_text="Where the weights come from (run, split)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "scorer weights"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EvaluationRun(models.Model):
+    """One run of 'manage.py evaluate': dataset, settings, tiers and thresholds as they were."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETE = "complete"
+        INTERRUPTED = "interrupted"  # killed or stopped: resume with 'evaluate --resume ID'
+
+    name = models.CharField(max_length=200, blank=True)
+    dataset = models.CharField(max_length=500, help_text="Questions file (and passages file).")
+    off_topic = models.CharField(max_length=500, blank=True, help_text="Off-topic questions file.")
+    settings = models.JSONField(
+        default=dict, help_text="limit, seed, split, retrieval settings, starting tier, scorer."
+    )
+    tiers = models.JSONField(
+        default=list, help_text="Snapshot of each evaluated tier: name, model, prices, order."
+    )
+    thresholds = models.JSONField(default=dict, help_text="Tier name to acceptance threshold.")
+    scorer_weights = models.JSONField(default=dict)
+    summary = models.JSONField(default=dict, blank=True, help_text="Figures per tier and cascade.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return self.name or f"evaluation {self.pk}"
+
+
+class EvaluationResult(models.Model):
+    """One question answered by one tier alone (tier name) or by the real cascade (tier 'cascade')."""
+
+    CASCADE = "cascade"
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="results")
+    question_id = models.CharField(max_length=100)
+    question = models.TextField()
+    source = models.CharField(max_length=20, help_text="'squad' or 'off_topic'.")
+    split = models.CharField(max_length=10, default="test", help_text="'fit' or 'test'.")
+    answerable = models.BooleanField()
+    gold_answers = models.JSONField(default=list, blank=True)
+    tier = models.CharField(max_length=40, help_text="Tier alone, or 'cascade'.")
+    answer = models.TextField(blank=True)
+    exact_match = models.FloatField(default=0.0)
+    f1 = models.FloatField(default=0.0)
+    correct_abstention = models.BooleanField(
+        null=True, blank=True, help_text="Unanswerable only: did it abstain?"
+    )
+    grade = models.FloatField(
+        default=0.0, help_text="F1 when answerable; 1 or 0 for abstention when not."
+    )
+    score = models.FloatField(default=0.0, help_text="Scorer's P(right) for this answer.")
+    signals = models.JSONField(default=dict, blank=True, help_text="Scorer inputs.")
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
+    latency_ms = models.FloatField(default=0.0)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    abstained = models.BooleanField(default=False)
+    abstain_reason = models.CharField(
+        max_length=20, blank=True, help_text="no_passages, model, low_score."
+    )
+    attempts = models.JSONField(default=list, blank=True, help_text="Cascade rows: each attempt.")
+    error_code = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "question_id", "tier"], name="evaluation_result_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["run", "tier"])]
+
+    def __str__(self) -> str:
+        return f"{self.question_id} @ {self.tier}"
