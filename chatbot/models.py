@@ -66,3 +66,23 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
+
+
+class BudgetSetting(models.Model):
+    """The admin's override of the daily spending cap (one row; blank falls back to DAILY_BUDGET_USD)."""
+
+    daily_budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Daily spend after which tiers above the best affordable one are skipped. "
+        "Blank: the DAILY_BUDGET_USD setting; 0 or less: no cap.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "budget setting"
+
+    def __str__(self) -> str:
+        return f"daily budget {self.daily_budget_usd}"

@@ -190,3 +190,7 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
 CHAT_DEFAULT_TIER = os.environ.get("CHAT_DEFAULT_TIER", "medium")
 COMPANY_NAME = os.environ.get("COMPANY_NAME", "Larkspur & Co.")
+
+# Cost controls: once a day's spend reaches this (USD), tiers above the best affordable one are
+# skipped. 0 means no cap. Admins override it on the dashboard (chatbot.BudgetSetting).
+DAILY_BUDGET_USD = env_float("DAILY_BUDGET_USD", 0.10)

@@ -1,0 +1,294 @@
+"""Selectors for the admin dashboard: every figure is an ORM aggregate over stored answers.
+
+Each assistant `Message` is one customer question answered (or declined). Costs are in
+USD as the tiers price them; `cost_if_largest` is what the largest enabled tier alone
+would have cost for the same prompt, stored by the pipeline, so savings need no replay.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import (
+    Aggregate,
+    Count,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from chatbot.budget import budget_status
+from chatbot.models import Message
+from routing.models import ModelTier
+
+PERIODS = {"today": 1, "7d": 7, "30d": 30}
+# Conversations created by `manage.py load_demo_traffic` carry this session key: demo data.
+DEMO_SESSION_KEY = "demo-traffic"
+MAX_CUSTOM_DAYS = 366
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's continuous percentile, e.g. PercentileCont("ttft_ms", fraction=0.95)."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, *, fraction: float, **extra: Any) -> None:
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+class JsonbArrayLength(Func):
+    """How many attempts an answer took (the tiers it went through)."""
+
+    function = "jsonb_array_length"
+    output_field = IntegerField()
+
+
+@dataclass(frozen=True)
+class Period:
+    """Local calendar days from `start` to `end`, both included."""
+
+    start: dt.date
+    end: dt.date
+    name: str
+
+    @property
+    def days(self) -> int:
+        """How many calendar days the period spans."""
+        return (self.end - self.start).days + 1
+
+    def bounds(self) -> tuple[dt.datetime, dt.datetime]:
+        """Aware datetimes [start of first day, start of the day after the last)."""
+        start = timezone.make_aware(dt.datetime.combine(self.start, dt.time.min))
+        end = timezone.make_aware(dt.datetime.combine(self.end + dt.timedelta(days=1), dt.time.min))
+        return start, end
+
+
+def period_parse(*, period: str | None, start: str | None = None, end: str | None = None) -> Period:
+    """A Period from `period` (today, 7d, 30d) or ISO `start`/`end` dates; ValueError if invalid."""
+    today = timezone.localdate()
+    if start or end:
+        first = dt.date.fromisoformat(start) if start else today
+        last = dt.date.fromisoformat(end) if end else today
+        if last < first:
+            raise ValueError("end is before start")
+        if (last - first).days >= MAX_CUSTOM_DAYS:
+            raise ValueError(f"a custom period spans at most {MAX_CUSTOM_DAYS} days")
+        return Period(first, last, "custom")
+    name = period or "7d"
+    if name not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)} or start/end dates")
+    return Period(today - dt.timedelta(days=PERIODS[name] - 1), today, name)
+
+
+def answers_in_period(*, period: Period) -> QuerySet[Message]:
+    """Assistant messages created within the period."""
+    start, end = period.bounds()
+    return Message.objects.filter(
+        role=Message.Role.ASSISTANT, created_at__gte=start, created_at__lt=end
+    )
+
+
+def _ratio(part: float | int, whole: float | int) -> float | None:
+    return None if not whole else float(part) / float(whole)
+
+
+def _money(value: Decimal | None) -> float:
+    return float(value or 0)
+
+
+def _percentiles(qs: QuerySet[Message], field: str) -> dict[str, float | None]:
+    values = qs.filter(**{f"{field}__isnull": False}).aggregate(
+        p50=PercentileCont(field, fraction=0.5), p95=PercentileCont(field, fraction=0.95)
+    )
+    return {"p50": values["p50"], "p95": values["p95"]}
+
+
+def _tier_order() -> list[str]:
+    return list(ModelTier.objects.order_by("order", "name").values_list("name", flat=True))
+
+
+def dashboard_totals(*, period: Period) -> dict[str, Any]:
+    """Headline figures for the period (the keys the JSON endpoint promises)."""
+    qs = answers_in_period(period=period)
+    totals = qs.aggregate(
+        questions=Count("id"),
+        cost=Sum("cost"),
+        cost_if_largest=Sum("cost_if_largest"),
+        cached=Count("id", filter=Q(cached=True)),
+        abstained=Count("id", filter=Q(abstained=True)),
+        thumbs_up=Count("id", filter=Q(feedback=1)),
+        thumbs_down=Count("id", filter=Q(feedback=-1)),
+    )
+    answered = qs.filter(cached=False).exclude(tier="")
+    questions = totals["questions"]
+    cost = _money(totals["cost"])
+    cost_if_largest = _money(totals["cost_if_largest"])
+    tier_counts = dict(
+        answered.values_list("tier").annotate(n=Count("id")).values_list("tier", "n")
+    )
+    model_answers = sum(tier_counts.values())
+    order = [t for t in _tier_order() if t in tier_counts] + sorted(
+        t for t in tier_counts if t not in _tier_order()
+    )
+    rated = totals["thumbs_up"] + totals["thumbs_down"]
+    return {
+        "period": {
+            "name": period.name,
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+        },
+        "questions": questions,
+        "cost": cost,
+        "cost_per_question": _ratio(cost, questions),
+        "cost_if_largest": cost_if_largest,
+        "savings": cost_if_largest - cost,
+        "savings_rate": _ratio(cost_if_largest - cost, cost_if_largest),
+        "cache_hits": totals["cached"],
+        "cache_hit_rate": _ratio(totals["cached"], questions),
+        "tier_counts": {t: tier_counts[t] for t in order},
+        "tier_shares": {t: tier_counts[t] / model_answers for t in order},
+        "escalation_rate": _escalation_rate(answered),
+        "abstention_rate": _ratio(totals["abstained"], questions),
+        "ttft_ms": _percentiles(qs, "ttft_ms"),
+        "total_ms": _percentiles(qs, "total_ms"),
+        "thumbs_up": totals["thumbs_up"],
+        "thumbs_down": totals["thumbs_down"],
+        "thumbs_up_rate": _ratio(totals["thumbs_up"], rated),
+    }
+
+
+def _escalation_rate(answered: QuerySet[Message]) -> float | None:
+    """Share of model answers that took more than one attempt (a lower tier was not enough)."""
+    counts = answered.annotate(attempt_count=JsonbArrayLength(F("attempts"))).aggregate(
+        total=Count("id"), escalated=Count("id", filter=Q(attempt_count__gt=1))
+    )
+    return _ratio(counts["escalated"], counts["total"])
+
+
+def dashboard_daily(*, period: Period) -> list[dict[str, Any]]:
+    """One row per day of the period (days without traffic included): cost, tiers, cache, latency."""
+    qs = answers_in_period(period=period).annotate(day=TruncDate("created_at"))
+    per_day = {
+        row["day"]: row
+        for row in qs.values("day").annotate(
+            questions=Count("id"),
+            cost=Sum("cost"),
+            cost_if_largest=Sum("cost_if_largest"),
+            cached=Count("id", filter=Q(cached=True)),
+            abstained=Count("id", filter=Q(abstained=True)),
+            ttft_p50=PercentileCont("ttft_ms", fraction=0.5),
+            total_p50=PercentileCont("total_ms", fraction=0.5),
+            total_p95=PercentileCont("total_ms", fraction=0.95),
+        )
+    }
+    tiers: dict[dt.date, dict[str, int]] = {}
+    for day, tier, n in (
+        qs.filter(cached=False)
+        .exclude(tier="")
+        .values("day", "tier")
+        .annotate(n=Count("id"))
+        .values_list("day", "tier", "n")
+    ):
+        tiers.setdefault(day, {})[tier] = n
+    rows = []
+    for offset in range(period.days):
+        day = period.start + dt.timedelta(days=offset)
+        row = per_day.get(day, {})
+        rows.append(
+            {
+                "date": day.isoformat(),
+                "questions": row.get("questions", 0),
+                "cost": _money(row.get("cost")),
+                "cost_if_largest": _money(row.get("cost_if_largest")),
+                "cache_hits": row.get("cached", 0),
+                "abstained": row.get("abstained", 0),
+                "tiers": tiers.get(day, {}),
+                "ttft_p50_ms": row.get("ttft_p50"),
+                "total_p50_ms": row.get("total_p50"),
+                "total_p95_ms": row.get("total_p95"),
+            }
+        )
+    return rows
+
+
+def month_projection(*, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Month-to-date spend and the month-end total at the pace so far."""
+    now = timezone.localtime(now)
+    month_start = timezone.make_aware(dt.datetime(now.year, now.month, 1))
+    spent = _money(
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT, created_at__gte=month_start, created_at__lte=now
+        ).aggregate(total=Sum("cost"))["total"]
+    )
+    days_in_month = calendar.monthrange(now.year, now.month)[1]
+    elapsed_days = max((now - month_start).total_seconds() / 86400, 1 / 24)
+    return {
+        "month": now.strftime("%Y-%m"),
+        "spent": spent,
+        "projected": spent / elapsed_days * days_in_month,
+        "elapsed_days": elapsed_days,
+        "days_in_month": days_in_month,
+    }
+
+
+def dashboard_budget() -> dict[str, Any]:
+    """Today's spend against the daily cap and which tiers it skips."""
+    status = budget_status()
+    return {
+        "daily_limit": None if status.limit is None else float(status.limit),
+        "spent_today": float(status.spent_today),
+        "remaining_today": None if status.remaining is None else float(status.remaining),
+        "capped": status.capped,
+        "allowed_max_order": status.allowed_max_order,
+        "skipped_tiers": status.skipped_tiers,
+    }
+
+
+def feedback_by_tier(*, period: Period) -> dict[str, dict[str, Any]]:
+    """Thumbs per answering tier ("cache" for cache hits): live accuracy between evaluation runs."""
+    rows = (
+        answers_in_period(period=period)
+        .filter(feedback__isnull=False)
+        .values("tier", "cached")
+        .annotate(up=Count("id", filter=Q(feedback=1)), down=Count("id", filter=Q(feedback=-1)))
+    )
+    result: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = "cache" if row["cached"] else (row["tier"] or "none")
+        entry = result.setdefault(key, {"up": 0, "down": 0})
+        entry["up"] += row["up"]
+        entry["down"] += row["down"]
+    for entry in result.values():
+        entry["up_rate"] = _ratio(entry["up"], entry["up"] + entry["down"])
+    return result
+
+
+def dashboard_data(*, period: Period) -> dict[str, Any]:
+    """Everything the dashboard page and the JSON endpoint show for a period."""
+    from chatbot.evaluations import evaluation_latest_summary
+
+    data = dashboard_totals(period=period)
+    data["daily"] = dashboard_daily(period=period)
+    data["tiers"] = _tier_order()
+    data["demo_answers"] = (
+        answers_in_period(period=period).filter(conversation__session_key=DEMO_SESSION_KEY).count()
+    )
+    data["budget"] = dashboard_budget()
+    data["month"] = month_projection()
+    data["accuracy"] = {
+        "evaluation": evaluation_latest_summary(),
+        "feedback_by_tier": feedback_by_tier(period=period),
+    }
+    return data

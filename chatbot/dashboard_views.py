@@ -1,0 +1,225 @@
+"""Staff-only admin pages: the cost/accuracy dashboard, its JSON, CSV export, tuning, evaluation runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from functools import wraps
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from chatbot import evaluations
+from chatbot.budget import budget_daily_limit, budget_set_daily_limit
+from chatbot.dashboard import Period, answers_in_period, dashboard_data, period_parse
+
+
+def staff_json_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Like staff_member_required, but answers 403 JSON instead of redirecting (for monitoring)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not (user.is_authenticated and user.is_active and user.is_staff):
+            return JsonResponse({"error": "staff_only", "message": "Log in as staff."}, status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _period(request: HttpRequest) -> Period:
+    return period_parse(
+        period=request.GET.get("period"),
+        start=request.GET.get("start") or None,
+        end=request.GET.get("end") or None,
+    )
+
+
+def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+    # The admin's own context (site header, user tools, sidebar) makes these pages look native.
+    return {**admin.site.each_context(request), "title": title, **extra}
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """Cost, savings, cache, tiers, latency, thumbs and accuracy for a period; POST sets the budget."""
+    if request.method == "POST":
+        raw = request.POST.get("daily_budget_usd", "").strip()
+        try:
+            amount = Decimal(raw) if raw else None
+        except InvalidOperation:
+            messages.error(request, f"Not a number: {raw!r}")
+        else:
+            budget_set_daily_limit(amount=amount)
+            limit = budget_daily_limit()
+            messages.success(
+                request, f"Daily budget set to {limit} USD." if limit else "No daily budget."
+            )
+        return redirect(f"{reverse('dashboard')}?{request.GET.urlencode()}")
+    try:
+        period = _period(request)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        period = period_parse(period="7d")
+    data = dashboard_data(period=period)
+    return render(
+        request,
+        "admin/chatbot/dashboard.html",
+        _context(
+            request,
+            "Cost and accuracy",
+            data=data,
+            period=period,
+            query=request.GET.urlencode(),
+            periods=["today", "7d", "30d"],
+        ),
+    )
+
+
+@require_GET
+@staff_json_required
+def dashboard_json(request: HttpRequest) -> JsonResponse:
+    """The dashboard's figures as JSON (?period=today|7d|30d or ?start=&end= ISO dates)."""
+    try:
+        period = _period(request)
+    except ValueError as exc:
+        return JsonResponse({"error": "bad_period", "message": str(exc)}, status=400)
+    return JsonResponse(dashboard_data(period=period))
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+CSV_FIELDS = [
+    "id",
+    "created_at",
+    "conversation_id",
+    "status",
+    "tier",
+    "tier_path",
+    "cached",
+    "abstained",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "cost_if_largest",
+    "ttft_ms",
+    "total_ms",
+    "feedback",
+]
+
+
+@staff_member_required
+@require_GET
+def dashboard_csv(request: HttpRequest) -> HttpResponse:
+    """Answers of a period as CSV: tier, tier path, tokens, cost and latency, one row each."""
+    try:
+        period = _period(request)
+    except ValueError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    writer = csv.writer(_Echo())
+
+    def rows() -> Any:
+        yield writer.writerow(CSV_FIELDS)
+        for m in answers_in_period(period=period).order_by("created_at", "id").iterator():
+            path = ">".join(
+                str(a.get("tier", "")) for a in (m.attempts or []) if isinstance(a, dict)
+            )
+            yield writer.writerow(
+                [
+                    m.id,
+                    m.created_at.isoformat(),
+                    m.conversation_id,
+                    m.status,
+                    m.tier,
+                    path,
+                    int(m.cached),
+                    int(m.abstained),
+                    m.tokens_in,
+                    m.tokens_out,
+                    m.cost,
+                    m.cost_if_largest,
+                    "" if m.ttft_ms is None else round(m.ttft_ms, 1),
+                    "" if m.total_ms is None else round(m.total_ms, 1),
+                    "" if m.feedback is None else m.feedback,
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = (
+        f'attachment; filename="answers-{period.start}-{period.end}.csv"'
+    )
+    return response
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def tuning_page(request: HttpRequest) -> HttpResponse:
+    """The cascade's cost-accuracy curve from a stored run; pick or optimise a point and apply it."""
+    if request.method == "POST":
+        try:
+            applied = evaluations.policy_apply_from_post(post=request.POST)
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, applied)
+        return redirect(f"{reverse('tuning')}?{request.GET.urlencode()}")
+    context = evaluations.tuning_context(params=request.GET)
+    return render(
+        request,
+        "admin/chatbot/tuning.html",
+        _context(
+            request,
+            "Tune the cascade",
+            tuning=context,
+            tuning_json=json.dumps(context.get("chart")),
+        ),
+    )
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
+    """Stored evaluation runs; POST uploads a dataset and starts a run in the background."""
+    if request.method == "POST":
+        try:
+            note = evaluations.evaluation_start_from_upload(
+                upload=request.FILES.get("questions"),
+                limit=request.POST.get("limit") or None,
+                user=request.user,
+            )
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, note)
+        return redirect("evaluation-runs")
+    return render(
+        request,
+        "admin/chatbot/evaluation_runs.html",
+        _context(request, "Evaluation runs", runs=evaluations.evaluation_runs_list()),
+    )
+
+
+@staff_member_required
+@require_GET
+def evaluation_run_page(request: HttpRequest, run_id: int) -> HttpResponse:
+    """One run: progress, and per tier and per policy F1, abstention, relative cost, latency."""
+    run = evaluations.evaluation_run_summary(run_id=run_id)
+    if run is None:
+        messages.error(request, f"No evaluation run {run_id}.")
+        return redirect("evaluation-runs")
+    return render(
+        request,
+        "admin/chatbot/evaluation_run.html",
+        _context(request, f"Evaluation run {run_id}", run=run),
+    )
