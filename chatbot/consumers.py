@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from chatbot.models import Conversation, Message
 from chatbot.pipeline import RunControl, answer_question
+from chatbot.services import FeedbackError, message_feedback
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error("bad_json", "The frame is not valid JSON.")
         if not isinstance(frame, dict):
             return await self._error("bad_json", "A frame must be a JSON object with a 'type'.")
-        handler = {"ask": self._ask, "stop": self._stop}.get(frame.get("type"))
+        handler = {"ask": self._ask, "stop": self._stop, "feedback": self._feedback}.get(
+            frame.get("type")
+        )
         if handler is None:
             return await self._error("unknown_type", f"Unknown frame type {frame.get('type')!r}.")
         await handler(frame)
@@ -69,27 +72,58 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "too_long",
                 f"Questions are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
             )
+        client_id = frame.get("client_id") or ""
+        if not isinstance(client_id, str) or len(client_id) > 64:
+            return await self._error(
+                "bad_client_id", "client_id must be a string of at most 64 characters."
+            )
+        await aclose_old_connections()
+        if client_id:
+            # A resend after a reconnect: acknowledge the stored message, never ask twice.
+            existing = await Message.objects.filter(
+                conversation__session_key=self.session_key,
+                role=Message.Role.USER,
+                client_id=client_id,
+            ).afirst()
+            if existing is not None:
+                return await self._send_json(
+                    {
+                        "type": "ask.ack",
+                        "client_id": client_id,
+                        "message_id": existing.id,
+                        "conversation_id": str(existing.conversation_id),
+                        "duplicate": True,
+                    }
+                )
         if self.generation is not None and not self.generation.done():
             return await self._error(
                 "busy", "An answer is still streaming: stop it or wait for it to finish."
-            )
-        await aclose_old_connections()
-        conversation = await self._conversation(frame.get("conversation_id"))
-        if conversation is None:
-            return await self._error(
-                "not_found", "That conversation does not exist in this session."
             )
         if await self._rate_limited():
             return await self._error(
                 "rate_limited", "Too many questions in a minute; please wait a moment."
             )
+        conversation = await self._conversation(frame.get("conversation_id"))
+        if conversation is None:
+            return await self._error(
+                "not_found", "That conversation does not exist in this session."
+            )
         # Stored before any model work: nothing the customer typed is lost.
         user_message = await Message.objects.acreate(
-            conversation=conversation, role=Message.Role.USER, content=text
+            conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
         )
         if not conversation.title:
             conversation.title = text[:80]
         await conversation.asave()
+        await self._send_json(
+            {
+                "type": "ask.ack",
+                "client_id": client_id,
+                "message_id": user_message.id,
+                "conversation_id": str(conversation.id),
+                "duplicate": False,
+            }
+        )
         self.control = RunControl()
         self.generation = asyncio.create_task(
             self._generate(conversation, user_message, self.control)
@@ -97,6 +131,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _stop(self, frame: dict[str, Any]) -> None:
         await self._cancel(Message.Status.STOPPED)
+
+    async def _feedback(self, frame: dict[str, Any]) -> None:
+        await aclose_old_connections()
+        try:
+            message = await message_feedback(
+                session_key=self.session_key,
+                message_id=frame.get("message_id"),
+                value=frame.get("value"),
+            )
+        except FeedbackError as exc:
+            return await self._error(exc.code, str(exc))
+        await self._send_json(
+            {"type": "feedback.ok", "message_id": message.id, "value": message.feedback}
+        )
 
     async def _generate(
         self, conversation: Conversation, user_message: Message, control: RunControl
@@ -139,6 +187,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def _conversation(self, conversation_id: Any) -> Conversation | None:
+        # No conversation_id starts a new conversation: the browser owns which thread is open.
         if conversation_id:
             try:
                 self.conversation = await Conversation.objects.aget(
@@ -146,7 +195,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
             except (Conversation.DoesNotExist, ValueError, ValidationError):
                 return None
-        elif self.conversation is None:
+        else:
             self.conversation = await Conversation.objects.acreate(session_key=self.session_key)
         return self.conversation
 
@@ -171,4 +220,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return session.session_key
 
     async def _error(self, code: str, message: str) -> None:
-        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
+        await self._send_json({"type": "error", "code": code, "message": message})
+
+    async def _send_json(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame))

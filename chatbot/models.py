@@ -59,6 +59,8 @@ class Message(models.Model):
     total_ms = models.FloatField(null=True, blank=True)
     feedback = models.SmallIntegerField(null=True, blank=True, choices=[(1, "up"), (-1, "down")])
     error_code = models.CharField(max_length=40, blank=True)
+    # The browser's id for a user message: a resend after a reconnect is recognised, not re-asked.
+    client_id = models.CharField(max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

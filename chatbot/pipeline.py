@@ -13,8 +13,9 @@ from typing import Any
 
 from django.conf import settings
 
+from chatbot.history import conversation_turns, history_for_tier, question_standalone
 from chatbot.models import Conversation, Message
-from chatbot.prompts import ABSTAIN_TEXT, build_messages
+from chatbot.prompts import ABSTAIN_TEXT, build_messages, system_prompt
 from retrieval.search import Passage, passages_search
 from routing.models import ModelTier
 from routing.providers import Generation, OpenAICompatibleProvider, ProviderConfig, ProviderError
@@ -55,19 +56,6 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
     }
 
 
-async def conversation_history(
-    *, conversation_id: Any, before_id: int, limit: int = 6
-) -> list[dict[str, str]]:
-    """The last complete turns before a message, oldest first."""
-    turns = [
-        {"role": m.role, "content": m.content}
-        async for m in Message.objects.filter(conversation_id=conversation_id, id__lt=before_id)
-        .exclude(status=Message.Status.ERROR)
-        .order_by("-id")[:limit]
-    ]
-    return list(reversed(turns))
-
-
 async def answer_question(
     *, conversation: Conversation, user_message: Message, control: RunControl | None = None
 ) -> AsyncIterator[Event]:
@@ -95,6 +83,11 @@ async def answer_question(
             "tier": answer.tier.name if answer.tier else None,
             "cached": False,
         }
+        # History and the standalone question (chatbot/history.py): retrieval, the cache and
+        # the prompt all see a complete question, not "and how long does that take?".
+        turns = await conversation_turns(conversation_id=conversation.id, before_id=user_message.id)
+        question = await question_standalone(question=question, history=turns)
+        message.standalone_question = question
         passages = await passages_search(
             question=question,
             k=settings.RETRIEVAL_TOP_K,
@@ -109,8 +102,8 @@ async def answer_question(
             answer.text = ABSTAIN_TEXT
             yield {"type": "answer.delta", "text": ABSTAIN_TEXT}
         else:
-            history = await conversation_history(
-                conversation_id=conversation.id, before_id=user_message.id
+            history = history_for_tier(
+                turns=turns, tier=tier, system_prompt=system_prompt(passages), question=question
             )
             messages = build_messages(passages=passages, history=history, question=question)
             config = ProviderConfig(
@@ -189,5 +182,6 @@ def _end_event(answer: _Answer) -> Event:
         "usage": {"tokens_in": message.tokens_in, "tokens_out": message.tokens_out},
         "cost": float(message.cost),
         "abstained": message.abstained,
+        "standalone_question": message.standalone_question,
         "latency_ms": {"ttft": message.ttft_ms, "total": message.total_ms},
     }

@@ -189,6 +189,15 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
 CHAT_DEFAULT_TIER = os.environ.get("CHAT_DEFAULT_TIER", "medium")
+# History sent to a tier: at most this many stored turns are considered, then trimmed to the
+# tier's context window (chatbot/history.py) leaving this safety margin in tokens.
+CHAT_HISTORY_MAX_TURNS = env_int("CHAT_HISTORY_MAX_TURNS", 200)
+CHAT_HISTORY_MARGIN_TOKENS = env_int("CHAT_HISTORY_MARGIN_TOKENS", 64)
+# Follow-up rewriting: blank tier = the cheapest enabled tier.
+CHAT_REWRITE_TIER = os.environ.get("CHAT_REWRITE_TIER", "")
+CHAT_REWRITE_HISTORY_TURNS = env_int("CHAT_REWRITE_HISTORY_TURNS", 4)
+CHAT_REWRITE_MAX_TOKENS = env_int("CHAT_REWRITE_MAX_TOKENS", 48)
+CHAT_REWRITE_TIMEOUT_SECONDS = env_float("CHAT_REWRITE_TIMEOUT_SECONDS", 15.0)
 COMPANY_NAME = os.environ.get("COMPANY_NAME", "Larkspur & Co.")
 
 # Cost controls: once a day's spend reaches this (USD), tiers above the best affordable one are

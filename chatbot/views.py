@@ -1,11 +1,14 @@
-"""HTTP pages: the chat page, a passage in its document, a health check."""
+"""HTTP pages: the chat page, the session's conversations as JSON, a passage in its document, a health check."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from uuid import UUID
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from chatbot.selectors import conversation_detail, conversation_list
 from retrieval.models import Chunk
 
 
@@ -15,6 +18,27 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     if not request.session.session_key:
         request.session.save()
     return render(request, "chatbot/chat.html")
+
+
+def _session_key(request: HttpRequest) -> str:
+    if not request.session.session_key:
+        request.session.save()
+    return request.session.session_key or ""
+
+
+@require_GET
+def conversations_json(request: HttpRequest) -> JsonResponse:
+    """This browser's conversations for the side list, most recent first."""
+    return JsonResponse({"conversations": conversation_list(session_key=_session_key(request))})
+
+
+@require_GET
+def conversation_json(request: HttpRequest, conversation_id: UUID) -> JsonResponse:
+    """One of this browser's conversations with its messages; 404 for anyone else's."""
+    data = conversation_detail(session_key=_session_key(request), conversation_id=conversation_id)
+    if data is None:
+        raise Http404("No such conversation in this session.")
+    return JsonResponse(data)
 
 
 @require_GET

@@ -1,0 +1,202 @@
+"""Conversation history for prompts: load turns, fit them into a token budget, make follow-ups standalone."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.conf import settings
+
+from chatbot.models import Message
+from routing.models import ModelTier
+from routing.providers import Generation, OpenAICompatibleProvider, ProviderConfig, ProviderError
+from routing.tokens import count_tokens
+
+logger = logging.getLogger(__name__)
+
+Turn = dict[str, str]
+TokenCounter = Callable[[str], int]
+
+# Chat templates wrap each message in role markers (<|im_start|>user\n ... <|im_end|>\n).
+MESSAGE_OVERHEAD_TOKENS = 8
+# Measured against llama.cpp's /tokenize for SmolLM2-135M on help-centre text: at most 1.28x
+# cl100k on prose; runs of repeated letters reach 2x, which the characters/3 floor covers.
+LOCAL_TOKEN_FACTOR = 1.35
+LOCAL_CHARS_PER_TOKEN_FLOOR = 3.0
+
+_FOLLOW_UP_START = re.compile(
+    r"^\s*(and|but|also|so|or|then|what about|how about|why|same|ok(ay)?)\b", re.IGNORECASE
+)
+_FOLLOW_UP_WORDS = re.compile(
+    r"\b(it|its|it's|that|this|those|these|they|them|their|there|one|ones|he|she|him|her|"
+    r"the same|above|previous|earlier|else|instead)\b",
+    re.IGNORECASE,
+)
+
+REWRITE_INSTRUCTIONS = (
+    "Rewrite the customer's last message as one standalone question that can be understood "
+    "without the conversation. Keep its meaning; replace words like 'it' or 'that' with what "
+    "they refer to. Reply with the question only."
+)
+
+
+def message_token_counter(*, local: bool) -> TokenCounter:
+    """Tokens one chat message costs on a tier: cl100k for remote tiers, a measured margin for local ones."""
+    if not local:
+        return lambda text: count_tokens(text) + MESSAGE_OVERHEAD_TOKENS
+
+    def count(text: str) -> int:
+        by_bpe = math.ceil(count_tokens(text) * LOCAL_TOKEN_FACTOR)
+        by_chars = math.ceil(len(text) / LOCAL_CHARS_PER_TOKEN_FLOOR)
+        return max(by_bpe, by_chars) + MESSAGE_OVERHEAD_TOKENS
+
+    return count
+
+
+def history_fit(turns: Sequence[Turn], *, budget_tokens: int, count: TokenCounter) -> list[Turn]:
+    """The newest turns that fit in budget_tokens (oldest dropped first), plus the first user turn if it still fits."""
+    if budget_tokens <= 0 or not turns:
+        return []
+    kept: list[Turn] = []
+    used = 0
+    start = len(turns)
+    for index in range(len(turns) - 1, -1, -1):
+        cost = count(turns[index]["content"])
+        if used + cost > budget_tokens:
+            break
+        kept.append(turns[index])
+        used += cost
+        start = index
+    kept.reverse()
+    # An answer whose question was dropped reads as noise to the model.
+    while kept and kept[0]["role"] != Message.Role.USER:
+        used -= count(kept[0]["content"])
+        kept.pop(0)
+        start += 1
+    first_user = next((i for i, t in enumerate(turns) if t["role"] == Message.Role.USER), None)
+    if first_user is not None and first_user < start:
+        # The opening question usually names the topic that later pronouns refer to.
+        cost = count(turns[first_user]["content"])
+        if used + cost <= budget_tokens:
+            kept.insert(0, turns[first_user])
+    return kept
+
+
+def history_budget(
+    *,
+    context_window: int,
+    max_answer_tokens: int,
+    fixed_messages: Sequence[str],
+    count: TokenCounter,
+    margin_tokens: int | None = None,
+) -> int:
+    """Tokens left for history: window minus system prompt, passages, question, answer and a margin."""
+    if margin_tokens is None:
+        margin_tokens = settings.CHAT_HISTORY_MARGIN_TOKENS
+    fixed = sum(count(text) for text in fixed_messages)
+    return context_window - fixed - max_answer_tokens - margin_tokens
+
+
+def history_for_tier(
+    *, turns: Sequence[Turn], tier: ModelTier, system_prompt: str, question: str
+) -> list[Turn]:
+    """History trimmed to what the tier's context window leaves after prompt, question and answer."""
+    count = message_token_counter(local=bool(tier.local_model))
+    budget = history_budget(
+        context_window=tier.context_window,
+        max_answer_tokens=tier.max_answer_tokens,
+        fixed_messages=[system_prompt, question],
+        count=count,
+    )
+    return history_fit(turns, budget_tokens=budget, count=count)
+
+
+async def conversation_turns(*, conversation_id: Any, before_id: int) -> list[Turn]:
+    """All usable turns of a conversation before a message, oldest first (failed or empty answers skipped)."""
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, id__lt=before_id)
+        .exclude(status__in=[Message.Status.ERROR, Message.Status.STREAMING])
+        .exclude(content="")
+        .order_by("-id")[: settings.CHAT_HISTORY_MAX_TURNS]
+    )
+    turns = [{"role": m.role, "content": m.content} async for m in rows]
+    turns.reverse()
+    return turns
+
+
+def question_needs_rewrite(*, question: str, history: Sequence[Turn]) -> bool:
+    """True when a question looks like a follow-up that depends on earlier turns."""
+    if not any(t["role"] == Message.Role.USER for t in history):
+        return False
+    return bool(_FOLLOW_UP_START.search(question) or _FOLLOW_UP_WORDS.search(question))
+
+
+async def rewrite_tier() -> ModelTier | None:
+    """The tier that rewrites follow-ups: CHAT_REWRITE_TIER, else the cheapest enabled tier."""
+    tiers = ModelTier.objects.filter(enabled=True)
+    if settings.CHAT_REWRITE_TIER:
+        tier = await tiers.filter(name=settings.CHAT_REWRITE_TIER).afirst()
+        if tier is not None:
+            return tier
+    return await tiers.order_by("order", "name").afirst()
+
+
+def _rewrite_messages(*, question: str, history: Sequence[Turn]) -> list[dict[str, str]]:
+    lines = []
+    for turn in history:
+        who = "Customer" if turn["role"] == Message.Role.USER else "Assistant"
+        # Long answers add little to reference resolution and cost prefill time.
+        lines.append(f"{who}: {turn['content'][:400]}")
+    lines.append(f"Customer: {question}")
+    return [
+        {"role": "system", "content": REWRITE_INSTRUCTIONS},
+        {"role": "user", "content": "\n".join(lines) + "\n\nStandalone question:"},
+    ]
+
+
+def _clean_rewrite(text: str, *, question: str) -> str | None:
+    text = text.strip().strip('"').strip()
+    text = text.splitlines()[0].strip() if text else ""
+    text = re.sub(r"^(standalone question|question)\s*:\s*", "", text, flags=re.IGNORECASE)
+    # A rewrite that is empty or rambles is worse than the customer's own words.
+    if len(text) < 3 or len(text) > 2 * len(question) + 200:
+        return None
+    return text
+
+
+async def question_standalone(
+    *, question: str, history: Sequence[Turn], tier: ModelTier | None = None
+) -> str:
+    """The question rewritten to stand alone using recent history; unchanged when no rewrite is needed or possible."""
+    recent = list(history)[-settings.CHAT_REWRITE_HISTORY_TURNS :]
+    if not question_needs_rewrite(question=question, history=recent):
+        return question
+    tier = tier or await rewrite_tier()
+    if tier is None:
+        return question
+    config = ProviderConfig(
+        name=tier.name,
+        base_url=tier.base_url,
+        model=tier.model,
+        api_key=tier.api_key,
+        timeout_seconds=min(tier.timeout_seconds, settings.CHAT_REWRITE_TIMEOUT_SECONDS),
+        max_retries=0,
+    )
+    generation = Generation()
+    try:
+        provider = OpenAICompatibleProvider(config)
+        async for _delta in provider.stream(
+            messages=_rewrite_messages(question=question, history=recent),
+            max_tokens=settings.CHAT_REWRITE_MAX_TOKENS,
+            generation=generation,
+        ):
+            pass
+    except ProviderError as exc:
+        # Rewriting is an optimisation: the answer goes on with the original question.
+        logger.warning("follow-up rewrite failed on %s: %s", tier.name, exc)
+        if not generation.text:
+            return question
+    return _clean_rewrite(generation.text, question=question) or question
