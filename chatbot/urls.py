@@ -7,6 +7,12 @@ from chatbot import dashboard_views, views
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),
+    path("api/conversations/", views.conversations_json, name="conversations"),
+    path(
+        "api/conversations/<uuid:conversation_id>/",
+        views.conversation_json,
+        name="conversation",
+    ),
     path("passages/<int:chunk_id>/", views.passage_page, name="passage"),
     path("healthz", views.healthz, name="healthz"),
     # Admin dashboard, tuning and evaluation pages (staff only; before admin/ so they win).
