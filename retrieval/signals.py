@@ -1,0 +1,40 @@
+"""Events other apps listen to (the answer cache invalidates on document_changed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.dispatch import Signal
+
+# Sent (after commit) whenever the passages a document serves change: a replacement was
+# accepted (the old chunks are withdrawn), a new version became ready, or the document was
+# deleted. sender=KnowledgeDocument; kwargs: document_id: int, version: int, deleted: bool.
+document_changed = Signal()
+
+
+def document_changed_send(*, document_id: int, version: int, deleted: bool) -> None:
+    """Send document_changed once the current transaction commits (at once outside one)."""
+    from retrieval.models import KnowledgeDocument
+
+    transaction.on_commit(
+        lambda: document_changed.send(
+            sender=KnowledgeDocument, document_id=document_id, version=version, deleted=deleted
+        )
+    )
+
+
+def _on_document_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # A receiver rather than a service call, so admin bulk deletes and shell deletes are seen too.
+    document_changed_send(document_id=instance.id, version=instance.version, deleted=True)
+
+
+def connect() -> None:
+    """Wire model signals (called from RetrievalConfig.ready)."""
+    from django.db.models.signals import post_delete
+
+    from retrieval.models import KnowledgeDocument
+
+    post_delete.connect(
+        _on_document_deleted, sender=KnowledgeDocument, dispatch_uid="retrieval_document_deleted"
+    )
