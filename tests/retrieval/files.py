@@ -8,6 +8,7 @@ import zipfile
 
 def pdf_with_text(lines: list[str], title: str = "") -> bytes:
     """A valid one-page PDF whose text pypdf can extract."""
+
     def esc(s: str) -> str:
         return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 

@@ -21,7 +21,7 @@ def rejection(name: str, data: bytes) -> str:
 
 
 def test_markdown_and_text_pass_through() -> None:
-    assert parse("a.md", "# Returns\n\nWithin 30 days.".encode())[1] == "# Returns\n\nWithin 30 days."
+    assert parse("a.md", b"# Returns\n\nWithin 30 days.")[1] == "# Returns\n\nWithin 30 days."
     assert "Café" in parse("b.txt", "\ufeffCafé opening hours".encode())[1]
 
 

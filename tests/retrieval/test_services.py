@@ -35,9 +35,13 @@ def changes():  # noqa: ANN201
     document_changed.disconnect(receiver)
 
 
-def test_ingest_text_chunks_with_title_and_heading(django_capture_on_commit_callbacks, changes) -> None:  # noqa: ANN001
+def test_ingest_text_chunks_with_title_and_heading(
+    django_capture_on_commit_callbacks, changes
+) -> None:  # noqa: ANN001
     with django_capture_on_commit_callbacks(execute=True):
-        document = document_ingest_text(source_name="demo/returns.md", title="Returns", text=RETURNS)
+        document = document_ingest_text(
+            source_name="demo/returns.md", title="Returns", text=RETURNS
+        )
     assert document.status == Status.READY and document.version == 1
     chunks = list(document.chunks.order_by("ordinal"))
     assert [c.heading for c in chunks] == ["Window", "Refunds"]
@@ -55,7 +59,8 @@ def test_unchanged_text_is_a_no_op(django_capture_on_commit_callbacks, changes) 
 
 
 def test_replace_bumps_version_drops_old_chunks_and_signals(
-    django_capture_on_commit_callbacks, changes  # noqa: ANN001
+    django_capture_on_commit_callbacks,
+    changes,  # noqa: ANN001
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         first = document_ingest_text(source_name="r.md", title="Returns", text=RETURNS)
