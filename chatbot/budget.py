@@ -19,6 +19,10 @@ from django.utils import timezone
 from chatbot.models import BudgetSetting, Message
 from routing.models import ModelTier
 
+# Conversations created by `manage.py load_demo_traffic` carry this session key: demo data,
+# shown on the dashboard (labelled) but never counted against the real daily budget.
+DEMO_SESSION_KEY = "demo-traffic"
+
 # Used to price a question on a tier before any history exists (a grounded prompt and a short answer).
 DEFAULT_TOKENS_IN = 1000
 DEFAULT_TOKENS_OUT = 200
@@ -67,10 +71,12 @@ def _day_start(day: dt.date | None = None) -> dt.datetime:
 
 
 def budget_spent_today() -> Decimal:
-    """What every answer since local midnight cost."""
-    total = Message.objects.filter(
-        role=Message.Role.ASSISTANT, created_at__gte=_day_start()
-    ).aggregate(total=Sum("cost"))["total"]
+    """What every real (non-demo) answer since local midnight cost."""
+    total = (
+        Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=_day_start())
+        .exclude(conversation__session_key=DEMO_SESSION_KEY)
+        .aggregate(total=Sum("cost"))["total"]
+    )
     return total or Decimal(0)
 
 

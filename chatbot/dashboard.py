@@ -27,13 +27,11 @@ from django.db.models import (
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from chatbot.budget import budget_status
+from chatbot.budget import DEMO_SESSION_KEY, budget_status
 from chatbot.models import Message
 from routing.models import ModelTier
 
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
-# Conversations created by `manage.py load_demo_traffic` carry this session key: demo data.
-DEMO_SESSION_KEY = "demo-traffic"
 MAX_CUSTOM_DAYS = 366
 
 

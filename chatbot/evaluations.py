@@ -1,8 +1,7 @@
 """Evaluation runs as the admin sees them, and tuning the cascade from their stored rows.
 
 Reads routing's EvaluationRun/EvaluationResult (written by `manage.py evaluate`) into
-`routing.tuning` rows, so every figure here is a replay: no model is called. Until those
-models exist the pages say so instead of failing.
+`routing.tuning` rows, so every figure here is a replay: no model is called.
 """
 
 from __future__ import annotations
@@ -16,22 +15,15 @@ from routing.models import ModelTier
 from routing.tuning import (
     PolicyPoint,
     QuestionRow,
+    TierOutcome,
     best_under_budget,
     cheapest_above_target,
+    complete_rows,
     pareto_frontier,
     policies_search,
     policy_replay,
     single_tier_points,
 )
-
-
-def _models() -> tuple[Any, Any] | None:
-    try:
-        from routing.models import EvaluationResult, EvaluationRun  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return EvaluationRun, EvaluationResult
-
 
 # --- Applying a policy -----------------------------------------------------------------------
 
@@ -144,32 +136,199 @@ def tuning_from_rows(
     }
 
 
-# --- Stored runs (routing's models, once they exist) ------------------------------------------
+# --- Stored runs (routing's EvaluationRun / EvaluationResult) ---------------------------------
+
+CASCADE = "cascade"
+MAX_UPLOAD_BYTES = 5_000_000
+
+
+def _run_tier_order(run: Any, present: set[str]) -> list[str]:
+    """The run's evaluated tiers, cheapest first (its snapshot's order), that have stored rows."""
+    snapshot = sorted(
+        (t for t in (run.tiers or []) if isinstance(t, dict) and t.get("name") in present),
+        key=lambda t: (t.get("order", 0), t.get("name")),
+    )
+    names = [t["name"] for t in snapshot]
+    return names + sorted(present - set(names))
+
+
+def _outcome(result: Any) -> TierOutcome:
+    # A tier-alone row abstained by the scorer's threshold is an answer to the replay, which
+    # applies thresholds itself; "no passages" and the model's own "I don't know" stay abstentions.
+    low_score = result.abstain_reason == "low_score"
+    grade = (result.f1 if result.answerable else 0.0) if low_score else result.grade
+    return TierOutcome(
+        score=float(result.score),
+        grade=float(grade),
+        cost=float(result.cost),
+        latency_ms=float(result.latency_ms or 0.0),
+        abstained=bool(result.abstained and not low_score),
+    )
 
 
 def evaluation_runs_list() -> list[dict[str, Any]]:
-    """Stored runs, newest first, as plain dicts."""
-    return []
+    """Stored runs, newest first, as plain dicts with their progress."""
+    from django.db.models import Count
+
+    from routing.models import EvaluationRun
+
+    runs = EvaluationRun.objects.annotate(
+        done=Count("results"), questions=Count("results__question_id", distinct=True)
+    ).order_by("-started_at")
+    return [
+        {
+            "id": run.id,
+            "name": run.name,
+            "dataset": run.dataset,
+            "status": run.status,
+            "created_at": run.started_at,
+            "done": run.done,
+            "total": (run.settings or {}).get("total_rows") or run.done,
+            "questions": run.questions,
+            "demo": bool((run.settings or {}).get("demo")),
+        }
+        for run in runs
+    ]
 
 
 def evaluation_rows(*, run_id: int) -> tuple[list[str], list[QuestionRow]] | None:
     """A run's tiers (cheapest first) and its per-question rows; None when there is no such run."""
-    return None
+    from routing.models import EvaluationResult, EvaluationRun
+
+    run = EvaluationRun.objects.filter(id=run_id).first()
+    if run is None:
+        return None
+    by_question: dict[str, dict[str, TierOutcome]] = {}
+    answerable: dict[str, bool] = {}
+    for result in EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE).iterator():
+        by_question.setdefault(result.question_id, {})[result.tier] = _outcome(result)
+        answerable[result.question_id] = result.answerable
+    present = {tier for outcomes in by_question.values() for tier in outcomes}
+    tier_order = _run_tier_order(run, present)
+    rows = [
+        QuestionRow(question_id=q, answerable=answerable[q], outcomes=outcomes)
+        for q, outcomes in sorted(by_question.items())
+    ]
+    return tier_order, complete_rows(rows=rows, tiers=tier_order)
+
+
+def _cascade_point(run: Any) -> PolicyPoint | None:
+    from routing.models import EvaluationResult
+
+    rows = [
+        QuestionRow(
+            question_id=r.question_id,
+            answerable=r.answerable,
+            outcomes={
+                CASCADE: TierOutcome(
+                    score=1.0,
+                    grade=float(r.grade),
+                    cost=float(r.cost),
+                    latency_ms=float(r.latency_ms or 0.0),
+                    abstained=bool(r.abstained),
+                )
+            },
+        )
+        for r in EvaluationResult.objects.filter(run=run, tier=CASCADE).iterator()
+    ]
+    if not rows:
+        return None
+    return policy_replay(rows=rows, tiers=[CASCADE], thresholds=[0.0], label="cascade (as run)")
 
 
 def evaluation_run_summary(*, run_id: int) -> dict[str, Any] | None:
-    """A run's header and per tier and per policy table; None when there is no such run."""
-    return None
+    """A run's header and its table: each tier alone, the cascade as run, its thresholds replayed."""
+    from routing.models import EvaluationRun
+
+    run = EvaluationRun.objects.filter(id=run_id).first()
+    if run is None:
+        return None
+    tier_order, rows = evaluation_rows(run_id=run_id) or ([], [])
+    singles = single_tier_points(rows=rows, tier_order=tier_order) if rows else []
+    largest = singles[-1] if singles else None
+    policies = [_point(p, largest) for p in singles]
+    cascade = _cascade_point(run)
+    if cascade:
+        policies.append(_point(cascade, largest, marked=True))
+    thresholds = run.thresholds or {}
+    run_tiers = [t for t in tier_order if t in thresholds]
+    if rows and run_tiers:
+        replayed = policy_replay(
+            rows=rows,
+            tiers=run_tiers,
+            thresholds=[float(thresholds[t]) for t in run_tiers],
+            label="run's thresholds, replayed",
+        )
+        policies.append(_point(replayed, largest))
+    info = next((r for r in evaluation_runs_list() if r["id"] == run.id), {})
+    return {
+        **info,
+        "id": run.id,
+        "settings": run.settings,
+        "tiers_in_force": [
+            {"name": t, "threshold": thresholds[t]} for t in tier_order if t in thresholds
+        ],
+        "policies": policies,
+    }
 
 
 def evaluation_latest_summary() -> dict[str, Any] | None:
-    """Per tier and per policy figures of the latest finished evaluation run, or None."""
-    return None
+    """Per tier and per policy figures of the latest run with stored rows, or None."""
+    from routing.models import EvaluationRun
+
+    with_rows = EvaluationRun.objects.filter(results__isnull=False).distinct()
+    run = (
+        with_rows.filter(status=EvaluationRun.Status.COMPLETE).order_by("-started_at").first()
+        or with_rows.order_by("-started_at").first()
+    )
+    if run is None:
+        return None
+    return evaluation_run_summary(run_id=run.id)
 
 
-def evaluation_start_from_upload(*, upload: Any, limit: str | None, user: Any) -> str:
-    """Store an uploaded JSONL dataset and queue an evaluation run on it."""
-    raise ValueError("Evaluation runs are not available yet (the cascade's models are missing).")
+def _store_jsonl(upload: Any, *, required: str) -> tuple[str, int]:
+    import json
+    import uuid
+
+    from django.conf import settings
+
+    if upload.size > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{upload.name} is larger than {MAX_UPLOAD_BYTES // 1_000_000} MB.")
+    raw = upload.read()
+    try:
+        lines = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{upload.name} is not JSONL: {exc}") from exc
+    if not lines or not all(isinstance(x, dict) and x.get(required) for x in lines):
+        raise ValueError(f'Every line of {upload.name} needs an object with "{required}".')
+    folder = settings.MEDIA_ROOT / "evaluations"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.jsonl"
+    path.write_bytes(raw)
+    return str(path), len(lines)
+
+
+def evaluation_start_from_upload(
+    *, upload: Any, passages: Any = None, limit: str | None, user: Any
+) -> str:
+    """Check and store an uploaded JSONL dataset (and passages), then queue an evaluation run."""
+    from chatbot.dashboard_tasks import evaluation_run_task
+
+    if upload is None:
+        raise ValueError("Choose a questions file (JSONL).")
+    try:
+        limit_value = int(limit) if limit else None
+    except ValueError as exc:
+        raise ValueError("The limit must be a whole number.") from exc
+    questions_path, count = _store_jsonl(upload, required="question")
+    passages_path = _store_jsonl(passages, required="text")[0] if passages else None
+    evaluation_run_task.enqueue(
+        questions_path=questions_path, passages_path=passages_path, limit=limit_value
+    )
+    return (
+        f"Queued an evaluation of {min(count, limit_value or count)} questions; "
+        "it appears below once the worker starts it."
+    )
 
 
 def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:

@@ -16,6 +16,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--no-admin", action="store_true")
         parser.add_argument("--no-knowledge", action="store_true")
+        parser.add_argument(
+            "--no-demo-traffic",
+            action="store_true",
+            help="Skip the labelled DEMO answers and DEMO evaluation run behind the dashboard.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         for tier in tiers_ensure_defaults():
@@ -33,3 +38,6 @@ class Command(BaseCommand):
                 )
         if not options["no_knowledge"]:
             call_command("load_demo_knowledge", stdout=self.stdout)
+        if not options["no_demo_traffic"]:
+            # Labelled demo data so the admin dashboard's charts mean something (idempotent).
+            call_command("load_demo_traffic", stdout=self.stdout)
