@@ -1,0 +1,75 @@
+"""Hybrid search: vector and full-text ranks fused, a cosine floor, READY documents only."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from retrieval.models import KnowledgeDocument
+from retrieval.search import passages_search, text_query
+from retrieval.services import document_ingest_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DOCS = {
+    "returns.md": "# Returns\n\n## Window\n\nYou can send items back within 30 days of delivery for a full refund.",
+    "shipping.md": "# Shipping\n\n## Times\n\nParcels within the UK arrive in two to three working days.",
+    "lamps.md": "# Lamps\n\n## Bulbs\n\nThe Orla desk lamp takes a ZX-4471 bulb, sold separately.",
+}
+
+
+@pytest.fixture
+def knowledge() -> dict[str, KnowledgeDocument]:
+    """Three small documents, indexed with the real MiniLM embedder."""
+    return {
+        name: document_ingest_text(source_name=name, title=name[:-3].title(), text=text)
+        for name, text in DOCS.items()
+    }
+
+
+def test_text_query_is_an_or_of_words() -> None:
+    assert text_query("Can I return a lamp?") == "can | return | lamp"
+    assert text_query("?!") == ""
+
+
+async def test_hybrid_finds_the_semantic_match_first(knowledge) -> None:  # noqa: ANN001
+    passages = await passages_search(
+        question="How long do I have to send something back?", k=3, min_similarity=0.2
+    )
+    assert passages[0].title == "Returns"
+    assert passages[0].vector_rank == 1 and 0.2 <= passages[0].similarity <= 1.0
+
+
+async def test_full_text_finds_an_exact_code_the_embedding_misses(knowledge) -> None:  # noqa: ANN001
+    text_only = await passages_search(question="ZX-4471", k=3, min_similarity=0.0, mode="text")
+    assert [p.title for p in text_only] == ["Lamps"] and text_only[0].text_rank == 1
+    hybrid = await passages_search(question="ZX-4471", k=3, min_similarity=0.0)
+    assert hybrid[0].title == "Lamps"
+    # in both lists beats in one: its fused score is the highest
+    assert hybrid[0].text_rank == 1 and hybrid[0].score == max(p.score for p in hybrid)
+
+
+async def test_floor_returns_nothing_for_an_unrelated_question(knowledge) -> None:  # noqa: ANN001
+    passages = await passages_search(
+        question="Who won the 1998 football world cup final?", k=3, min_similarity=0.3
+    )
+    assert passages == []
+
+
+async def test_only_ready_documents_are_served(knowledge) -> None:  # noqa: ANN001
+    await KnowledgeDocument.objects.filter(source_name="returns.md").aupdate(
+        status=KnowledgeDocument.Status.EMBEDDING
+    )
+    passages = await passages_search(
+        question="How long do I have to send something back?", k=3, min_similarity=0.0
+    )
+    assert passages and all(p.title != "Returns" for p in passages)
+
+
+async def test_passage_fields_match_the_document(knowledge) -> None:  # noqa: ANN001
+    passages = await passages_search(question="UK parcel delivery time", k=1, min_similarity=0.2)
+    document = await sync_to_async(lambda: knowledge["shipping.md"])()
+    assert len(passages) == 1
+    assert passages[0].document_id == document.id
+    assert passages[0].document_version == document.version
+    assert passages[0].heading == "Times"

@@ -1,0 +1,129 @@
+"""Ingestion through a real `manage.py db_worker`, and the reaper for tasks a dead worker left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from django_tasks import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
+
+from retrieval.models import KnowledgeDocument
+from retrieval.services import document_accept, document_upload, documents_reap_stale
+from retrieval.tasks import document_ingest_task, ingestion_reap_task
+from tests.retrieval import files
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Status = KnowledgeDocument.Status
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_worker_batch() -> str:
+    """Run the task worker on the test database until the queue is empty; return its output."""
+    db = connection.settings_dict
+    url = f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@/{db['NAME']}?host={quote(db['HOST'])}"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--batch",
+            "--no-startup-delay",
+            "--interval",
+            "0",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout + completed.stderr
+
+
+def test_worker_ingests_good_files_and_fails_bad_ones_with_a_reason() -> None:
+    good = document_upload(
+        source_name="care.pdf",
+        data=files.pdf_with_text(["Wash linen at 40 degrees."], title="Care"),
+    )
+    locked = document_upload(source_name="secret.pdf", data=files.pdf_encrypted(["Staff codes"]))
+    assert good.status == locked.status == Status.QUEUED and good.task_id and locked.task_id
+    run_worker_batch()
+    good.refresh_from_db()
+    locked.refresh_from_db()
+    assert good.status == Status.READY and good.title == "Care"
+    assert good.chunks_done == good.chunks_total == good.chunks.count() == 1
+    assert locked.status == Status.FAILED and "encrypted" in locked.error
+    assert locked.chunks.count() == 0
+    # The task itself finished normally: a bad file is an outcome, not a crash.
+    assert document_ingest_task.get_result(locked.task_id).return_value == "failed"
+
+
+def _simulate_killed_worker(document: KnowledgeDocument) -> DBTaskResult:
+    """What a worker killed mid-embedding leaves behind (django-tasks #46)."""
+    long_ago = timezone.now() - timedelta(hours=1)
+    task = DBTaskResult.objects.get(id=document.task_id)
+    task.claim("dead-worker")
+    DBTaskResult.objects.filter(id=task.id).update(started_at=long_ago)
+    KnowledgeDocument.objects.filter(id=document.id).update(
+        status=Status.EMBEDDING, attempts=1, chunks_total=3, chunks_done=1, heartbeat_at=long_ago
+    )
+    return task
+
+
+def test_reaper_requeues_an_interrupted_ingestion_and_the_worker_finishes_it() -> None:
+    document = document_upload(source_name="returns.md", data=b"# Returns\n\nWithin 30 days.")
+    task = _simulate_killed_worker(document)
+    counts = documents_reap_stale()
+    assert counts == {"requeued": 1, "failed": 0, "tasks_failed": 1}
+    task.refresh_from_db()
+    assert task.status == TaskResultStatus.FAILED and "reaped" in task.traceback
+    document.refresh_from_db()
+    assert document.status == Status.QUEUED and document.task_id != str(task.id)
+    run_worker_batch()
+    document.refresh_from_db()
+    assert document.status == Status.READY and document.chunks.count() == 1
+
+
+def test_reaper_fails_a_document_after_the_last_attempt(settings) -> None:  # noqa: ANN001
+    settings.INGEST_MAX_ATTEMPTS = 1
+    document = document_upload(source_name="returns.md", data=b"# Returns\n\nWithin 30 days.")
+    _simulate_killed_worker(document)
+    assert documents_reap_stale()["failed"] == 1
+    document.refresh_from_db()
+    assert document.status == Status.FAILED and "interrupted" in document.error
+    assert document.chunks.count() == 0
+
+
+def test_reaper_leaves_live_ingestions_alone() -> None:
+    document = document_upload(source_name="returns.md", data=b"# Returns\n\nWithin 30 days.")
+    KnowledgeDocument.objects.filter(id=document.id).update(
+        status=Status.EMBEDDING, heartbeat_at=timezone.now()
+    )
+    assert documents_reap_stale() == {"requeued": 0, "failed": 0, "tasks_failed": 0}
+
+
+def test_queued_document_whose_task_vanished_is_requeued() -> None:
+    document = document_accept(source_name="returns.md", data=b"# Returns\n\nWithin 30 days.")
+    KnowledgeDocument.objects.filter(id=document.id).update(
+        updated_at=timezone.now() - timedelta(hours=1)
+    )
+    assert documents_reap_stale()["requeued"] == 1
+    document.refresh_from_db()
+    assert DBTaskResult.objects.filter(id=document.task_id, status=TaskResultStatus.READY).exists()
+
+
+def test_uploading_schedules_the_reaper_while_work_is_unfinished() -> None:
+    document_upload(source_name="returns.md", data=b"# Returns\n\nWithin 30 days.")
+    reapers = DBTaskResult.objects.filter(task_path=ingestion_reap_task.module_path)
+    assert reapers.count() == 1 and reapers.get().run_after > timezone.now()
+    document_upload(source_name="faq.md", data=b"# FAQ\n\nAsk us.")
+    assert reapers.count() == 1  # one is enough
