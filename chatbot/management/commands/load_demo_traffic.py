@@ -42,8 +42,13 @@ TIER_QUALITY = {"small": 0.14, "medium": 0.53, "large": 0.84}
 TIER_SECONDS = {"small": 0.46, "medium": 0.66, "large": 1.32}
 
 
-def _tiers() -> dict[str, ModelTier]:
-    return {t.name: t for t in ModelTier.objects.filter(name__in=list(TIER_QUALITY))}
+def _quality(tier: ModelTier, position: int, count: int) -> tuple[float, float]:
+    """Answerable F1 and seconds per question: measured figures for the bundled names, else by rank."""
+    rank = position / max(count - 1, 1)
+    return (
+        TIER_QUALITY.get(tier.name, 0.14 + 0.7 * rank),
+        TIER_SECONDS.get(tier.name, 0.46 + 0.86 * rank),
+    )
 
 
 class Command(BaseCommand):
@@ -64,9 +69,9 @@ class Command(BaseCommand):
             self.stdout.write(f"removed demo data ({deleted} rows)")
             if options["clear"]:
                 return
-        tiers = _tiers()
-        if not {"medium", "large"} <= set(tiers):
-            self.stdout.write("demo traffic needs the default tiers: run setup_demo first")
+        tiers = list(ModelTier.objects.order_by("order", "name"))
+        if not tiers:
+            self.stdout.write("demo traffic needs model tiers: run setup_demo first")
             return
         rng = random.Random(options["seed"])
         with transaction.atomic():
@@ -82,9 +87,15 @@ class Command(BaseCommand):
                 self.stdout.write(f"loaded DEMO evaluation run #{run.id} (synthetic)")
 
     def _traffic(
-        self, rng: random.Random, tiers: dict[str, ModelTier], *, days: int, per_day: int
+        self, rng: random.Random, tiers: list[ModelTier], *, days: int, per_day: int
     ) -> int:
-        medium, large = tiers["medium"], tiers["large"]
+        # The cheapest enabled tier answers first and escalates to the next one; the largest
+        # tier prices "what it would have cost".
+        enabled = [t for t in tiers if t.enabled] or tiers
+        medium = enabled[0]
+        later = [t for t in tiers if t.order > medium.order]
+        large = later[0] if later else None
+        self._largest = tiers[-1]
         now = timezone.now()
         conversations: list[Conversation] = []
         plan: list[tuple[int, dt.datetime]] = []
@@ -136,10 +147,10 @@ class Command(BaseCommand):
         question: str,
         when: dt.datetime,
         medium: ModelTier,
-        large: ModelTier,
+        large: ModelTier | None,
     ) -> Message:
         tokens_in, tokens_out = rng.randint(420, 720), rng.randint(20, 120)
-        largest = large.cost(tokens_in, tokens_out)
+        largest = self._largest.cost(tokens_in, tokens_out)
         kind = rng.random()
         fields: dict[str, Any] = dict(
             tokens_in=tokens_in, tokens_out=tokens_out, cost_if_largest=largest
@@ -168,7 +179,7 @@ class Command(BaseCommand):
         else:
             first = self._attempt(rng, medium, tokens_in, tokens_out, score=rng.uniform(0.2, 0.95))
             attempts = [first]
-            if first["score"] < medium.threshold:  # escalated
+            if large is not None and first["score"] < medium.threshold:  # escalated
                 attempts[0]["outcome"] = "escalated"
                 attempts.append(
                     self._attempt(rng, large, tokens_in, tokens_out, score=rng.uniform(0.4, 0.95))
@@ -212,9 +223,9 @@ class Command(BaseCommand):
         }
 
     def _evaluation(
-        self, rng: random.Random, tiers: dict[str, ModelTier], *, questions: int
+        self, rng: random.Random, tiers: list[ModelTier], *, questions: int
     ) -> EvaluationRun:
-        ordered = sorted(tiers.values(), key=lambda t: t.order)
+        ordered = tiers
         run = EvaluationRun.objects.create(
             name=DEMO_RUN_NAME,
             dataset="DEMO: synthetic rows modelled on the measured tiers (not a real run)",
@@ -239,7 +250,7 @@ class Command(BaseCommand):
             difficulty = rng.random()
             tokens_in, tokens_out = rng.randint(380, 560), rng.randint(5, 40)
             for position, tier in enumerate(ordered):
-                quality = TIER_QUALITY[tier.name]
+                quality, seconds = _quality(tier, position, len(ordered))
                 right = answerable and difficulty < quality
                 noise = rng.gauss(0, 0.12)
                 if answerable:
@@ -264,7 +275,7 @@ class Command(BaseCommand):
                         tokens_in=tokens_in,
                         tokens_out=tokens_out,
                         cost=tier.cost(tokens_in, tokens_out),
-                        latency_ms=TIER_SECONDS[tier.name] * 1000 * rng.uniform(0.7, 1.4),
+                        latency_ms=seconds * 1000 * rng.uniform(0.7, 1.4),
                     )
                 )
         EvaluationResult.objects.bulk_create(rows, batch_size=1000)

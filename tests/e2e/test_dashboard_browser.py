@@ -1,0 +1,225 @@
+"""The admin dashboard in Chromium: charts from fixture data, tuning applied from the curve, refusals.
+
+A real Daphne serves the test database; the chat answer after applying a policy comes from
+the real SmolLM2 server. Screenshots go to test-output/.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from tests.conftest import ROOT, ModelServer, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+OUT = ROOT / "test-output"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    user = db["USER"] or "postgres"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    if db["HOST"].startswith("/"):  # the embedded server listens on a Unix socket folder
+        return f"postgresql://{user}{password}@{port}/{db['NAME']}?host={db['HOST']}"
+    return f"postgresql://{user}{password}@{db['HOST']}{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def live_daphne(transactional_db: None) -> Iterator[str]:
+    """Daphne in its own process over this test's database; yields its base URL."""
+    port = free_port()
+    log = (OUT / "dashboard-daphne.log").open("wb")
+    env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "chatbot.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(
+                    "daphne did not start; see test-output/dashboard-daphne.log"
+                ) from None
+            time.sleep(0.3)
+    yield base
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator:  # noqa: ANN201
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM reads are
+    # sequential and safe (Playwright's documented advice for Django tests).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def dashboard_data(small_model_server: ModelServer, demo_knowledge: None) -> None:
+    """Two tiers on the small test server, labelled demo traffic, a demo run, a staff and a customer."""
+    from django.contrib.auth import get_user_model
+
+    from routing.models import ModelTier
+
+    for name, order in (("small", 10), ("medium", 20)):
+        ModelTier.objects.update_or_create(
+            name=name,
+            defaults=dict(
+                base_url=small_model_server.base_url,
+                model="smollm2-135m",
+                context_window=2048,
+                max_answer_tokens=24,
+                timeout_seconds=60,
+                order=order,
+                enabled=True,
+                threshold=0.5,
+                price_input_per_mtok=str(0.1 * order),
+                price_output_per_mtok=str(0.4 * order),
+            ),
+        )
+    call_command("load_demo_traffic", "--days", "7", "--per-day", "15", stdout=io.StringIO())
+    User = get_user_model()
+    User.objects.create_superuser("boss", "boss@example.invalid", "boss-pass-123")
+    User.objects.create_user("customer", "c@example.invalid", "customer-pass-123")
+
+
+def _login(page, base: str, user: str, password: str) -> None:  # noqa: ANN001
+    page.goto(f"{base}/admin/login/?next=/admin/dashboard/")
+    page.fill("#id_username", user)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+
+
+def test_refused_to_anonymous_and_customers(
+    live_daphne: str, browser_page, dashboard_data: None
+) -> None:  # noqa: ANN001
+    page = browser_page
+    page.goto(f"{live_daphne}/admin/dashboard/")
+    assert "/admin/login/" in page.url
+    response = page.goto(f"{live_daphne}/admin/dashboard/data.json")
+    assert response is not None and response.status == 403
+    _login(page, live_daphne, "customer", "customer-pass-123")
+    page.goto(f"{live_daphne}/admin/tuning/")
+    assert "/admin/login/" in page.url and page.locator("#dashboard").count() == 0
+    response = page.goto(f"{live_daphne}/admin/dashboard/data.json")
+    assert response is not None and response.status == 403
+
+
+def test_staff_sees_charts_and_tunes_the_next_answer(
+    live_daphne: str,
+    dashboard_data: None,
+    browser_page,  # noqa: ANN001
+) -> None:
+    from chatbot.models import Message
+    from routing.models import EvaluationRun, ModelTier
+
+    OUT.mkdir(exist_ok=True)
+    page = browser_page
+    _login(page, live_daphne, "boss", "boss-pass-123")
+    page.goto(f"{live_daphne}/admin/dashboard/?period=30d")
+    page.wait_for_selector("#dashboard[data-charts-ready='1']", timeout=20_000)
+    for chart in ("chart-cost", "chart-tiers", "chart-cache", "chart-latency"):
+        assert page.locator(f"#{chart}").get_attribute("data-drawn") == "1"
+    # The cost chart has pixels drawn on it (bars, lines), not a blank canvas.
+    painted = page.evaluate(
+        """() => { const c = document.getElementById('chart-cost');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
+    )
+    assert painted > 1000
+    assert page.locator("#demo-banner").is_visible()
+    questions = int(page.locator("#card-questions .value").inner_text())
+    assert questions == Message.objects.filter(role="assistant").count() > 0
+    page.screenshot(path=str(OUT / "dashboard.png"), full_page=True)
+
+    run = EvaluationRun.objects.get(settings__demo=True)
+    page.goto(f"{live_daphne}/admin/evaluations/{run.id}/")
+    assert page.locator("table.policy-table tbody tr").count() >= 2
+    page.screenshot(path=str(OUT / "evaluation-run.png"), full_page=True)
+
+    page.goto(f"{live_daphne}/admin/tuning/?run={run.id}")
+    page.wait_for_selector("#chart-curve[data-drawn='1']", timeout=20_000)
+    # Click the "small alone" point (dataset 1 holds each tier alone, cheapest first).
+    x, y = page.evaluate(
+        "() => { const p = window.tuningChart.getDatasetMeta(1).data[0]; return [p.x, p.y]; }"
+    )
+    box = page.locator("#chart-curve").bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    assert page.input_value("#apply-tiers") == "small"
+    assert "small alone" in page.inner_text("#picked-label")
+    page.screenshot(path=str(OUT / "tuning.png"), full_page=True)
+    page.click("#apply-picked")
+    page.wait_for_selector("ul.messagelist li.success")
+    tiers = {t.name: t for t in ModelTier.objects.all()}
+    assert tiers["small"].enabled and tiers["small"].threshold == 0.0
+    assert not tiers["medium"].enabled
+
+    # The next customer question follows the new setting: only the small tier answers.
+    before = Message.objects.filter(role="assistant").count()
+    page.goto(f"{live_daphne}/")
+    page.wait_for_function("document.getElementById('status').textContent.length > 0")
+    page.fill("#ask-input", "How long does delivery take?")
+    page.click("#send")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        answer = Message.objects.filter(role="assistant").order_by("-id").first()
+        if (
+            Message.objects.filter(role="assistant").count() > before
+            and answer.status != "streaming"
+        ):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("no answer within 120 s")
+    assert answer.tier == "small"
+    page.screenshot(path=str(OUT / "chat-after-tuning.png"))
