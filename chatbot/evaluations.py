@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from routing.models import ModelTier
@@ -50,6 +51,14 @@ def tiers_apply_policy(*, tiers: Sequence[str], thresholds: Sequence[float]) -> 
                 tier.enabled = False
                 summary.append(f"{name} disabled")
             tier.save(update_fields=["enabled", "threshold"])
+    start = getattr(settings, "CASCADE_START_TIER", "")
+    if start in tiers and list(tiers).index(start) > 0:
+        # The cascade begins at its starting tier when that tier is enabled: cheaper ones are skipped.
+        skipped = ", ".join(list(tiers)[: list(tiers).index(start)])
+        summary.append(
+            f"warning: CASCADE_START_TIER={start} skips {skipped}; "
+            f"set CASCADE_START_TIER={tiers[0]} for the cascade to follow this policy"
+        )
     return summary
 
 
@@ -289,8 +298,6 @@ def evaluation_latest_summary() -> dict[str, Any] | None:
 def _store_jsonl(upload: Any, *, required: str) -> tuple[str, int]:
     import json
     import uuid
-
-    from django.conf import settings
 
     if upload.size > MAX_UPLOAD_BYTES:
         raise ValueError(f"{upload.name} is larger than {MAX_UPLOAD_BYTES // 1_000_000} MB.")

@@ -183,3 +183,17 @@ def test_demo_traffic_is_labelled_idempotent_and_off_budget() -> None:
     assert Conversation.objects.count() == count
     call_command("load_demo_traffic", "--clear", stdout=io.StringIO())
     assert not Conversation.objects.exists() and not EvaluationRun.objects.exists()
+
+
+def test_applying_warns_when_the_starting_tier_would_skip_cheaper_ones(
+    run: EvaluationRun,
+    settings,  # noqa: ANN001
+) -> None:
+    from chatbot.evaluations import tiers_apply_policy
+
+    settings.CASCADE_START_TIER = "big"
+    summary = tiers_apply_policy(tiers=["cheap", "big"], thresholds=[0.5, 0.0])
+    assert any("CASCADE_START_TIER=big skips cheap" in line for line in summary)
+    settings.CASCADE_START_TIER = "cheap"
+    summary = tiers_apply_policy(tiers=["cheap", "big"], thresholds=[0.5, 0.0])
+    assert not any("warning" in line for line in summary)
