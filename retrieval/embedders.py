@@ -65,6 +65,7 @@ class SentenceTransformerEmbedder(Embedder):
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 

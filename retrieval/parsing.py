@@ -108,7 +108,21 @@ def _memory_limiter(limit: int) -> Callable[[], None]:
 
 
 def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
-    """Parse bytes in a memory-capped, time-limited child process; DocumentRejected on any failure."""
+    """Parse bytes in a memory-capped, time-limited child process; DocumentRejected on any failure.
+
+    Plain text and markdown are only decoded (bounded by the upload limit), so they skip the
+    child process; HTML, PDF and .docx always go through it.
+    """
+    if kind in ("txt", "md"):
+        from retrieval.parse_worker import ParseFailure, parse_text
+
+        try:
+            title, text = parse_text(data)
+        except ParseFailure as exc:
+            raise DocumentRejected(f"{name}: {exc}") from None
+        if not text.strip():
+            raise DocumentRejected(f"{name}: no text could be extracted")
+        return ParsedDocument(title=title, text=text.strip())
     timeout = settings.INGEST_PARSE_TIMEOUT_SECONDS
     root = Path(__file__).resolve().parent.parent
     env = {

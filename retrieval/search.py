@@ -1,7 +1,9 @@
 """Read side of the knowledge base: hybrid search (pgvector HNSW cosine + Postgres full text).
 
 Both methods rank their own candidates; the lists are fused by reciprocal rank (RRF:
-score = sum over methods of 1 / (RETRIEVAL_RRF_K + rank)). The relevance floor works on
+score = sum over methods of 1 / (RETRIEVAL_RRF_K + rank)). Full text is an OR of the
+question's words ranked by ts_rank: on SQuAD it beat ts_rank_cd, which rewards covers of
+several terms and so favours AND-like matches (bench/retrieval_quality.py, README). The relevance floor works on
 cosine similarity, which stays comparable across questions where RRF scores do not:
 
 - if even the closest passage's cosine is below `min_similarity`, nothing is returned
@@ -61,7 +63,7 @@ WITH vec AS MATERIALIZED (
 ), vec_ranked AS (
     SELECT id, row_number() OVER (ORDER BY distance, id) AS rnk FROM vec
 ), txt AS MATERIALIZED (
-    SELECT c.id, ts_rank_cd(c.search_vector, q.query) AS rank
+    SELECT c.id, ts_rank(c.search_vector, q.query) AS rank
     FROM retrieval_chunk c
     JOIN retrieval_knowledgedocument d ON d.id = c.document_id
     CROSS JOIN (SELECT to_tsquery('english', %(tsq)s) AS query) q
