@@ -48,6 +48,7 @@ def _database_url() -> str:
 def live_daphne(transactional_db: None) -> Iterator[str]:
     """Daphne in its own process over this test's database; yields its base URL."""
     port = free_port()
+    OUT.mkdir(exist_ok=True)
     log = (OUT / "dashboard-daphne.log").open("wb")
     env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
@@ -114,21 +115,17 @@ day when ordered before 2 pm.
 
 
 @pytest.fixture
-def dashboard_data(small_model_server: ModelServer, tmp_path: Path) -> None:
-    """Two tiers on the small test server, one help page, demo traffic and run, staff and customer."""
+def dashboard_data() -> None:
+    """Two tiers, labelled demo traffic and a demo run, a staff user and a customer."""
     from django.contrib.auth import get_user_model
 
     from routing.models import ModelTier
-
-    # A page of our own, so the question below retrieves passages and a model really answers.
-    (tmp_path / "delivery.md").write_text(DELIVERY_DOC)
-    call_command("load_demo_knowledge", "--folder", str(tmp_path), stdout=io.StringIO())
 
     for name, order in (("small", 10), ("medium", 20)):
         ModelTier.objects.update_or_create(
             name=name,
             defaults=dict(
-                base_url=small_model_server.base_url,
+                base_url="http://127.0.0.1:9/v1",
                 model="smollm2-135m",
                 context_window=2048,
                 max_answer_tokens=24,
@@ -144,6 +141,20 @@ def dashboard_data(small_model_server: ModelServer, tmp_path: Path) -> None:
     User = get_user_model()
     User.objects.create_superuser("boss", "boss@example.invalid", "boss-pass-123")
     User.objects.create_user("customer", "c@example.invalid", "customer-pass-123")
+    # Fixtures and tests may run in different contexts, each with its own connection: close
+    # this one, or the test database cannot be dropped at the end of the session.
+    connection.close()
+
+
+@pytest.fixture
+def answering(dashboard_data: None, small_model_server: ModelServer, tmp_path: Path) -> None:
+    """Both tiers served by the real small model, and one help page a question can retrieve."""
+    from routing.models import ModelTier
+
+    ModelTier.objects.update(base_url=small_model_server.base_url)
+    (tmp_path / "delivery.md").write_text(DELIVERY_DOC)
+    call_command("load_demo_knowledge", "--folder", str(tmp_path), stdout=io.StringIO())
+    connection.close()
 
 
 def _login(page, base: str, user: str, password: str) -> None:  # noqa: ANN001
@@ -170,7 +181,7 @@ def test_refused_to_anonymous_and_customers(
 
 def test_staff_sees_charts_and_tunes_the_next_answer(
     live_daphne: str,
-    dashboard_data: None,
+    answering: None,
     browser_page,  # noqa: ANN001
 ) -> None:
     from chatbot.models import Message
@@ -234,5 +245,6 @@ def test_staff_sees_charts_and_tunes_the_next_answer(
         time.sleep(0.5)
     else:
         pytest.fail("no answer within 120 s")
-    assert answer.tier == "small" and answer.sources and answer.tokens_out > 0
     page.screenshot(path=str(OUT / "chat-after-tuning.png"))
+    connection.close()
+    assert answer.tier == "small" and answer.sources and answer.tokens_out > 0
