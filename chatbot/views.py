@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
@@ -17,7 +18,7 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     """The customer chat; makes sure the browser has a session the socket can bind to."""
     if not request.session.session_key:
         request.session.save()
-    return render(request, "chatbot/chat.html")
+    return render(request, "chatbot/chat.html", {"max_chars": settings.CHAT_MAX_MESSAGE_CHARS})
 
 
 def _session_key(request: HttpRequest) -> str:

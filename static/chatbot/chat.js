@@ -1,78 +1,451 @@
-// Thin chat client: sends `ask`, renders the stream as it arrives (text only; markdown comes later).
+// Chat client: streams answers, renders markdown safely, stops, reconnects, never loses a message.
 (function () {
   "use strict";
   const root = document.getElementById("chat");
   const list = document.getElementById("messages");
   const form = document.getElementById("ask-form");
   const input = document.getElementById("ask-input");
-  const status = document.getElementById("status");
-  let socket = null;
-  let current = null;
-  let conversationId = null;
+  const sendButton = document.getElementById("send");
+  const stopButton = document.getElementById("stop");
+  const statusEl = document.getElementById("status");
+  const banner = document.getElementById("offline-banner");
+  const sidebar = document.getElementById("conversations");
+  const titleEl = document.getElementById("chat-title");
+  const OUTBOX_KEY = "chat.outbox";
+  const LAST_KEY = "chat.conversation";
 
-  function bubble(role, text) {
+  let socket = null;
+  let retries = 0;
+  let conversationId = null;
+  let newThread = null; // a "new conversation" not yet created on the server
+  let inFlight = null; // the outbox entry sent and not yet acknowledged or answered
+  let answering = null; // {li, text, messageId}
+  let pinned = true; // follow the newest text unless the customer scrolled up
+  let retryTimer = null;
+
+  // --- Safe markdown: raw HTML in model or document text is shown as text, then sanitised. ---
+  function escapeHtml(text) {
+    return String(text)
+      .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
+  marked.use({
+    gfm: true,
+    breaks: true,
+    renderer: {
+      html: function (token) { return escapeHtml(token.text); },
+      // No remote images from answers: show their alt text.
+      image: function (token) { return escapeHtml(token.text || ""); },
+    },
+  });
+  DOMPurify.addHook("afterSanitizeAttributes", function (node) {
+    if (node.tagName === "A") {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
+    }
+  });
+  const PURIFY = {
+    ALLOWED_TAGS: ["p", "br", "strong", "em", "del", "code", "pre", "ul", "ol", "li", "a",
+      "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "thead", "tbody", "tr",
+      "th", "td", "input"],
+    ALLOWED_ATTR: ["href", "title", "type", "checked", "disabled"],
+    ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|\/(?!\/)|#)/i,
+  };
+  function renderMarkdown(el, text) {
+    el.innerHTML = DOMPurify.sanitize(marked.parse(text || ""), PURIFY);
+  }
+
+  // --- Outbox: every typed message lives here until the server acknowledges it. ---
+  function loadOutbox() {
+    try { return JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"); } catch (e) { return []; }
+  }
+  let outbox = loadOutbox();
+  function saveOutbox() { localStorage.setItem(OUTBOX_KEY, JSON.stringify(outbox)); }
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return "c" + Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+
+  // --- Rendering ---
+  function nearBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 48; }
+  list.addEventListener("scroll", function () { pinned = nearBottom(); });
+  function follow() { if (pinned) list.scrollTop = list.scrollHeight; }
+
+  function bubble(role) {
     const li = document.createElement("li");
     li.className = "msg " + role;
     const body = document.createElement("div");
     body.className = "body";
-    body.textContent = text || "";
     li.appendChild(body);
     list.appendChild(li);
-    list.scrollTop = list.scrollHeight;
+    follow();
+    return li;
+  }
+  function userBubble(text, clientId, pending) {
+    const li = bubble("user");
+    li.querySelector(".body").textContent = text;
+    if (clientId) li.dataset.clientId = clientId;
+    if (pending) li.classList.add("pending");
+    return li;
+  }
+  function statusLabel(li, status) {
+    let tag = li.querySelector(".state");
+    if (status === "complete" || status === "streaming" || !status) { if (tag) tag.remove(); return; }
+    if (!tag) { tag = document.createElement("span"); tag.className = "state"; li.insertBefore(tag, li.firstChild); }
+    tag.textContent = { stopped: "stopped", interrupted: "interrupted", error: "failed" }[status] || status;
+    li.dataset.status = status;
+  }
+  function money(value) {
+    if (value === undefined || value === null) return "–";
+    return "$" + Number(value).toFixed(Number(value) < 0.01 ? 6 : 4);
+  }
+  function addText(parent, tag, text, cls) {
+    const el = document.createElement(tag);
+    if (cls) el.className = cls;
+    el.textContent = text;
+    parent.appendChild(el);
+    return el;
+  }
+  function showDetails(li, m) {
+    li.querySelectorAll(".sources, .details, .thumbs").forEach(function (el) { el.remove(); });
+    if (m.sources && m.sources.length) {
+      const div = document.createElement("div");
+      div.className = "sources";
+      div.appendChild(document.createTextNode("Sources: "));
+      m.sources.forEach(function (s, i) {
+        const a = document.createElement("a");
+        a.href = "/passages/" + encodeURIComponent(s.chunk_id) + "/#chunk-" + encodeURIComponent(s.chunk_id);
+        a.target = "_blank";
+        a.rel = "noopener";
+        a.textContent = "[" + s.n + "] " + s.title + (s.heading ? " › " + s.heading : "");
+        if (i) div.appendChild(document.createTextNode(" · "));
+        div.appendChild(a);
+      });
+      li.appendChild(div);
+    }
+    const details = document.createElement("details");
+    details.className = "details";
+    addText(details, "summary", "Details");
+    const dl = document.createElement("dl");
+    function row(label, value) { addText(dl, "dt", label); addText(dl, "dd", value); }
+    row("Answered by", m.cached ? "answer cache" : (m.tier || "–"));
+    if (m.attempts && m.attempts.length > 1) {
+      row("Tiers tried", m.attempts.map(function (a) { return a.tier; }).join(" → "));
+    }
+    row("Cached", m.cached ? "yes" : "no");
+    const usage = m.usage || {};
+    row("Tokens", (usage.tokens_in || 0) + " in / " + (usage.tokens_out || 0) + " out");
+    row("Cost", money(m.cost) + (m.cost_if_largest ? " (largest tier alone: " + money(m.cost_if_largest) + ")" : ""));
+    if (m.standalone_question) row("Understood as", m.standalone_question);
+    if (m.status && m.status !== "complete") row("Status", m.status);
+    details.appendChild(dl);
+    li.appendChild(details);
+    if (m.id) li.appendChild(thumbs(m.id, m.feedback));
+  }
+  function thumbs(messageId, current) {
+    const div = document.createElement("div");
+    div.className = "thumbs";
+    [[1, "👍", "Helpful"], [-1, "👎", "Not helpful"]].forEach(function (t) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "thumb";
+      b.dataset.value = t[0];
+      b.textContent = t[1];
+      b.title = t[2];
+      b.setAttribute("aria-label", t[2]);
+      b.setAttribute("aria-pressed", current === t[0] ? "true" : "false");
+      b.addEventListener("click", function () {
+        send({ type: "feedback", message_id: messageId, value: t[0] });
+      });
+      div.appendChild(b);
+    });
+    return div;
+  }
+  function assistantFromStored(m) {
+    const li = bubble("assistant");
+    li.dataset.messageId = m.id;
+    renderMarkdown(li.querySelector(".body"), m.content);
+    statusLabel(li, m.status);
+    showDetails(li, m);
     return li;
   }
 
-  function showSources(li, sources) {
-    if (!sources || !sources.length) return;
-    const div = document.createElement("div");
-    div.className = "sources";
-    div.appendChild(document.createTextNode("Sources: "));
-    sources.forEach(function (s, i) {
-      const a = document.createElement("a");
-      a.href = s.url;
-      a.textContent = "[" + s.n + "] " + s.title + (s.heading ? " › " + s.heading : "");
-      a.target = "_blank";
-      if (i) div.appendChild(document.createTextNode(" · "));
-      div.appendChild(a);
+  // --- Conversations ---
+  function setConversation(id) {
+    conversationId = id;
+    if (id) {
+      localStorage.setItem(LAST_KEY, id);
+      const url = new URL(location.href);
+      url.searchParams.set("c", id);
+      history.replaceState(null, "", url);
+    }
+  }
+  async function refreshSidebar() {
+    try {
+      const response = await fetch(root.dataset.api, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const data = await response.json();
+      sidebar.innerHTML = "";
+      data.conversations.forEach(function (c) {
+        const li = document.createElement("li");
+        const a = document.createElement("a");
+        a.href = "?c=" + encodeURIComponent(c.id);
+        a.textContent = c.title;
+        a.dataset.id = c.id;
+        if (c.id === conversationId) a.className = "current";
+        a.addEventListener("click", function (event) { event.preventDefault(); openConversation(c.id); });
+        li.appendChild(a);
+        sidebar.appendChild(li);
+      });
+    } catch (e) { /* offline: the list refreshes after reconnecting */ }
+  }
+  async function openConversation(id) {
+    if (answering) stop();
+    newThread = null;
+    setConversation(id);
+    await reloadConversation();
+    refreshSidebar();
+  }
+  async function reloadConversation() {
+    if (!conversationId) { renderPendingOnly(); return; }
+    let data;
+    try {
+      const response = await fetch(root.dataset.api + encodeURIComponent(conversationId) + "/", { credentials: "same-origin" });
+      if (response.status === 404) { setConversation(null); localStorage.removeItem(LAST_KEY); renderPendingOnly(); return; }
+      if (!response.ok) return;
+      data = await response.json();
+    } catch (e) { return; }
+    if (answering) return; // a live answer is on screen: the reload after it ends catches up
+    list.innerHTML = "";
+    titleEl.textContent = data.title;
+    data.messages.forEach(function (m) {
+      if (m.role === "user") userBubble(m.content, m.client_id, false);
+      else assistantFromStored(m);
     });
-    li.appendChild(div);
+    renderPendingOnly(true);
+    pinned = true;
+    follow();
+  }
+  function renderPendingOnly(keep) {
+    if (!keep) { list.innerHTML = ""; titleEl.textContent = "Help chat"; }
+    const thread = conversationId || newThread;
+    outbox.forEach(function (entry) {
+      if (!thread || entry.thread !== thread) return;
+      if (!list.querySelector('[data-client-id="' + CSS.escape(entry.client_id) + '"]')) {
+        userBubble(entry.text, entry.client_id, true);
+      }
+    });
+  }
+  function startNewConversation() {
+    if (answering) stop();
+    setConversation(null);
+    localStorage.removeItem(LAST_KEY);
+    newThread = "new:" + newId();
+    const url = new URL(location.href);
+    url.searchParams.delete("c");
+    history.replaceState(null, "", url);
+    list.innerHTML = "";
+    titleEl.textContent = "New conversation";
+    refreshSidebar();
+    input.focus();
+  }
+
+  // --- Socket ---
+  function online() { return socket && socket.readyState === WebSocket.OPEN; }
+  function send(frame) {
+    if (!online()) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+  function setAnswering(state) {
+    answering = state;
+    stopButton.hidden = !state;
+    sendButton.hidden = !!state;
+  }
+  function flush() {
+    if (!online() || inFlight || answering || !outbox.length) return;
+    const entry = outbox[0];
+    const frame = { type: "ask", text: entry.text, client_id: entry.client_id };
+    if (entry.thread && entry.thread.indexOf("new:") !== 0) frame.conversation_id = entry.thread;
+    inFlight = entry;
+    send(frame);
+  }
+  function acknowledged(frame) {
+    const entry = outbox.find(function (e) { return e.client_id === frame.client_id; });
+    if (entry && entry.thread && entry.thread.indexOf("new:") === 0) {
+      // Later messages typed into the same new conversation go to the one just created.
+      const token = entry.thread;
+      outbox.forEach(function (e) { if (e.thread === token) e.thread = frame.conversation_id; });
+      if (newThread === token) newThread = null;
+    }
+    outbox = outbox.filter(function (e) { return e.client_id !== frame.client_id; });
+    saveOutbox();
+    const li = list.querySelector('[data-client-id="' + CSS.escape(frame.client_id) + '"]');
+    if (li) { li.classList.remove("pending"); li.dataset.messageId = frame.message_id; }
+    if (!conversationId || conversationId === frame.conversation_id || (entry && entry.thread === frame.conversation_id)) {
+      setConversation(frame.conversation_id);
+    }
+    refreshSidebar();
+    if (frame.duplicate) {
+      // Stored before the socket dropped: show what the server has instead of asking again.
+      inFlight = null;
+      reloadConversation().then(flush);
+    }
+  }
+  function askFailed(frame) {
+    const entry = inFlight;
+    inFlight = null;
+    if (frame.code === "busy" || frame.code === "rate_limited") {
+      // Not stored: keep it queued and try again shortly.
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(flush, frame.code === "busy" ? 1000 : 15000);
+      notice(frame.message);
+      return;
+    }
+    outbox = outbox.filter(function (e) { return e.client_id !== entry.client_id; });
+    saveOutbox();
+    const li = list.querySelector('[data-client-id="' + CSS.escape(entry.client_id) + '"]');
+    if (li) { li.classList.remove("pending"); li.classList.add("rejected"); }
+    notice(frame.message);
+    flush();
+  }
+  function notice(text) {
+    const li = bubble("assistant error");
+    li.querySelector(".body").textContent = text;
+  }
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(function () {
+      renderQueued = false;
+      if (!answering) return;
+      const body = answering.li.querySelector(".body");
+      body.classList.toggle("typing", !answering.text);
+      renderMarkdown(body, answering.text);
+      follow();
+    });
+  }
+
+  function onFrame(frame) {
+    switch (frame.type) {
+      case "ask.ack":
+        acknowledged(frame);
+        break;
+      case "answer.start": {
+        const li = bubble("assistant");
+        li.dataset.messageId = frame.message_id;
+        li.querySelector(".body").classList.add("typing");
+        setAnswering({ li: li, text: "", messageId: frame.message_id });
+        if (frame.conversation_id && !conversationId) setConversation(frame.conversation_id);
+        break;
+      }
+      case "answer.delta":
+        if (!answering) break;
+        answering.text += frame.text;
+        scheduleRender();
+        break;
+      case "answer.escalate":
+        if (!answering) break;
+        // The cascade threw this draft away: a larger tier answers from scratch.
+        answering.text = "";
+        answering.li.querySelector(".body").innerHTML = "";
+        answering.li.querySelector(".body").classList.add("typing");
+        answering.li.dataset.escalated = frame.to_tier;
+        break;
+      case "answer.end": {
+        const state = answering;
+        setAnswering(null);
+        inFlight = null;
+        if (state) {
+          renderMarkdown(state.li.querySelector(".body"), state.text);
+          state.li.querySelector(".body").classList.remove("typing");
+          statusLabel(state.li, frame.status);
+          showDetails(state.li, Object.assign({ id: frame.message_id }, frame));
+          follow();
+        }
+        flush();
+        break;
+      }
+      case "feedback.ok":
+        list.querySelectorAll('[data-message-id="' + frame.message_id + '"] .thumb').forEach(function (b) {
+          b.setAttribute("aria-pressed", Number(b.dataset.value) === frame.value ? "true" : "false");
+        });
+        break;
+      case "error":
+        if (inFlight && !answering) { askFailed(frame); break; }
+        notice(frame.message);
+        break;
+    }
   }
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + root.dataset.wsPath);
-    socket.onopen = function () { status.textContent = "online"; };
-    socket.onclose = function () { status.textContent = "offline"; setTimeout(connect, 1500); };
-    socket.onmessage = function (event) {
-      const frame = JSON.parse(event.data);
-      if (frame.type === "answer.start") {
-        conversationId = frame.conversation_id;
-        current = bubble("assistant", "");
-        current.dataset.messageId = frame.message_id;
-      } else if (frame.type === "answer.delta" && current) {
-        current.querySelector(".body").textContent += frame.text;
-        list.scrollTop = list.scrollHeight;
-      } else if (frame.type === "answer.end" && current) {
-        showSources(current, frame.sources);
-        current = null;
-      } else if (frame.type === "error") {
-        bubble("assistant error", frame.message);
-      }
+    socket.onopen = async function () {
+      retries = 0;
+      statusEl.textContent = "online";
+      banner.hidden = true;
+      root.classList.remove("offline");
+      // What happened while we were away (an interrupted answer, a stored message) comes first.
+      await reloadConversation();
+      refreshSidebar();
+      flush();
     };
+    socket.onclose = function () {
+      statusEl.textContent = "offline";
+      banner.hidden = false;
+      root.classList.add("offline");
+      if (answering) {
+        statusLabel(answering.li, "interrupted");
+        answering.li.querySelector(".body").classList.remove("typing");
+        setAnswering(null);
+      }
+      inFlight = null; // still in the outbox: resent (and deduplicated) after reconnecting
+      const delay = Math.min(10000, 500 * Math.pow(2, retries++)) * (0.75 + Math.random() / 2);
+      setTimeout(connect, delay);
+    };
+    socket.onmessage = function (event) {
+      let frame;
+      try { frame = JSON.parse(event.data); } catch (e) { return; }
+      onFrame(frame);
+    };
+  }
+
+  function stop() {
+    if (answering) send({ type: "stop" });
   }
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     const text = input.value.trim();
-    if (!text || !socket || socket.readyState !== WebSocket.OPEN) return;
-    bubble("user", text);
-    const frame = { type: "ask", text: text };
-    if (conversationId) frame.conversation_id = conversationId;
-    socket.send(JSON.stringify(frame));
+    if (!text) return;
+    const entry = { client_id: newId(), text: text, thread: conversationId || newThread || (newThread = "new:" + newId()) };
+    outbox.push(entry);
+    saveOutbox();
+    userBubble(text, entry.client_id, true);
+    pinned = true;
+    follow();
     input.value = "";
+    flush();
   });
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
   });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") stop();
+  });
+  stopButton.addEventListener("click", stop);
+  document.getElementById("new-conversation").addEventListener("click", startNewConversation);
+
+  const fromUrl = new URL(location.href).searchParams.get("c");
+  conversationId = fromUrl || localStorage.getItem(LAST_KEY) || null;
+  if (!conversationId) {
+    // Messages queued for a new conversation before a reload keep their thread.
+    const pendingNew = outbox.find(function (e) { return e.thread && e.thread.indexOf("new:") === 0; });
+    newThread = pendingNew ? pendingNew.thread : null;
+  }
+  reloadConversation();
+  refreshSidebar();
   connect();
 })();

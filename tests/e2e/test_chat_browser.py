@@ -1,0 +1,177 @@
+"""The chat page in Chromium: streaming in steps, stop, reload with history, safe rendering, offline queue."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from chatbot.models import Conversation, Message
+from routing.models import ModelTier
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+XSS = "<img src=x onerror=alert(1)>"
+
+# Records every text length the newest answer shows, so "grows in steps" is observable.
+RECORD_GROWTH = """
+window.__lengths = [];
+new MutationObserver(() => {
+  const bodies = document.querySelectorAll('.msg.assistant .body');
+  if (bodies.length) window.__lengths.push(bodies[bodies.length - 1].textContent.length);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def _session_key(page: Page) -> str:
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "sessionid")
+
+
+def _watch_dialogs(page: Page) -> list[str]:
+    dialogs: list[str] = []
+
+    def on_dialog(dialog) -> None:  # noqa: ANN001
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return dialogs
+
+
+def _ask(page: Page, text: str) -> None:
+    page.fill("#ask-input", text)
+    page.press("#ask-input", "Enter")
+
+
+def test_answer_streams_in_steps_with_provenance(
+    page: Page, daphne_server, small_tier, help_centre
+) -> None:  # noqa: ANN001
+    page.add_init_script(RECORD_GROWTH)
+    page.goto(daphne_server.url + "/")
+    expect(page.locator("#status")).to_have_text("online")
+    _ask(page, "How long do I have to return an item?")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".details")).to_be_visible(timeout=120_000)
+
+    lengths = [n for n in page.evaluate("window.__lengths") if n > 0]
+    final = len(answer.locator(".body").inner_text())
+    assert len(set(lengths)) >= 2, f"the answer appeared in one step: {lengths}"
+    assert min(lengths) < max(lengths)
+    assert final > 0
+
+    answer.locator(".details summary").click()
+    expect(answer.locator(".details")).to_contain_text("small")
+    expect(answer.locator(".details")).to_contain_text("Tokens")
+    source = answer.locator(".sources a").first
+    expect(source).to_have_attribute("href", re.compile(r"^/passages/\d+/#chunk-\d+$"))
+    # Thumbs are stored on the message.
+    answer.locator(".thumb[data-value='1']").click()
+    expect(answer.locator(".thumb[data-value='1']")).to_have_attribute("aria-pressed", "true")
+    message = Message.objects.get(id=answer.get_attribute("data-message-id"))
+    assert message.feedback == 1
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "chat-answer.png"), full_page=True)
+
+
+def test_stop_button_and_escape_stop_the_answer(
+    page: Page, daphne_server, small_tier, help_centre
+) -> None:  # noqa: ANN001
+    ModelTier.objects.filter(name="small").update(max_answer_tokens=600)
+    page.goto(daphne_server.url + "/")
+    expect(page.locator("#status")).to_have_text("online")
+    _ask(page, "Explain in great detail, step by step, how returns and refunds work.")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".body")).not_to_be_empty(timeout=120_000)
+    expect(page.locator("#stop")).to_be_visible()
+    page.click("#stop")
+    expect(answer.locator(".state")).to_have_text("stopped", timeout=10_000)
+    expect(page.locator("#send")).to_be_visible()
+    message = Message.objects.get(id=answer.get_attribute("data-message-id"))
+    assert message.status == Message.Status.STOPPED
+    assert message.content
+
+    _ask(page, "Tell me everything about delivery, step by step, in great detail.")
+    second = page.locator(".msg.assistant").nth(1)
+    expect(second.locator(".body")).not_to_be_empty(timeout=120_000)
+    page.keyboard.press("Escape")
+    expect(second.locator(".state")).to_have_text("stopped", timeout=10_000)
+    page.screenshot(path=str(OUTPUT / "chat-stopped.png"), full_page=True)
+
+
+def test_reload_shows_history_and_html_renders_as_text(
+    page: Page, daphne_server, help_centre
+) -> None:  # noqa: ANN001
+    dialogs = _watch_dialogs(page)
+    page.goto(daphne_server.url + "/")
+    conversation = Conversation.objects.create(
+        session_key=_session_key(page), title=f"Gift card {XSS}"
+    )
+    Message.objects.create(
+        conversation=conversation, role="user", content=f"What is {XSS} on my card?"
+    )
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content=f"The **code** is {XSS} and <script>alert(2)</script> [click](javascript:alert(3))",
+        tier="small",
+        sources=[{"n": 1, "chunk_id": 1, "title": XSS, "heading": ""}],
+    )
+    page.reload()
+    link = page.locator("#conversations a", has_text="Gift card")
+    expect(link).to_have_count(1)
+    link.click()
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".body strong")).to_have_text("code")  # markdown still renders
+    expect(answer.locator(".body")).to_contain_text(XSS)
+    expect(answer.locator(".body")).to_contain_text("<script>alert(2)</script>")
+    expect(page.locator(".msg.user").last).to_contain_text(XSS)
+    expect(answer.locator(".sources")).to_contain_text(XSS)
+    assert page.locator(".messages img, .messages script").count() == 0
+    assert answer.locator("a[href^='javascript']").count() == 0
+
+    # Reloading keeps the conversation (its id is in the address).
+    page.reload()
+    expect(page.locator(".msg.assistant").last.locator(".body")).to_contain_text(XSS)
+    expect(page.locator("#chat-title")).to_contain_text("Gift card")
+
+    # A document holding the same markup: its passage page shows it as text too.
+    from retrieval.models import Chunk
+
+    chunk = Chunk.objects.get(text__contains="onerror")
+    page.goto(f"{daphne_server.url}/passages/{chunk.id}/")
+    expect(page.locator(f"#chunk-{chunk.id}")).to_contain_text(XSS)
+    assert page.locator("main img").count() == 0
+    assert dialogs == []
+    page.goto(f"{daphne_server.url}/?c={conversation.id}")
+    expect(page.locator(".msg.assistant")).to_have_count(1)
+    page.screenshot(path=str(OUTPUT / "chat-history-xss.png"), full_page=True)
+    assert dialogs == []
+
+
+def test_a_message_typed_offline_is_sent_once_after_reconnecting(
+    page: Page, daphne_server, small_tier, help_centre
+) -> None:  # noqa: ANN001
+    page.goto(daphne_server.url + "/")
+    expect(page.locator("#status")).to_have_text("online")
+    _ask(page, "How long does standard delivery take?")
+    expect(page.locator(".msg.assistant .details")).to_be_visible(timeout=120_000)
+
+    daphne_server.stop()
+    expect(page.locator("#offline-banner")).to_be_visible(timeout=10_000)
+    question = "Do you deliver on Saturdays?"
+    _ask(page, question)
+    expect(page.locator(".msg.user.pending")).to_have_text(question)
+    page.screenshot(path=str(OUTPUT / "chat-offline.png"), full_page=True)
+    daphne_server.start()
+
+    expect(page.locator("#offline-banner")).to_be_hidden(timeout=30_000)
+    expect(page.locator(".msg.assistant")).to_have_count(2, timeout=120_000)
+    expect(page.locator(".msg.assistant").last.locator(".details")).to_be_visible(timeout=120_000)
+    expect(page.locator(".msg.user.pending")).to_have_count(0)
+    assert Message.objects.filter(role="user", content=question).count() == 1
+    # Both questions went to the same conversation.
+    assert Conversation.objects.count() == 1
+    assert page.evaluate("localStorage.getItem('chat.outbox')") == "[]"
