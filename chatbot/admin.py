@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin
 from chatbot.models import Conversation, Message
 
 
@@ -18,7 +19,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(MessageExplorerMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "role",
@@ -32,7 +33,7 @@ class MessageAdmin(admin.ModelAdmin):
         "feedback",
         "created_at",
     )
-    list_filter = ("role", "status", "tier", "cached", "abstained", "feedback")
+    list_filter = ("role", "status", "tier", "cached", "abstained", "feedback", CostFilter)
     search_fields = ("content", "standalone_question")
 
     @admin.display(description="content")

@@ -264,3 +264,29 @@ def test_csv_export(traffic: None, admin_client) -> None:  # noqa: ANN001
     escalated = [r for r in rows if r["tier_path"] == "medium>large"]
     assert len(escalated) == 1 and Decimal(escalated[0]["cost"]) == Decimal("0.007")
     assert sum(Decimal(r["cost"]) for r in rows) == Decimal("0.014")
+
+
+def test_message_explorer_filters_by_cost_and_shows_provenance(traffic: None, admin_client) -> None:  # noqa: ANN001
+    listing = admin_client.get(
+        "/admin/chatbot/message/", {"role__exact": "assistant", "cost": "high"}
+    ).content.decode()
+    # 0.002, 0.007, 0.004 and 1.0 are $0.001 or more; 0.001 is too; the cache hit (0) is not.
+    assert "5 messages" in listing or "5 results" in listing
+    free = admin_client.get("/admin/chatbot/message/", {"role__exact": "assistant", "cost": "free"})
+    assert "1 message" in free.content.decode()
+    escalated = Message.objects.get(tier="large", cost=Decimal("0.007"))
+    escalated.sources = [
+        {
+            "n": 1,
+            "title": "Returns",
+            "heading": "Refunds",
+            "similarity": 0.71,
+            "url": "/passages/1/",
+        }
+    ]
+    escalated.standalone_question = "How do refunds work?"
+    escalated.save()
+    page = admin_client.get(f"/admin/chatbot/message/{escalated.id}/change/").content.decode()
+    assert "How do refunds work?" in page and "Returns" in page and "0.71" in page
+    assert page.count("<td>medium</td>") == 1 and page.count("<td>large</td>") == 1
+    assert 'name="content"' not in page  # history is read-only
