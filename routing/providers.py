@@ -25,6 +25,8 @@ class Generation:
 
     text: str = ""
     token_logprobs: list[float] = field(default_factory=list)
+    # The first answer token's alternatives (token -> log-probability): hesitation signals.
+    first_top_logprobs: dict[str, float] = field(default_factory=dict)
     tokens_in: int | None = None
     tokens_out: int | None = None
     finish_reason: str | None = None
@@ -81,7 +83,7 @@ class OpenAICompatibleProvider(ChatProvider):
         """Yield text deltas as they arrive; usage and log-probabilities land in generation."""
         started = time.perf_counter()
         extra: dict[str, Any] = (
-            {"logprobs": True, "top_logprobs": 1} if self.supports_logprobs else {}
+            {"logprobs": True, "top_logprobs": 5} if self.supports_logprobs else {}
         )
         try:
             response = await self._client.chat.completions.create(
@@ -113,9 +115,12 @@ class OpenAICompatibleProvider(ChatProvider):
                         if choice.finish_reason:
                             generation.finish_reason = choice.finish_reason
                         if choice.logprobs is not None and choice.logprobs.content:
-                            generation.token_logprobs.extend(
-                                t.logprob for t in choice.logprobs.content
-                            )
+                            content = choice.logprobs.content
+                            if not generation.token_logprobs and content[0].top_logprobs:
+                                generation.first_top_logprobs = {
+                                    t.token: t.logprob for t in content[0].top_logprobs
+                                }
+                            generation.token_logprobs.extend(t.logprob for t in content)
                         text = choice.delta.content if choice.delta else None
                         if text:
                             if generation.ttft_ms is None:

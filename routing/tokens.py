@@ -36,3 +36,14 @@ def encoding():  # noqa: ANN201 - tiktoken.Encoding
 def count_tokens(text: str) -> int:
     """Number of cl100k tokens in text."""
     return len(encoding().encode(text, disallowed_special=()))
+
+
+# Measured against llama.cpp's /tokenize on help-centre prose (SmolLM2 is the worst of the
+# bundled tokenizers at up to 1.28x cl100k): a safe margin for budgeting local tiers.
+LOCAL_TOKEN_FACTOR = 1.35
+
+
+def count_tokens_for_tier(text: str, *, local: bool) -> int:
+    """Tokens text costs on a tier: cl100k for remote tiers, cl100k with a safe margin for local ones."""
+    tokens = count_tokens(text)
+    return int(tokens * LOCAL_TOKEN_FACTOR) + 1 if local else tokens

@@ -1,0 +1,175 @@
+"""Grading and summaries for evaluation runs: SQuAD-style grades, per-question cascade replay.
+
+Plain data only; `chatbot`'s evaluate command reads and writes the ORM rows.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_CITATION = re.compile(r"\[\d{1,2}\]")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = _CITATION.sub(" ", text.lower())
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, gold: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised gold answer."""
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in gold))
+
+
+def token_f1(prediction: str, gold: Sequence[str]) -> float:
+    """Best token F1 of the prediction against the gold answers (SQuAD)."""
+    pred = normalize_answer(prediction).split()
+    best = 0.0
+    for answer in gold:
+        ref = normalize_answer(answer).split()
+        common = collections.Counter(pred) & collections.Counter(ref)
+        same = sum(common.values())
+        if same == 0:
+            continue
+        precision, recall = same / len(pred), same / len(ref)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+@dataclass(frozen=True)
+class Grade:
+    """Exact match, F1, whether an abstention was right, and one number ('grade')."""
+
+    exact_match: float
+    f1: float
+    correct_abstention: bool | None
+    grade: float
+
+
+def answer_grade(*, answer: str, abstained: bool, answerable: bool, gold: Sequence[str]) -> Grade:
+    """Grade one answer: F1 on answerable questions, abstention on unanswerable ones."""
+    if not answerable:
+        return Grade(0.0, 0.0, abstained, 1.0 if abstained else 0.0)
+    if abstained:
+        return Grade(0.0, 0.0, None, 0.0)
+    f1 = token_f1(answer, gold)
+    return Grade(exact_match(answer, gold), f1, None, f1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One question with each tier's stored outcome (tier -> dict of score, grade, ...)."""
+
+    question_id: str
+    source: str  # squad or off_topic
+    answerable: bool
+    split: str
+    tiers: Mapping[str, Mapping[str, float]]  # f1, score, cost, latency_ms, abstained
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a policy did on one question."""
+
+    f1: float
+    abstained: bool
+    cost: float
+    latency_ms: float
+    tier: str | None
+    attempts: int
+
+
+def replay_question(row: Row, *, tiers: Sequence[str], thresholds: Sequence[float]) -> Outcome:
+    """Replay one question through a cascade from stored rows (no model call)."""
+    cost = latency = 0.0
+    for index, (tier, threshold) in enumerate(zip(tiers, thresholds, strict=True)):
+        data = row.tiers[tier]
+        cost += float(data["cost"])
+        latency += float(data["latency_ms"])
+        if not data["abstained"] and float(data["score"]) >= threshold:
+            return Outcome(float(data["f1"]), False, cost, latency, tier, index + 1)
+    return Outcome(0.0, True, cost, latency, None, len(tiers))
+
+
+def summarize(rows: Sequence[Row], outcomes: Sequence[Outcome]) -> dict[str, float]:
+    """The figures of the issue's table for one policy (means per question)."""
+    answerable = [o for r, o in zip(rows, outcomes, strict=True) if r.answerable]
+    unanswerable = [
+        o for r, o in zip(rows, outcomes, strict=True) if not r.answerable and r.source == "squad"
+    ]
+    off_topic = [o for r, o in zip(rows, outcomes, strict=True) if r.source == "off_topic"]
+    latencies = np.array([o.latency_ms for o in outcomes] or [0.0])
+    return {
+        "questions": len(outcomes),
+        "answerable_f1": _mean([o.f1 for o in answerable]),
+        "abstain_unanswerable": _mean([o.abstained for o in unanswerable]),
+        "abstain_off_topic": _mean([o.abstained for o in off_topic]),
+        "false_abstention": _mean([o.abstained for o in answerable]),
+        "mean_cost": _mean([o.cost for o in outcomes]),
+        "escalation_rate": _mean([o.attempts > 1 for o in outcomes]),
+        "latency_p50_ms": float(np.percentile(latencies, 50)),
+        "latency_p95_ms": float(np.percentile(latencies, 95)),
+    }
+
+
+def _mean(values: Sequence[float | bool]) -> float:
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def policy_summary(
+    rows: Sequence[Row], *, tiers: Sequence[str], thresholds: Sequence[float]
+) -> dict[str, float]:
+    """Replay a policy on every row holding all its tiers and summarise it."""
+    usable = [r for r in rows if all(t in r.tiers for t in tiers)]
+    outcomes = [replay_question(r, tiers=tiers, thresholds=thresholds) for r in usable]
+    return summarize(usable, outcomes)
+
+
+def thresholds_choose(
+    rows: Sequence[Row],
+    *,
+    tiers: Sequence[str],
+    largest: str,
+    max_cost_ratio: float = 0.70,
+    max_f1_loss: float = 0.02,
+    grid: int = 21,
+) -> tuple[list[float], dict[str, float]]:
+    """Thresholds maximising correct abstentions under the goals' cost and F1-loss bounds.
+
+    Among policies within `max_cost_ratio` of the largest tier's cost and losing at most
+    `max_f1_loss` answerable F1 against it, the one that abstains most on unanswerable and
+    off-topic questions (then the cheapest). When none meets both bounds, the one with
+    the best mean grade within the cost bound.
+    """
+    reference = policy_summary(rows, tiers=[largest], thresholds=[0.0])
+    budget = reference["mean_cost"] * max_cost_ratio
+    values = np.linspace(0.0, 1.0, grid)
+    best: tuple[tuple[float, ...], list[float], dict[str, float]] | None = None
+    fallback: tuple[tuple[float, ...], list[float], dict[str, float]] | None = None
+    for combo in np.array(np.meshgrid(*[values] * len(tiers))).T.reshape(-1, len(tiers)):
+        thresholds = [float(v) for v in combo]
+        figures = policy_summary(rows, tiers=tiers, thresholds=thresholds)
+        if figures["mean_cost"] > budget + 1e-15:
+            continue
+        declined = figures["abstain_unanswerable"] + figures["abstain_off_topic"]
+        grade = figures["answerable_f1"] + declined
+        if figures["answerable_f1"] >= reference["answerable_f1"] - max_f1_loss:
+            key = (declined, -figures["mean_cost"])
+            if best is None or key > best[0]:
+                best = (key, thresholds, figures)
+        key = (grade, -figures["mean_cost"])
+        if fallback is None or key > fallback[0]:
+            fallback = (key, thresholds, figures)
+    chosen = best or fallback
+    if chosen is None:
+        return [0.0] * len(tiers), policy_summary(rows, tiers=tiers, thresholds=[0.0] * len(tiers))
+    return chosen[1], chosen[2]

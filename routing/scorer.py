@@ -1,0 +1,164 @@
+"""The scorer: P(answer is right) from signals that need no bigger model.
+
+Signals (all plain numbers; `routing` never sees a Chunk):
+- the answer's token log-probabilities (mean and minimum),
+- the probability that the model wanted to start with "I" (as in "I don't know"), read
+  from the first token's top log-probabilities: models rarely *say* they do not know,
+  but they often hesitate,
+- the retrieval similarity of the best passage and of the passages the answer cites,
+- support: the share of the answer's content words found in the passages,
+- coverage: the share of the question's content words found in the best passage,
+- an explicit "I don't know".
+
+The score is a logistic model over those features. Default weights are hand-set and
+documented below; `scorer_fit` refits them from labelled rows (evaluation runs) and the
+result is stored in `ScorerWeights` (one row per name).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+# Hand-set starting weights (features are in [0, 1] or log-probabilities in [-5, 0]):
+# confident decoding, a well-matched and cited passage and a supported answer raise the
+# score; hesitation towards "I..." and an explicit "I don't know" lower it.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "bias": -3.0,
+    "mean_logprob": 1.0,
+    "min_logprob": 0.1,
+    "p_first_i": -2.0,
+    "top_similarity": 3.0,
+    "cited_similarity": 1.0,
+    "support": 2.0,
+    "coverage": 1.5,
+    "idk": -4.0,
+}
+FEATURES = [k for k in DEFAULT_WEIGHTS if k != "bias"]
+
+_IDK = re.compile(
+    r"\b(i\s+(do\s+not|don'?t|dont)\s+know|not\s+(mentioned|stated|specified|provided|"
+    r"given|available)|(passages|text|context)\s+(do(es)?\s+not|don'?t)\s+(contain|say|mention)|"
+    r"no\s+information|cannot\s+(answer|find|determine)|can'?t\s+(answer|find))",
+    re.IGNORECASE,
+)
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    "a an the of in on at to for from by with and or but is are was were be been being it its "
+    "this that these those what which who whom whose when where why how do does did can could "
+    "would should will shall may might must i you he she we they them their our your his her "
+    "as if than then there here not no yes so such into about over under after before also "
+    "passage passages answer".split()
+)
+
+
+def says_dont_know(text: str) -> bool:
+    """True when an answer says, in any of the usual ways, that it does not know."""
+    return bool(_IDK.search(text)) or not text.strip()
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words minus stop words and citation numbers."""
+    text = _CITATION.sub(" ", text.lower())
+    return [w for w in _WORD.findall(text) if w not in _STOP]
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    """What the scorer needs to know about one answer, as plain data."""
+
+    question: str
+    answer: str
+    token_logprobs: Sequence[float]
+    first_top_logprobs: Mapping[str, float]
+    passage_texts: Sequence[str]
+    passage_similarities: Sequence[float]
+
+
+def signals_extract(item: ScoringInput) -> dict[str, float]:
+    """The feature vector of one answer (keys of FEATURES)."""
+    logprobs = [max(-5.0, float(x)) for x in item.token_logprobs] or [-5.0]
+    p_first_i = sum(
+        math.exp(lp) for tok, lp in item.first_top_logprobs.items() if tok.strip() in {"I", "i"}
+    )
+    sims = list(item.passage_similarities) or [0.0]
+    cited = {int(n) for n in _CITATION.findall(item.answer)}
+    cited_sims = [sims[n - 1] for n in cited if 1 <= n <= len(sims)]
+    passage_words = set()
+    for text in item.passage_texts:
+        passage_words.update(content_words(text))
+    answer_words = content_words(item.answer)
+    support = (
+        sum(w in passage_words for w in answer_words) / len(answer_words) if answer_words else 0.0
+    )
+    best = content_words(item.passage_texts[0]) if item.passage_texts else []
+    question_words = set(content_words(item.question))
+    coverage = len(question_words & set(best)) / len(question_words) if question_words else 0.0
+    return {
+        "mean_logprob": sum(logprobs) / len(logprobs),
+        "min_logprob": min(logprobs),
+        "p_first_i": min(1.0, p_first_i),
+        "top_similarity": max(sims),
+        "cited_similarity": (sum(cited_sims) / len(cited_sims)) if cited_sims else max(sims),
+        "support": support,
+        "coverage": coverage,
+        "idk": 1.0 if says_dont_know(item.answer) else 0.0,
+    }
+
+
+def score_signals(
+    signals: Mapping[str, float], weights: Mapping[str, float] | None = None
+) -> float:
+    """P(right) in [0, 1] from a feature vector and logistic weights (defaults when None)."""
+    weights = weights or DEFAULT_WEIGHTS
+    z = float(weights.get("bias", 0.0))
+    for name in FEATURES:
+        z += float(weights.get(name, 0.0)) * float(signals.get(name, 0.0))
+    return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Fitted weights and how well they rank the fit rows."""
+
+    weights: dict[str, float]
+    rows: int
+    positives: int
+    auc: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve (probability a right answer outscores a wrong one; ties half)."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (len(pos) * len(neg)))
+
+
+def scorer_fit(
+    *, signals: Sequence[Mapping[str, float]], labels: Sequence[bool], l2: float = 1.0
+) -> FitReport:
+    """Logistic regression (L2) of labels on the features; weights in the raw feature scale."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array([[float(s.get(f, 0.0)) for f in FEATURES] for s in signals], dtype=float)
+    y = np.array(labels, dtype=int)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("scorer_fit needs both right and wrong answers among the labels")
+    model = LogisticRegression(C=1.0 / l2, max_iter=2000)
+    model.fit(x, y)
+    weights = {"bias": float(model.intercept_[0])}
+    weights.update({f: float(w) for f, w in zip(FEATURES, model.coef_[0], strict=True)})
+    scores = [score_signals(s, weights) for s in signals]
+    return FitReport(weights=weights, rows=len(y), positives=int(y.sum()), auc=auc(scores, labels))

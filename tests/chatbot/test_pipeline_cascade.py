@@ -1,0 +1,159 @@
+"""The pipeline's cascade with the real small model plus a fault-injecting tier: what customers see and what is stored."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from chatbot.models import Conversation, Message
+from chatbot.pipeline import RunControl, answer_question
+from chatbot.prompts import ABSTAIN_TEXT
+from routing.models import ModelTier
+from tests.routing.fault_server import FaultServer
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+DOCS = {
+    "returns.md": (
+        "# Returns policy\n\n## Return window\nYou can return most items within 30 days of "
+        "delivery. Items must be unused and in their original packaging.\n"
+    ),
+    "shipping.md": (
+        "# Shipping\n\n## Delivery times\nStandard delivery takes 3 to 5 working days. Express "
+        "delivery takes 1 working day and costs 6 euros.\n"
+    ),
+}
+QUESTION = "How many days do I have to return an item?"
+
+
+@pytest.fixture
+def knowledge(tmp_path: Path, django_db_blocker) -> None:  # noqa: ANN001
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    with django_db_blocker.unblock():
+        call_command(
+            "load_demo_knowledge", folder=str(tmp_path), verbosity=0, stdout=open(os.devnull, "w")
+        )
+
+
+@pytest.fixture
+def fault_server():  # noqa: ANN201
+    server = FaultServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cascade(small_tier, fault_server, settings, django_db_blocker):  # noqa: ANN001, ANN201
+    """small (real SmolLM2) first, then 'big' on the fault server (pricier, scripted answer)."""
+    settings.CASCADE_START_TIER = "small"
+    with django_db_blocker.unblock():
+        ModelTier.objects.filter(name="small").update(threshold=0.0)
+        ModelTier.objects.update_or_create(
+            name="big",
+            defaults=dict(
+                base_url=fault_server.base_url,
+                model="ok:You have 30 days to return an item [1]",
+                order=50,
+                enabled=True,
+                threshold=0.0,
+                max_answer_tokens=32,
+                timeout_seconds=5,
+                price_input_per_mtok="10",
+                price_output_per_mtok="40",
+            ),
+        )
+    return small_tier
+
+
+async def ask(text: str, control: RunControl | None = None) -> list[dict]:
+    conversation = await Conversation.objects.acreate(session_key="test")
+    user = await Message.objects.acreate(
+        conversation=conversation, role=Message.Role.USER, content=text
+    )
+    return [
+        e
+        async for e in answer_question(
+            conversation=conversation, user_message=user, control=control
+        )
+    ]
+
+
+async def test_confident_cheap_answer_stays_and_costs_are_stored(cascade, knowledge) -> None:  # noqa: ANN001
+    events = await ask(QUESTION)
+    end = events[-1]
+    assert end["type"] == "answer.end", events
+    assert end["tier"] == "small" and not end["abstained"]
+    assert "answer.escalate" not in [e["type"] for e in events]
+    [attempt] = end["attempts"]
+    assert attempt["tier"] == "small" and attempt["outcome"] == "accepted"
+    small = await ModelTier.objects.aget(name="small")
+    expected = small.cost(attempt["tokens_in"], attempt["tokens_out"])
+    assert end["cost"] == pytest.approx(float(expected))
+    # The largest enabled tier ('big', 10/40 per Mtok) for the same prompt and answer length.
+    assert end["cost_if_largest"] == pytest.approx(
+        float((Decimal(10) * attempt["tokens_in"] + Decimal(40) * attempt["tokens_out"]) / 10**6)
+    )
+    message = await Message.objects.aget(id=end["message_id"])
+    assert message.tier == "small" and message.attempts == end["attempts"]
+    assert message.cost == expected and message.cost_if_largest > message.cost
+
+
+async def test_admin_threshold_edit_makes_the_next_question_escalate(cascade, knowledge) -> None:  # noqa: ANN001
+    await ModelTier.objects.filter(name="small").aupdate(threshold=1.0)
+    events = await ask(QUESTION)
+    types = [e["type"] for e in events]
+    assert "answer.escalate" in types
+    escalate = events[types.index("answer.escalate")]
+    assert (escalate["from_tier"], escalate["to_tier"]) == ("small", "big")
+    end = events[-1]
+    assert end["tier"] == "big"
+    assert [a["outcome"] for a in end["attempts"]] == ["low_score", "accepted"]
+    assert end["cost"] == pytest.approx(sum(a["cost"] for a in end["attempts"]))
+    after = "".join(e["text"] for e in events[types.index("answer.escalate") :] if "text" in e)
+    assert after.strip() == "You have 30 days to return an item [1]"
+    message = await Message.objects.aget(id=end["message_id"])
+    assert message.content.strip() == after.strip()
+    assert message.cost_if_largest == Decimal(str(end["attempts"][1]["cost"]))
+
+
+async def test_failing_tier_falls_through_and_the_reason_is_recorded(
+    cascade, knowledge, fault_server
+) -> None:  # noqa: ANN001
+    await ModelTier.objects.acreate(
+        name="flaky",
+        base_url=fault_server.base_url,
+        model="http500",
+        order=1,
+        enabled=True,
+        timeout_seconds=5,
+    )
+    end = (await ask(QUESTION, RunControl(tiers=["flaky", "small"])))[-1]
+    assert end["type"] == "answer.end"
+    assert [a["outcome"] for a in end["attempts"]] == ["error:http", "accepted"]
+    assert end["tier"] == "small" and end["status"] == Message.Status.COMPLETE
+
+
+async def test_low_score_on_the_last_tier_says_i_dont_know(cascade, knowledge) -> None:  # noqa: ANN001
+    await ModelTier.objects.filter(name="small").aupdate(threshold=1.0)
+    events = await ask(QUESTION, RunControl(tiers=["small"]))
+    end = events[-1]
+    assert end["abstained"] and end["abstain_reason"] == "low_score"
+    message = await Message.objects.aget(id=end["message_id"])
+    assert message.content == ABSTAIN_TEXT and message.abstained
+    assert message.cost > 0, "the attempt that was declined is still paid for"
+
+
+async def test_question_the_documents_do_not_cover_is_declined_before_any_model(
+    cascade, knowledge, fault_server
+) -> None:  # noqa: ANN001
+    events = await ask("Who painted the ceiling of the Sistine Chapel?")
+    end = events[-1]
+    assert end["abstained"] and end["abstain_reason"] == "no_passages"
+    assert end["attempts"] == [] and end["cost"] == 0
+    assert "".join(e.get("text", "") for e in events if e["type"] == "answer.delta") == ABSTAIN_TEXT
+    assert fault_server.requests == []

@@ -1,0 +1,124 @@
+"""A tiny OpenAI-compatible SSE server on loopback that injects faults (tests only).
+
+The requested model name picks the behaviour:
+- ``ok:<text>``      streams <text> word by word, with log-probabilities and usage;
+- ``http500``        answers HTTP 500;
+- ``timeout``        waits longer than any test timeout before answering;
+- ``broken:<text>``  streams the first words of <text>, then closes the connection mid-answer.
+Usage reports prompt_tokens=PROMPT_TOKENS and completion_tokens = number of words sent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PROMPT_TOKENS = 100
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: tests read results, not access logs."""
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        """Answer /v1/chat/completions according to the requested model name."""
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        self.server.requests.append(body)  # type: ignore[attr-defined]
+        mode, _, text = str(body.get("model", "")).partition(":")
+        if mode == "http500":
+            payload = b'{"error": {"message": "boom"}}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        if mode == "timeout":
+            time.sleep(5)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        words = [w + " " for w in text.split()] or ["..."]
+        if mode == "broken":
+            words = words[: max(1, len(words) // 2)]
+        for word in words:
+            self._event(
+                {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": word},
+                            "logprobs": {
+                                "content": [
+                                    {
+                                        "token": word,
+                                        "logprob": -0.05,
+                                        "bytes": None,
+                                        "top_logprobs": [
+                                            {"token": word, "logprob": -0.05, "bytes": None}
+                                        ],
+                                    }
+                                ]
+                            },
+                            "finish_reason": None,
+                        }
+                    ]
+                }
+            )
+        if mode == "broken":
+            # Cut the connection without a finish_reason or [DONE].
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        self._event(
+            {
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": PROMPT_TOKENS,
+                    "completion_tokens": len(words),
+                    "total_tokens": PROMPT_TOKENS + len(words),
+                },
+            }
+        )
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _event(self, chunk: dict) -> None:
+        chunk = {
+            "id": "fault",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "fault",
+            **chunk,
+        }
+        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.flush()
+
+
+class FaultServer:
+    """Start on a free loopback port in a thread; `base_url` for a tier; `stop()` when done."""
+
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.requests = []  # type: ignore[attr-defined]
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def requests(self) -> list[dict]:
+        """The JSON bodies received so far."""
+        return self._server.requests  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        self._server.shutdown()
+        self._server.server_close()
