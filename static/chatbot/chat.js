@@ -145,7 +145,7 @@
   function thumbs(messageId, current) {
     const div = document.createElement("div");
     div.className = "thumbs";
-    [[1, "👍", "Helpful"], [-1, "👎", "Not helpful"]].forEach(function (t) {
+    [[1, "▲ Helpful", "This answer helped"], [-1, "▼ Not helpful", "This answer did not help"]].forEach(function (t) {
       const b = document.createElement("button");
       b.type = "button";
       b.className = "thumb";
