@@ -175,6 +175,13 @@ def _outcome(result: Any) -> TierOutcome:
     )
 
 
+def _expected_rows(settings: dict[str, Any]) -> int:
+    """Rows a run will hold when finished: each question per tier, plus its real-cascade subset."""
+    questions = settings.get("questions") or []
+    tiers = settings.get("run_tiers") or []
+    return len(questions) * len(tiers) + int(settings.get("cascade_limit") or 0)
+
+
 def evaluation_runs_list() -> list[dict[str, Any]]:
     """Stored runs, newest first, as plain dicts with their progress."""
     from django.db.models import Count
@@ -192,7 +199,7 @@ def evaluation_runs_list() -> list[dict[str, Any]]:
             "status": run.status,
             "created_at": run.started_at,
             "done": run.done,
-            "total": (run.settings or {}).get("total_rows") or run.done,
+            "total": _expected_rows(run.settings or {}) or run.done,
             "questions": run.questions,
             "demo": bool((run.settings or {}).get("demo")),
         }
@@ -200,8 +207,10 @@ def evaluation_runs_list() -> list[dict[str, Any]]:
     ]
 
 
-def evaluation_rows(*, run_id: int) -> tuple[list[str], list[QuestionRow]] | None:
-    """A run's tiers (cheapest first) and its per-question rows; None when there is no such run."""
+def evaluation_rows(
+    *, run_id: int, split: str | None = None
+) -> tuple[list[str], list[QuestionRow]] | None:
+    """A run's tiers (cheapest first) and its per-question rows (one split, or all); None if no run."""
     from routing.models import EvaluationResult, EvaluationRun
 
     run = EvaluationRun.objects.filter(id=run_id).first()
@@ -209,7 +218,10 @@ def evaluation_rows(*, run_id: int) -> tuple[list[str], list[QuestionRow]] | Non
         return None
     by_question: dict[str, dict[str, TierOutcome]] = {}
     answerable: dict[str, bool] = {}
-    for result in EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE).iterator():
+    results = EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE)
+    if split in ("fit", "test"):
+        results = results.filter(split=split)
+    for result in results.iterator():
         by_question.setdefault(result.question_id, {})[result.tier] = _outcome(result)
         answerable[result.question_id] = result.answerable
     present = {tier for outcomes in by_question.values() for tier in outcomes}
@@ -352,7 +364,9 @@ def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
     except ValueError:
         context["error"] = "run, budget and target_f1 must be numbers."
         return context
-    loaded = evaluation_rows(run_id=run_id)
+    split = params.get("split") if params.get("split") in ("fit", "test") else None
+    context["split"] = split or "all"
+    loaded = evaluation_rows(run_id=run_id, split=split)
     if loaded is None:
         context["error"] = f"No evaluation run {run_id}."
         return context

@@ -197,3 +197,25 @@ def test_applying_warns_when_the_starting_tier_would_skip_cheaper_ones(
     settings.CASCADE_START_TIER = "cheap"
     summary = tiers_apply_policy(tiers=["cheap", "big"], thresholds=[0.5, 0.0])
     assert not any("warning" in line for line in summary)
+
+
+def test_tuning_on_one_split(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
+    EvaluationResult.objects.filter(run=run, question_id__in=["q1", "q2"]).update(split="fit")
+    out = io.StringIO()
+    call_command(
+        "tune_thresholds",
+        "--run",
+        str(run.id),
+        "--budget",
+        "10",
+        "--split",
+        "fit",
+        "--json",
+        stdout=out,
+    )
+    report = json.loads(out.getvalue())
+    # q1 and q2 only: cheap ≥ t for q1 (0.9) and big for q2 gives F1 1.0 at (1 + 11) / 2 = 6.
+    assert report["questions"] == 2 and report["split"] == "fit"
+    assert (report["chosen"]["f1"], report["chosen"]["mean_cost"]) == pytest.approx((1.0, 6.0))
+    page = admin_client.get("/admin/tuning/", {"run": run.id, "split": "test"}).content.decode()
+    assert "over 2 questions" in page

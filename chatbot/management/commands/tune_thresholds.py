@@ -21,11 +21,18 @@ class Command(BaseCommand):
         goal = parser.add_mutually_exclusive_group(required=True)
         goal.add_argument("--budget", type=float, help="Mean cost per question (USD).")
         goal.add_argument("--target-f1", type=float, help="F1 to reach, as cheaply as possible.")
+        parser.add_argument(
+            "--split",
+            choices=["all", "fit", "test"],
+            default="all",
+            help="Questions to tune on (the evaluate command splits by passage).",
+        )
         parser.add_argument("--apply", action="store_true", help="Write the choice to the tiers.")
         parser.add_argument("--json", action="store_true", help="Print JSON only.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        loaded = evaluation_rows(run_id=options["run"])
+        split = None if options["split"] == "all" else options["split"]
+        loaded = evaluation_rows(run_id=options["run"], split=split)
         if loaded is None:
             raise CommandError(f"No evaluation run {options['run']}.")
         tier_order, rows = loaded
@@ -40,6 +47,7 @@ class Command(BaseCommand):
         chosen = result["chosen"]
         report = {
             "run": options["run"],
+            "split": options["split"],
             "questions": result["questions"],
             "policies_tried": result["policies_tried"],
             "budget": options["budget"],
