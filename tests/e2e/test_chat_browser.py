@@ -75,6 +75,17 @@ def test_answer_streams_in_steps_with_provenance(
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "chat-answer.png"), full_page=True)
 
+    # A new conversation starts empty; both stay in the side list and reopen.
+    first_id = answer.evaluate("() => new URL(location.href).searchParams.get('c')")
+    page.click("#new-conversation")
+    expect(page.locator(".msg")).to_have_count(0)
+    _ask(page, "How long does standard delivery take?")
+    expect(page.locator(".msg.assistant .details")).to_be_visible(timeout=120_000)
+    expect(page.locator("#conversations a")).to_have_count(2)
+    assert Conversation.objects.filter(session_key=_session_key(page)).count() == 2
+    page.locator(f"#conversations a[data-id='{first_id}']").click()
+    expect(page.locator(".msg.user")).to_have_text(["How long do I have to return an item?"])
+
 
 def test_stop_button_and_escape_stop_the_answer(
     page: Page, daphne_server, small_tier, help_centre
