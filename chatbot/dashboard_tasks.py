@@ -9,14 +9,10 @@ from django_tasks import task
 
 
 @task()
-def evaluation_run_task(
-    *, questions_path: str, passages_path: str | None = None, limit: int | None = None
-) -> str:
+def evaluation_run_task(*, questions_path: str, limit: int | None = None) -> str:
     """Run `manage.py evaluate` on a stored upload (it stores the run and its rows as it goes)."""
     args = [questions_path]
     options: dict[str, object] = {}
-    if passages_path:
-        options["passages"] = passages_path
     if limit:
         options["limit"] = limit
     out = io.StringIO()

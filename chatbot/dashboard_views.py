@@ -195,7 +195,6 @@ def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
         try:
             note = evaluations.evaluation_start_from_upload(
                 upload=request.FILES.get("questions"),
-                passages=request.FILES.get("passages"),
                 limit=request.POST.get("limit") or None,
                 user=request.user,
             )

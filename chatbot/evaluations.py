@@ -327,10 +327,11 @@ def _store_jsonl(upload: Any, *, required: str) -> tuple[str, int]:
     return str(path), len(lines)
 
 
-def evaluation_start_from_upload(
-    *, upload: Any, passages: Any = None, limit: str | None, user: Any
-) -> str:
-    """Check and store an uploaded JSONL dataset (and passages), then queue an evaluation run."""
+def evaluation_start_from_upload(*, upload: Any, limit: str | None, user: Any) -> str:
+    """Check and store an uploaded questions JSONL, then queue an evaluation run on it.
+
+    No passages upload: they would be ingested into the live help centre's knowledge.
+    """
     from chatbot.dashboard_tasks import evaluation_run_task
 
     if upload is None:
@@ -340,10 +341,7 @@ def evaluation_start_from_upload(
     except ValueError as exc:
         raise ValueError("The limit must be a whole number.") from exc
     questions_path, count = _store_jsonl(upload, required="question")
-    passages_path = _store_jsonl(passages, required="text")[0] if passages else None
-    evaluation_run_task.enqueue(
-        questions_path=questions_path, passages_path=passages_path, limit=limit_value
-    )
+    evaluation_run_task.enqueue(questions_path=questions_path, limit=limit_value)
     return (
         f"Queued an evaluation of {min(count, limit_value or count)} questions; "
         "it appears below once the worker starts it."
