@@ -14,6 +14,7 @@ from django.db import transaction
 
 from routing.models import ModelTier
 from routing.tuning import (
+    OBJECTIVES,
     PolicyPoint,
     QuestionRow,
     TierOutcome,
@@ -101,12 +102,13 @@ def tuning_from_rows(
     rows: Sequence[QuestionRow],
     budget: float | None = None,
     target_f1: float | None = None,
+    objective: str = "f1",
 ) -> dict[str, Any]:
     """Frontier, each tier alone, the current setting and the optimiser's pick, as plain data."""
     points = policies_search(rows=rows, tier_order=tier_order)
     singles = single_tier_points(rows=rows, tier_order=tier_order)
     largest = singles[-1] if singles else None
-    frontier = pareto_frontier(points)
+    frontier = pareto_frontier(points, objective=objective)
     current_tiers, current_thresholds = current_policy(tier_order=tier_order)
     current = (
         policy_replay(
@@ -120,9 +122,9 @@ def tuning_from_rows(
     )
     chosen = None
     if budget is not None:
-        chosen = best_under_budget(points=points, budget=budget)
+        chosen = best_under_budget(points=points, budget=budget, objective=objective)
     elif target_f1 is not None:
-        chosen = cheapest_above_target(points=points, target_f1=target_f1)
+        chosen = cheapest_above_target(points=points, target_f1=target_f1, objective=objective)
     table = [_point(p, largest) for p in singles]
     if current:
         table.append(_point(current, largest, marked=True))
@@ -141,6 +143,7 @@ def tuning_from_rows(
         "chosen": _point(chosen, largest) if chosen else None,
         "budget": budget,
         "target_f1": target_f1,
+        "objective": objective,
         "found": chosen is not None or (budget is None and target_f1 is None),
     }
 
@@ -373,10 +376,14 @@ def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
     if not rows:
         context["error"] = "This run has no complete rows to replay yet."
         return context
+    objective = params.get("objective") if params.get("objective") in OBJECTIVES else "f1"
     context.update(
-        tuning_from_rows(tier_order=tier_order, rows=rows, budget=budget, target_f1=target)
+        tuning_from_rows(
+            tier_order=tier_order, rows=rows, budget=budget, target_f1=target, objective=objective
+        )
     )
     context["chart"] = {
-        k: context[k] for k in ("frontier", "singles", "current", "chosen", "tier_order")
+        k: context[k]
+        for k in ("frontier", "singles", "current", "chosen", "tier_order", "objective")
     }
     return context

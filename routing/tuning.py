@@ -153,12 +153,15 @@ def policy_replay(
 
 def threshold_candidates(*, scores: Sequence[float], count: int = 12) -> list[float]:
     """Candidate thresholds for one tier: 0 (always accept) and up to `count` score quantiles."""
-    values = np.asarray(list(scores), dtype=float)
+    # Quantiles of the distinct scores: many equal scores (e.g. the same signals on every
+    # declined question) would otherwise collapse the grid to a few points.
+    values = np.unique(np.round(np.asarray(list(scores), dtype=float), 4))
     if values.size == 0:
         return [0.0]
-    quantiles = np.quantile(values, np.linspace(0.0, 1.0, count + 1)[1:])
+    if values.size > count:
+        values = np.quantile(values, np.linspace(0.0, 1.0, count + 1)[1:], method="nearest")
     # A threshold equal to an observed score accepts that score: candidates sit on the data.
-    return sorted({0.0, *(round(float(q), 4) for q in quantiles)})
+    return sorted({0.0, *(float(v) for v in values)})
 
 
 def policies_search(
@@ -171,8 +174,11 @@ def policies_search(
     """Replay every tier subset (in order) with every combination of candidate thresholds."""
     usable = complete_rows(rows=rows, tiers=tier_order)
     arrays = _arrays(usable, tier_order)
+    # Only answers a threshold can decide on: a tier's own "I don't know" escalates anyway.
     grids = {
-        t: threshold_candidates(scores=arrays.score[t].tolist(), count=candidates_per_tier)
+        t: threshold_candidates(
+            scores=arrays.score[t][~arrays.abstained[t]].tolist(), count=candidates_per_tier
+        )
         for t in tier_order
     }
     points: list[PolicyPoint] = []
@@ -183,31 +189,51 @@ def policies_search(
     return points
 
 
-def pareto_frontier(points: Iterable[PolicyPoint]) -> list[PolicyPoint]:
-    """The points no other point beats on both cost (lower) and F1 (higher), cheapest first."""
+# What "accuracy" means to the search: `f1` counts a right abstention as a right answer;
+# `answerable_f1` looks only at the questions the knowledge answers (abstaining there is 0).
+OBJECTIVES = ("f1", "answerable_f1")
+
+
+def _accuracy(point: PolicyPoint, objective: str) -> float:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    return float(getattr(point, objective))
+
+
+def pareto_frontier(points: Iterable[PolicyPoint], *, objective: str = "f1") -> list[PolicyPoint]:
+    """The points no other point beats on both cost (lower) and accuracy (higher), cheapest first."""
     frontier: list[PolicyPoint] = []
-    best_f1 = -1.0
-    for point in sorted(points, key=lambda p: (p.mean_cost, -p.f1, len(p.tiers))):
-        if point.f1 > best_f1 + 1e-12:
+    best = -1.0
+    for point in sorted(
+        points, key=lambda p: (p.mean_cost, -_accuracy(p, objective), len(p.tiers))
+    ):
+        if _accuracy(point, objective) > best + 1e-12:
             frontier.append(point)
-            best_f1 = point.f1
+            best = _accuracy(point, objective)
     return frontier
 
 
-def best_under_budget(*, points: Iterable[PolicyPoint], budget: float) -> PolicyPoint | None:
-    """The highest-F1 point whose mean cost per question is within `budget` (cheaper on ties)."""
+def best_under_budget(
+    *, points: Iterable[PolicyPoint], budget: float, objective: str = "f1"
+) -> PolicyPoint | None:
+    """The most accurate point whose mean cost per question is within `budget` (cheaper on ties)."""
     affordable = [p for p in points if p.mean_cost <= budget + 1e-15]
     if not affordable:
         return None
-    return max(affordable, key=lambda p: (round(p.f1, 9), -p.mean_cost, -len(p.tiers)))
+    return max(
+        affordable,
+        key=lambda p: (round(_accuracy(p, objective), 9), -p.mean_cost, -len(p.tiers)),
+    )
 
 
-def cheapest_above_target(*, points: Iterable[PolicyPoint], target_f1: float) -> PolicyPoint | None:
-    """The cheapest point whose F1 reaches `target_f1` (higher F1 on ties)."""
-    good = [p for p in points if p.f1 >= target_f1 - 1e-12]
+def cheapest_above_target(
+    *, points: Iterable[PolicyPoint], target_f1: float, objective: str = "f1"
+) -> PolicyPoint | None:
+    """The cheapest point whose accuracy reaches `target_f1` (more accurate on ties)."""
+    good = [p for p in points if _accuracy(p, objective) >= target_f1 - 1e-12]
     if not good:
         return None
-    return min(good, key=lambda p: (p.mean_cost, -p.f1, len(p.tiers)))
+    return min(good, key=lambda p: (p.mean_cost, -_accuracy(p, objective), len(p.tiers)))
 
 
 def single_tier_points(

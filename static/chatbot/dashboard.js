@@ -107,14 +107,15 @@
 (function () {
   "use strict";
 
-  function xy(p) { return { x: p.mean_cost, y: p.f1, policy: p }; }
-
   function main() {
     const source = document.getElementById("tuning-data");
     const canvas = document.getElementById("chart-curve");
     if (!source || !canvas || typeof Chart === "undefined") return;
     const data = JSON.parse(source.textContent);
     if (!data) return;
+    const objective = data.objective || "f1";
+    const xy = (p) => ({ x: p.mean_cost, y: p[objective], policy: p });
+    const yTitle = objective === "f1" ? "F1 (abstention right when unanswerable)" : "F1 on answerable questions";
     const datasets = [
       { label: "frontier", data: data.frontier.map(xy), showLine: true, borderColor: "#417690", backgroundColor: "#417690", pointRadius: 4 },
       { label: "each tier alone", data: data.singles.map(xy), pointStyle: "triangle", pointRadius: 8, backgroundColor: "#e6a23c", borderColor: "#e6a23c" },
@@ -126,7 +127,7 @@
       data: { datasets },
       options: {
         responsive: true, maintainAspectRatio: false, animation: false,
-        scales: { x: { title: { display: true, text: "mean cost per question (USD)" } }, y: { title: { display: true, text: "F1 (abstention right when unanswerable)" } } },
+        scales: { x: { title: { display: true, text: "mean cost per question (USD)" } }, y: { title: { display: true, text: yTitle } } },
         plugins: { tooltip: { callbacks: { label: (ctx) => `${ctx.raw.policy.label}: F1 ${ctx.raw.y.toFixed(3)}, $${ctx.raw.x.toExponential(2)}` } } },
         onClick: (event) => {
           const hits = chart.getElementsAtEventForMode(event, "nearest", { intersect: true }, true);
@@ -134,7 +135,7 @@
           const policy = chart.data.datasets[hits[0].datasetIndex].data[hits[0].index].policy;
           document.getElementById("apply-tiers").value = policy.tiers.join(",");
           document.getElementById("apply-thresholds").value = policy.thresholds.join(",");
-          document.getElementById("picked-label").textContent = `picked: ${policy.label} (F1 ${policy.f1.toFixed(3)})`;
+          document.getElementById("picked-label").textContent = `picked: ${policy.label} (F1 ${policy[objective].toFixed(3)})`;
         },
       },
     });

@@ -115,3 +115,14 @@ def test_single_tiers_and_incomplete_rows() -> None:
     assert policy_replay(rows=partial, tiers=["cheap", "big"], thresholds=[0, 0]).questions == 4
     with pytest.raises(ValueError):
         policy_replay(rows=ROWS, tiers=["cheap"], thresholds=[0.1, 0.2])
+
+
+def test_objective_answerable_f1_ignores_right_abstentions() -> None:
+    points = policies_search(rows=ROWS, tier_order=["cheap", "big"])
+    # On answerable questions only (q1, q2, q4), being perfect needs big for q2 and q4 (cheap
+    # grades 0.5 on q4); the cheapest way keeps q1 on cheap (threshold in (0.6, 0.9]).
+    best = best_under_budget(points=points, budget=10.0, objective="answerable_f1")
+    assert best is not None and best.answerable_f1 == pytest.approx(1.0)
+    assert best.mean_cost == pytest.approx(8.5)  # cheap keeps only q1; q2, q3, q4 escalate
+    with pytest.raises(ValueError):
+        best_under_budget(points=points, budget=10.0, objective="speed")

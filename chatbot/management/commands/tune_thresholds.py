@@ -27,6 +27,12 @@ class Command(BaseCommand):
             default="all",
             help="Questions to tune on (the evaluate command splits by passage).",
         )
+        parser.add_argument(
+            "--objective",
+            choices=["f1", "answerable_f1"],
+            default="f1",
+            help="f1: all questions, a right abstention counts; answerable_f1: answerable only.",
+        )
         parser.add_argument("--apply", action="store_true", help="Write the choice to the tiers.")
         parser.add_argument("--json", action="store_true", help="Print JSON only.")
 
@@ -43,11 +49,13 @@ class Command(BaseCommand):
             rows=rows,
             budget=options["budget"],
             target_f1=options["target_f1"],
+            objective=options["objective"],
         )
         chosen = result["chosen"]
         report = {
             "run": options["run"],
             "split": options["split"],
+            "objective": options["objective"],
             "questions": result["questions"],
             "policies_tried": result["policies_tried"],
             "budget": options["budget"],
