@@ -288,7 +288,8 @@ def evaluation_run_summary(*, run_id: int) -> dict[str, Any] | None:
     return {
         **info,
         "id": run.id,
-        "settings": run.settings,
+        # The run's question list stays out: the dashboard's JSON carries this summary.
+        "settings": {k: v for k, v in (run.settings or {}).items() if k != "questions"},
         "tiers_in_force": [
             {"name": t, "threshold": thresholds[t]} for t in tier_order if t in thresholds
         ],
