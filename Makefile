@@ -49,7 +49,7 @@ db:
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py setup_demo
 
-run: setup db
+run: setup models-large db
 	$(PY) manage.py run_stack
 
 test: setup chromium

@@ -74,6 +74,7 @@ class Row:
     answerable: bool
     split: str
     tiers: Mapping[str, Mapping[str, float]]  # f1, score, cost, latency_ms, abstained
+    top_similarity: float = 0.0  # best passage's cosine similarity (0: none retrieved)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,13 @@ class Outcome:
     attempts: int
 
 
-def replay_question(row: Row, *, tiers: Sequence[str], thresholds: Sequence[float]) -> Outcome:
+def replay_question(
+    row: Row, *, tiers: Sequence[str], thresholds: Sequence[float], floor: float = 0.0
+) -> Outcome:
     """Replay one question through a cascade from stored rows (no model call)."""
+    if row.top_similarity < floor:
+        # The relevance floor declines before any model runs.
+        return Outcome(0.0, True, 0.0, 0.0, None, 0)
     cost = latency = 0.0
     for index, (tier, threshold) in enumerate(zip(tiers, thresholds, strict=True)):
         data = row.tiers[tier]
@@ -126,11 +132,11 @@ def _mean(values: Sequence[float | bool]) -> float:
 
 
 def policy_summary(
-    rows: Sequence[Row], *, tiers: Sequence[str], thresholds: Sequence[float]
+    rows: Sequence[Row], *, tiers: Sequence[str], thresholds: Sequence[float], floor: float = 0.0
 ) -> dict[str, float]:
     """Replay a policy on every row holding all its tiers and summarise it."""
     usable = [r for r in rows if all(t in r.tiers for t in tiers)]
-    outcomes = [replay_question(r, tiers=tiers, thresholds=thresholds) for r in usable]
+    outcomes = [replay_question(r, tiers=tiers, thresholds=thresholds, floor=floor) for r in usable]
     return summarize(usable, outcomes)
 
 
@@ -142,34 +148,39 @@ def thresholds_choose(
     max_cost_ratio: float = 0.70,
     max_f1_loss: float = 0.02,
     grid: int = 21,
-) -> tuple[list[float], dict[str, float]]:
-    """Thresholds maximising correct abstentions under the goals' cost and F1-loss bounds.
+    floors: Sequence[float] = (0.0,),
+    reference_floor: float = 0.0,
+) -> tuple[list[float], float, dict[str, float]]:
+    """Thresholds and relevance floor maximising correct abstentions under the goals' bounds.
 
-    Among policies within `max_cost_ratio` of the largest tier's cost and losing at most
-    `max_f1_loss` answerable F1 against it, the one that abstains most on unanswerable and
-    off-topic questions (then the cheapest). When none meets both bounds, the one with
-    the best mean grade within the cost bound.
+    Among policies within `max_cost_ratio` of the largest tier's cost (alone, at
+    `reference_floor`) and losing at most `max_f1_loss` answerable F1 against it, the one
+    that abstains most on unanswerable and off-topic questions (then the cheapest). When
+    none meets both bounds, the one with the best sum of answerable F1 and abstention rates
+    within the cost bound.
     """
-    reference = policy_summary(rows, tiers=[largest], thresholds=[0.0])
+    reference = policy_summary(rows, tiers=[largest], thresholds=[0.0], floor=reference_floor)
     budget = reference["mean_cost"] * max_cost_ratio
     values = np.linspace(0.0, 1.0, grid)
-    best: tuple[tuple[float, ...], list[float], dict[str, float]] | None = None
-    fallback: tuple[tuple[float, ...], list[float], dict[str, float]] | None = None
-    for combo in np.array(np.meshgrid(*[values] * len(tiers))).T.reshape(-1, len(tiers)):
-        thresholds = [float(v) for v in combo]
-        figures = policy_summary(rows, tiers=tiers, thresholds=thresholds)
-        if figures["mean_cost"] > budget + 1e-15:
-            continue
-        declined = figures["abstain_unanswerable"] + figures["abstain_off_topic"]
-        grade = figures["answerable_f1"] + declined
-        if figures["answerable_f1"] >= reference["answerable_f1"] - max_f1_loss:
-            key = (declined, -figures["mean_cost"])
-            if best is None or key > best[0]:
-                best = (key, thresholds, figures)
-        key = (grade, -figures["mean_cost"])
-        if fallback is None or key > fallback[0]:
-            fallback = (key, thresholds, figures)
+    combos = np.array(np.meshgrid(*[values] * len(tiers))).T.reshape(-1, len(tiers))
+    best: tuple[tuple[float, ...], list[float], float, dict[str, float]] | None = None
+    fallback: tuple[tuple[float, ...], list[float], float, dict[str, float]] | None = None
+    for floor in floors:
+        for combo in combos:
+            thresholds = [float(v) for v in combo]
+            figures = policy_summary(rows, tiers=tiers, thresholds=thresholds, floor=floor)
+            if figures["mean_cost"] > budget + 1e-15:
+                continue
+            declined = figures["abstain_unanswerable"] + figures["abstain_off_topic"]
+            if figures["answerable_f1"] >= reference["answerable_f1"] - max_f1_loss:
+                key = (declined, -figures["mean_cost"])
+                if best is None or key > best[0]:
+                    best = (key, thresholds, floor, figures)
+            key = (figures["answerable_f1"] + declined, -figures["mean_cost"])
+            if fallback is None or key > fallback[0]:
+                fallback = (key, thresholds, floor, figures)
     chosen = best or fallback
     if chosen is None:
-        return [0.0] * len(tiers), policy_summary(rows, tiers=tiers, thresholds=[0.0] * len(tiers))
-    return chosen[1], chosen[2]
+        zeros = [0.0] * len(tiers)
+        return zeros, reference_floor, policy_summary(rows, tiers=tiers, thresholds=zeros)
+    return chosen[1], chosen[2], chosen[3]

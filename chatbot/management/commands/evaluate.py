@@ -31,6 +31,8 @@ from routing.models import EvaluationResult, EvaluationRun, ModelTier, ScorerWei
 from routing.scorer import DEFAULT_WEIGHTS, auc, score_signals, scorer_fit
 
 CASCADE = EvaluationResult.CASCADE
+# Relevance floors tried by --fit (only those at or above the floor the rows were collected at).
+FLOORS = (0.25, 0.30, 0.35, 0.40)
 
 
 def _split(key: str) -> str:
@@ -331,10 +333,22 @@ class Command(BaseCommand):
         order = self._tier_order(run)
         largest = order[-1]
         choices = {}
+        collected = float(run.settings.get("relevance_floor", 0.0))
+        floors = sorted({collected, *(f for f in FLOORS if f >= collected)})
         for start in range(len(order)):
             tiers = order[start:]
-            thresholds, figures = thresholds_choose(rows, tiers=tiers, largest=largest)
-            choices[",".join(tiers)] = {"thresholds": thresholds, "fit_split": figures}
+            thresholds, floor, figures = thresholds_choose(
+                rows,
+                tiers=tiers,
+                largest=largest,
+                floors=floors,
+                reference_floor=settings.CASCADE_RELEVANCE_FLOOR,
+            )
+            choices[",".join(tiers)] = {
+                "thresholds": thresholds,
+                "relevance_floor": floor,
+                "fit_split": figures,
+            }
         run.settings["threshold_choices"] = choices
         run.save(update_fields=["scorer_weights", "settings"])
         self.stdout.write(json.dumps({"fit": run.settings["fit"], "choices": choices}, indent=1))
@@ -354,7 +368,11 @@ class Command(BaseCommand):
 
     def _rows(self, run: EvaluationRun) -> list[Row]:
         per_question: dict[str, dict[str, Any]] = {}
+        top: dict[str, float] = {}
         for r in EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE):
+            top[r.question_id] = max(
+                top.get(r.question_id, 0.0), float(r.signals.get("top_similarity", 0.0))
+            )
             entry = per_question.setdefault(
                 r.question_id,
                 {"source": r.source, "answerable": r.answerable, "split": r.split, "tiers": {}},
@@ -366,14 +384,22 @@ class Command(BaseCommand):
                 "latency_ms": r.latency_ms,
                 "abstained": r.abstained,
             }
-        return [Row(question_id=q, **v) for q, v in per_question.items()]
+        return [
+            Row(question_id=q, top_similarity=top.get(q, 0.0), **v) for q, v in per_question.items()
+        ]
 
     def _report(self, run: EvaluationRun) -> dict[str, Any]:
         rows = self._rows(run)
         order = self._tier_order(run)
         current = {t.name: t.threshold for t in ModelTier.objects.filter(name__in=order)}
         cascade_tiers_ = run.settings.get("cascade_tiers") or self._cascade_order(order)
-        report: dict[str, Any] = {"run": run.pk, "tiers": order, "splits": {}}
+        floor = settings.CASCADE_RELEVANCE_FLOOR
+        report: dict[str, Any] = {
+            "run": run.pk,
+            "tiers": order,
+            "relevance_floor": floor,
+            "splits": {},
+        }
         for split in ("all", "test"):
             subset = [r for r in rows if split == "all" or r.split == split]
             policies = {f"{t} alone": ([t], [0.0]) for t in order}
@@ -382,7 +408,7 @@ class Command(BaseCommand):
                 [current[t] for t in cascade_tiers_],
             )
             figures = {
-                label: policy_summary(subset, tiers=tiers, thresholds=thresholds)
+                label: policy_summary(subset, tiers=tiers, thresholds=thresholds, floor=floor)
                 for label, (tiers, thresholds) in policies.items()
             }
             largest = figures[f"{order[-1]} alone"]
@@ -397,6 +423,31 @@ class Command(BaseCommand):
                 )
             report["splits"][split] = figures
         report["thresholds"] = {t: current[t] for t in cascade_tiers_}
+        # The abstention trade-off: the last tier's threshold swept, lower tiers as set.
+        test = [r for r in rows if r.split == "test"]
+        report["tradeoff_test"] = [
+            {
+                "last_threshold": round(value, 2),
+                **{
+                    k: round(v, 4)
+                    for k, v in policy_summary(
+                        test,
+                        tiers=cascade_tiers_,
+                        thresholds=[current[t] for t in cascade_tiers_[:-1]] + [value],
+                        floor=floor,
+                    ).items()
+                    if k
+                    in {
+                        "answerable_f1",
+                        "abstain_unanswerable",
+                        "abstain_off_topic",
+                        "false_abstention",
+                        "mean_cost",
+                    }
+                },
+            }
+            for value in [i / 10 for i in range(11)]
+        ]
         report["real_cascade"] = self._real_cascade(run, rows, cascade_tiers_, current)
         report["fit"] = run.settings.get("fit")
         return report
@@ -413,7 +464,12 @@ class Command(BaseCommand):
             row = by_id.get(result.question_id)
             if row is None or not all(t in row.tiers for t in tiers):
                 continue
-            replay = replay_question(row, tiers=tiers, thresholds=[current[t] for t in tiers])
+            replay = replay_question(
+                row,
+                tiers=tiers,
+                thresholds=[current[t] for t in tiers],
+                floor=settings.CASCADE_RELEVANCE_FLOOR,
+            )
             accepted = [a["tier"] for a in result.attempts if a.get("outcome") == "accepted"]
             real_tier = accepted[0] if accepted and not result.abstained else None
             compared += 1
