@@ -219,3 +219,14 @@ def test_tuning_on_one_split(run: EvaluationRun, admin_client) -> None:  # noqa:
     assert (report["chosen"]["f1"], report["chosen"]["mean_cost"]) == pytest.approx((1.0, 6.0))
     page = admin_client.get("/admin/tuning/", {"run": run.id, "split": "test"}).content.decode()
     assert "over 2 questions" in page
+
+
+def test_run_page_refreshes_only_while_running(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
+    assert (
+        'http-equiv="refresh"'
+        not in admin_client.get(f"/admin/evaluations/{run.id}/").content.decode()
+    )
+    EvaluationRun.objects.filter(id=run.id).update(status=EvaluationRun.Status.RUNNING)
+    assert (
+        'http-equiv="refresh"' in admin_client.get(f"/admin/evaluations/{run.id}/").content.decode()
+    )
