@@ -7,6 +7,7 @@ cost figures are comparable across tiers. Admins change them in the admin.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 from django.conf import settings
@@ -60,6 +61,34 @@ def default_tiers() -> list[dict]:
     ]
 
 
+def remote_tier_from_env() -> dict | None:
+    """A remote OpenAI-compatible tier described by REMOTE_TIER_* variables (None when unset).
+
+    REMOTE_TIER_BASE_URL and REMOTE_TIER_MODEL are required; REMOTE_TIER_KEY_ENV names the
+    variable holding the key (default OPENAI_API_KEY; the key itself is never stored);
+    REMOTE_TIER_NAME (remote), REMOTE_TIER_PRICE_IN / _OUT (USD per million tokens),
+    REMOTE_TIER_CONTEXT (8192), REMOTE_TIER_ORDER (40: after the bundled tiers).
+    """
+    url, model = os.environ.get("REMOTE_TIER_BASE_URL"), os.environ.get("REMOTE_TIER_MODEL")
+    if not url or not model:
+        return None
+    return dict(
+        name=os.environ.get("REMOTE_TIER_NAME", "remote"),
+        base_url=url,
+        model=model,
+        api_key_env=os.environ.get("REMOTE_TIER_KEY_ENV", "OPENAI_API_KEY"),
+        local_model="",
+        price_input_per_mtok=Decimal(os.environ.get("REMOTE_TIER_PRICE_IN", "0")),
+        price_output_per_mtok=Decimal(os.environ.get("REMOTE_TIER_PRICE_OUT", "0")),
+        context_window=int(os.environ.get("REMOTE_TIER_CONTEXT", "8192")),
+        max_answer_tokens=256,
+        timeout_seconds=60,
+        order=int(os.environ.get("REMOTE_TIER_ORDER", "40")),
+        threshold=0.0,
+        enabled=True,
+    )
+
+
 def tiers_ensure_defaults() -> list[ModelTier]:
     """Create the default tiers that do not exist yet; never overwrite an admin's edits."""
     created = []
@@ -70,6 +99,12 @@ def tiers_ensure_defaults() -> list[ModelTier]:
         spec.update(price_input_per_mtok=price_in, price_output_per_mtok=price_in * 4)
         name = spec.pop("name")
         tier, was_created = ModelTier.objects.get_or_create(name=name, defaults=spec)
+        if was_created:
+            created.append(tier)
+    remote = remote_tier_from_env()
+    if remote is not None:
+        name = remote.pop("name")
+        tier, was_created = ModelTier.objects.get_or_create(name=name, defaults=remote)
         if was_created:
             created.append(tier)
     return created
