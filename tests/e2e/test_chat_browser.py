@@ -186,3 +186,52 @@ def test_a_message_typed_offline_is_sent_once_after_reconnecting(
     # Both questions went to the same conversation.
     assert Conversation.objects.count() == 1
     assert page.evaluate("localStorage.getItem('chat.outbox')") == "[]"
+
+
+# Counts every <img> or <script> element that ever enters the message list, even for one frame.
+RECORD_MARKUP = """
+window.__injected = 0;
+new MutationObserver((records) => {
+  for (const r of records) for (const n of r.addedNodes) {
+    const inMessages = r.target.nodeType === 1 && r.target.closest('#messages');
+    if (inMessages && n.nodeType === 1 && (n.matches('img, script') || n.querySelector('img, script'))) {
+      window.__injected++;
+    }
+  }
+}).observe(document, {subtree: true, childList: true});
+"""
+
+
+def test_a_streamed_answer_with_markup_renders_as_text(
+    page: Page, daphne_server, help_centre
+) -> None:  # noqa: ANN001
+    """A model that streams HTML, split across deltas (a fault-injecting OpenAI-compatible server)."""
+    from tests.routing.fault_server import FaultServer
+
+    hostile = FaultServer()
+    try:
+        ModelTier.objects.create(
+            name="hostile",
+            base_url=hostile.base_url,
+            model=f"ok:The **balance** code is {XSS} and <script>alert(2)</script> here.",
+            context_window=4096,
+            max_answer_tokens=64,
+            threshold=0.0,
+            order=10,
+            enabled=True,
+        )
+        dialogs = _watch_dialogs(page)
+        page.add_init_script(RECORD_MARKUP)
+        page.goto(daphne_server.url + "/")
+        expect(page.locator("#status")).to_have_text("online")
+        _ask(page, "How do I check my gift card balance?")
+        answer = page.locator(".msg.assistant").last
+        expect(answer.locator(".details")).to_be_visible(timeout=60_000)
+        assert hostile.requests, "the answer came from the hostile tier"
+        expect(answer.locator(".body")).to_contain_text(XSS)
+        expect(answer.locator(".body strong")).to_have_text("balance")
+        assert page.evaluate("window.__injected") == 0
+        assert dialogs == []
+        page.screenshot(path=str(OUTPUT / "chat-streamed-xss.png"), full_page=True)
+    finally:
+        hostile.stop()
