@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count, Sum
 
 from chatbot.models import Conversation, Message
 from chatbot.prompts import ABSTAIN_TEXT, build_messages, passages_fit, system_prompt
@@ -258,7 +259,9 @@ async def answer_question(
         # Seam (issue 7): store an accepted, non-abstaining answer in the cache here.
         finished = True
         await _store(answer, status=_final_status(answer))
-        yield _end_event(answer)
+        end = _end_event(answer)
+        end["conversation_totals"] = await conversation_totals(conversation_id=conversation.id)
+        yield end
     finally:
         if not finished:
             # Cancelled (stop, disconnect) or failed: keep what was streamed, marked as such.
@@ -327,6 +330,20 @@ async def _cascade_events(
                     "message": "The answer broke off; please ask again.",
                 }
     answer.cost_if_largest = cost_if_largest(result=answer.result, largest=await largest_tier())
+
+
+async def conversation_totals(*, conversation_id: Any) -> dict[str, Any]:
+    """What a conversation's answers cost so far, and what the largest tier alone would have."""
+    totals = await Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.ASSISTANT
+    ).aaggregate(
+        answers=Count("id"),
+        cost=Sum("cost"),
+        cost_if_largest=Sum("cost_if_largest"),
+        tokens_in=Sum("tokens_in"),
+        tokens_out=Sum("tokens_out"),
+    )
+    return {k: float(v) if isinstance(v, Decimal) else (v or 0) for k, v in totals.items()}
 
 
 def _final_status(answer: _Answer) -> str:

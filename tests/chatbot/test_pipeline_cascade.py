@@ -101,6 +101,8 @@ async def test_confident_cheap_answer_stays_and_costs_are_stored(cascade, knowle
     message = await Message.objects.aget(id=end["message_id"])
     assert message.tier == "small" and message.attempts == end["attempts"]
     assert message.cost == expected and message.cost_if_largest > message.cost
+    totals = end["conversation_totals"]
+    assert totals["answers"] == 1 and totals["cost"] == pytest.approx(float(expected))
 
 
 async def test_admin_threshold_edit_makes_the_next_question_escalate(cascade, knowledge) -> None:  # noqa: ANN001
