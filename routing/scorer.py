@@ -156,9 +156,13 @@ def scorer_fit(
     y = np.array(labels, dtype=int)
     if len(set(y.tolist())) < 2:
         raise ValueError("scorer_fit needs both right and wrong answers among the labels")
+    # Standardise so the L2 penalty treats features alike, then express weights on raw features.
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std == 0] = 1.0
     model = LogisticRegression(C=1.0 / l2, max_iter=2000)
-    model.fit(x, y)
-    weights = {"bias": float(model.intercept_[0])}
-    weights.update({f: float(w) for f, w in zip(FEATURES, model.coef_[0], strict=True)})
+    model.fit((x - mean) / std, y)
+    coef = model.coef_[0] / std
+    weights = {"bias": float(model.intercept_[0] - (coef * mean).sum())}
+    weights.update({f: float(w) for f, w in zip(FEATURES, coef, strict=True)})
     scores = [score_signals(s, weights) for s in signals]
     return FitReport(weights=weights, rows=len(y), positives=int(y.sum()), auc=auc(scores, labels))
