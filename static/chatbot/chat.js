@@ -278,6 +278,7 @@
       outbox.forEach(function (e) { if (e.thread === token) e.thread = frame.conversation_id; });
       if (newThread === token) newThread = null;
     }
+    if (inFlight && inFlight.client_id === frame.client_id) inFlight.acked = true;
     outbox = outbox.filter(function (e) { return e.client_id !== frame.client_id; });
     saveOutbox();
     const li = list.querySelector('[data-client-id="' + CSS.escape(frame.client_id) + '"]');
@@ -364,7 +365,9 @@
           showDetails(state.li, Object.assign({ id: frame.message_id }, frame));
           follow();
         }
-        flush();
+        // A stop's end frame is short: the stored message has the full details.
+        if (frame.status === "stopped" && !frame.usage) reloadConversation().then(flush);
+        else flush();
         break;
       }
       case "feedback.ok":
@@ -373,8 +376,9 @@
         });
         break;
       case "error":
-        if (inFlight && !answering) { askFailed(frame); break; }
+        if (inFlight && !inFlight.acked && !answering) { askFailed(frame); break; }
         notice(frame.message);
+        if (inFlight && inFlight.acked && !answering) { inFlight = null; flush(); }
         break;
     }
   }
