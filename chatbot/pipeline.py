@@ -20,6 +20,7 @@ from django.db.models import Count, Sum
 
 from chatbot.models import Conversation, Message
 from chatbot.prompts import ABSTAIN_TEXT, build_messages, passages_fit, system_prompt
+from retrieval import cache as answer_cache
 from retrieval.search import Passage, passages_search
 from routing.cascade import CascadeResult, CascadeTier, cascade_run
 from routing.models import ModelTier, ScorerWeights
@@ -219,13 +220,7 @@ async def answer_question(
     answer = _Answer(message=message)
     finished = False
     try:
-        yield {
-            "type": "answer.start",
-            "message_id": message.id,
-            "conversation_id": str(conversation.id),
-            "tier": tiers[0].name if tiers else None,
-            "cached": False,
-        }
+        turns: list[dict[str, str]] = []
         if _history is not None and hasattr(_history, "question_standalone"):
             # Issue 3: a follow-up becomes a complete question before the cache and retrieval.
             turns = await conversation_history(
@@ -233,9 +228,29 @@ async def answer_question(
             )
             question = await _history.question_standalone(question=question, history=turns)
             message.standalone_question = question
-        # Seam (issue 7): the answer cache lookup goes here, before retrieval.
-        passages = await retrieve(question=question)
-        if not tiers:
+        # Issue 7: the answer cache, before retrieval (answer.start says whether it hit).
+        # Not for evaluation runs (fixed tiers): they measure the models, not the cache.
+        use_cache = control.tiers is None
+        lookup = (
+            await answer_cache.cache_lookup(question=question, message_id=message.id)
+            if use_cache
+            else answer_cache.CacheLookup(bypass_reason="evaluation")
+        )
+        hit = lookup.hit if tiers else None
+        yield {
+            "type": "answer.start",
+            "message_id": message.id,
+            "conversation_id": str(conversation.id),
+            "tier": tiers[0].name if tiers else None,
+            "cached": hit is not None,
+            "cache_similarity": hit.similarity if hit else None,
+        }
+        passages = [] if hit else await retrieve(question=question)
+        if hit is not None:
+            message.cached, message.cache_similarity = True, hit.similarity
+            answer.text, answer.sources = hit.answer, hit.sources
+            yield {"type": "answer.delta", "text": hit.answer}
+        elif not tiers:
             answer.result.error_code = "no_tier"
             yield {"type": "error", "code": "no_tier", "message": "No model tier is enabled."}
         elif not passages:
@@ -256,10 +271,31 @@ async def answer_question(
                 control=control,
             ):
                 yield event
-        # Seam (issue 7): store an accepted, non-abstaining answer in the cache here.
         finished = True
         await _store(answer, status=_final_status(answer))
+        if use_cache and hit is None and _final_status(answer) == Message.Status.COMPLETE:
+            # Issue 7: only accepted, grounded answers, and only when safe to share.
+            result = answer.result
+            accepted = any(
+                a.tier == result.tier and a.outcome == "accepted" for a in result.attempts
+            )
+            if accepted and not result.abstained and not result.error_code and answer.sources:
+                await answer_cache.cache_store(
+                    question=question,
+                    answer=answer.text,
+                    sources=answer.sources,
+                    tier=result.tier,
+                    score=next(
+                        (a.score for a in reversed(result.attempts) if a.tier == result.tier),
+                        None,
+                    ),
+                    cost=result.cost,
+                    vector=lookup.vector,
+                    history_used=bool(turns),
+                )
         end = _end_event(answer)
+        end["cached"] = message.cached
+        end["cache_similarity"] = message.cache_similarity
         end["conversation_totals"] = await conversation_totals(conversation_id=conversation.id)
         yield end
     finally:

@@ -49,3 +49,14 @@ async def message_feedback(*, session_key: str, message_id: Any, value: Any) -> 
     for hook in FEEDBACK_HOOKS:
         await hook(message=message, previous=previous)
     return message
+
+
+async def _cache_feedback_hook(*, message: Message, previous: Any) -> None:
+    # Issue 7: a thumbs-down on a cached answer retires that entry and records a false hit.
+    if message.cached and message.feedback == -1:
+        from retrieval.cache import cache_false_hit
+
+        await cache_false_hit(message_id=message.id)
+
+
+feedback_hook_register(hook=_cache_feedback_hook)

@@ -241,3 +241,14 @@ PROMPT_MAX_PASSAGES = env_int("PROMPT_MAX_PASSAGES", 3)
 SCORER_WEIGHTS_NAME = os.environ.get("SCORER_WEIGHTS_NAME", "default")
 # Tokens kept free in every prompt besides the answer (chat template, rounding).
 PROMPT_MARGIN_TOKENS = env_int("PROMPT_MARGIN_TOKENS", 64)
+
+# Semantic answer cache (issue 7; retrieval/cache.py). A cached answer is a candidate from
+# this cosine similarity up; the guard (retrieval/guard.py) then vetoes negation, number,
+# date, entity, opposite and question-kind mismatches and needs its score >= the minimum.
+CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
+CACHE_SIMILARITY_THRESHOLD = env_float("CACHE_SIMILARITY_THRESHOLD", 0.88)
+CACHE_GUARD_MIN_SCORE = env_float("CACHE_GUARD_MIN_SCORE", 0.0)
+# Entries older than this are never served (0: no expiry).
+CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 7 * 24 * 3600)
+# Candidates fetched from the HNSW index before the guard looks at them.
+CACHE_CANDIDATES = env_int("CACHE_CANDIDATES", 5)

@@ -10,3 +10,5 @@ class RetrievalConfig(AppConfig):
         from retrieval import signals
 
         signals.connect()
+        # The answer cache listens to document_changed (import connects its receiver).
+        from retrieval import cache  # noqa: F401

@@ -89,3 +89,57 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document.title} #{self.ordinal}"
+
+
+class CacheEntry(models.Model):
+    """An accepted, grounded answer that may be served again for the same standalone question."""
+
+    question = models.TextField(help_text="The standalone question the answer was given to.")
+    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    answer = models.TextField()
+    # The sources exactly as shown with the answer (chunk_id, document_id, document_version...).
+    sources = models.JSONField(default=list, blank=True)
+    # {"<document_id>": version} of every cited document: a changed version retires the entry.
+    document_versions = models.JSONField(default=dict, blank=True)
+    tier = models.CharField(max_length=40, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=10, default=0)
+    active = models.BooleanField(default=True, db_index=True)
+    retired_reason = models.CharField(max_length=40, blank=True)
+    hit_count = models.PositiveIntegerField(default=0)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "cache entries"
+        indexes = [
+            HnswIndex(
+                name="cache_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class CacheHit(models.Model):
+    """One cached answer served; a thumbs-down on it marks it a false hit and retires the entry."""
+
+    entry = models.ForeignKey(CacheEntry, on_delete=models.CASCADE, related_name="hits")
+    question = models.TextField(help_text="The standalone question that was served the entry.")
+    similarity = models.FloatField()
+    guard_score = models.FloatField(null=True, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    false_hit = models.BooleanField(default=False, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.question[:60]} -> {self.entry_id}"

@@ -1,0 +1,358 @@
+"""The cache guard: is a cached question close enough to be answered by the same answer?
+
+A cosine threshold alone serves wrong answers on look-alike questions ("can I" / "can't I",
+"3 days" / "5 days", "first" / "last"). The guard adds two layers, both pure Python and
+sub-millisecond:
+
+1. Vetoes: the two questions must agree on negation, numbers/amounts/dates, named entities,
+   opposites and on the kind of question (why / when / where / who / how many ...).
+2. A score: a small logistic model over the cosine and the content words each question has
+   that the other lacks (after stop words and a light stemmer). Its weights were fitted by
+   `bench/cache.py --fit` on one half of the public paraphrase pairs (fixed seed) and are
+   reported on the other half.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+STOP_WORDS = frozenset(
+    """
+    a an the and or but if of at by for with about to from in on into onto over under up down
+    out off is am are was were be been being do does did doing have has had having i me my mine
+    myself we us our ours you your yours he him his she her hers it its they them their theirs
+    this that these those there here what which who whom whose when where why how can could
+    would should will shall may might must so than too very just also as any some such own same
+    then once again further all both each few more most other only s t get got getting one ones
+    please tell know want like way really thing things someone somebody anyone something
+    anything let lets make much many does doesn
+    """.split()
+)
+
+NEGATIONS = frozenset(
+    {"not", "no", "never", "none", "nothing", "nobody", "without", "neither", "nor"}
+)
+
+# Pairs of opposites: a cached answer for one is wrong for the other.
+OPPOSITES = [
+    ("first", "last"),
+    ("most", "least"),
+    ("start", "end"),
+    ("begin", "end"),
+    ("before", "after"),
+    ("buy", "sell"),
+    ("increase", "decrease"),
+    ("add", "remove"),
+    ("open", "close"),
+    ("enable", "disable"),
+    ("activate", "deactivate"),
+    ("subscribe", "unsubscribe"),
+    ("cheap", "expensive"),
+    ("cheapest", "dearest"),
+    ("cheapest", "expensive"),
+    ("fast", "slow"),
+    ("fastest", "slowest"),
+    ("best", "worst"),
+    ("good", "bad"),
+    ("better", "worse"),
+    ("high", "low"),
+    ("higher", "lower"),
+    ("highest", "lowest"),
+    ("max", "min"),
+    ("maximum", "minimum"),
+    ("long", "short"),
+    ("longest", "shortest"),
+    ("large", "small"),
+    ("big", "small"),
+    ("largest", "smallest"),
+    ("biggest", "smallest"),
+    ("early", "late"),
+    ("earliest", "latest"),
+    ("in", "out"),
+    ("inside", "outside"),
+    ("import", "export"),
+    ("upload", "download"),
+    ("login", "logout"),
+    ("accept", "reject"),
+    ("allow", "forbid"),
+    ("include", "exclude"),
+    ("included", "excluded"),
+    ("free", "paid"),
+    ("pros", "cons"),
+    ("advantage", "disadvantage"),
+    ("positive", "negative"),
+    ("true", "false"),
+    ("win", "lose"),
+    ("male", "female"),
+    ("men", "women"),
+    ("man", "woman"),
+    ("boy", "girl"),
+    ("old", "new"),
+    ("older", "newer"),
+    ("oldest", "newest"),
+    ("send", "receive"),
+    ("give", "take"),
+    ("lend", "borrow"),
+    ("domestic", "international"),
+    ("inbound", "outbound"),
+    ("online", "offline"),
+    ("online", "store"),
+    ("refund", "exchange"),
+    ("with", "without"),
+    ("more", "less"),
+    ("more", "fewer"),
+]
+_OPPOSITE_OF: dict[str, set[str]] = {}
+for _a, _b in OPPOSITES:
+    _OPPOSITE_OF.setdefault(_a, set()).add(_b)
+    _OPPOSITE_OF.setdefault(_b, set()).add(_a)
+
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+    "fifteen": "15", "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50",
+    "sixty": "60", "hundred": "100", "thousand": "1000", "million": "1000000",
+    "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
+    "twice": "2", "once": "1", "single": "1", "double": "2", "half": "0.5", "dozen": "12",
+}  # fmt: skip
+DATE_WORDS = frozenset(
+    """january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec monday tuesday wednesday thursday friday
+    saturday sunday weekend weekday today tomorrow yesterday tonight morning evening night
+    weekly monthly yearly daily annually christmas easter""".split()
+) - {"may", "march"}  # "may" and "march" are mostly verbs in questions
+CURRENCIES = {"$": "usd", "€": "eur", "£": "gbp", "¥": "jpy", "₹": "inr"}
+CURRENCY_WORDS = {
+    "dollar": "usd", "dollars": "usd", "usd": "usd", "euro": "eur", "euros": "eur",
+    "eur": "eur", "pound": "gbp", "pounds": "gbp", "gbp": "gbp", "rupee": "inr",
+    "rupees": "inr", "inr": "inr", "rs": "inr", "yen": "jpy",
+}  # fmt: skip
+UNIT_WORDS = frozenset(
+    "day days week weeks month months year years hour hours minute minutes kg g cm km gb mb".split()
+)
+
+# The kind of answer a question wants: "why" and "how many" are never answered by a "what".
+QUESTION_KINDS = [
+    # "How many days" asks how long: checked first, so it is not also a "count".
+    (r"how many (?:working |business )?(?:days|weeks|months|years|hours|minutes)", "duration"),
+    (r"how many(?! (?:working |business )?(?:days|weeks|months|years|hours|minutes))", "count"),
+    ("how much", "amount"),
+    ("how long", "duration"),
+    ("how often", "frequency"),
+    ("how old", "age"),
+    ("how far", "distance"),
+    ("why", "reason"),
+    ("when", "time"),
+    ("where", "place"),
+    ("who", "person"),
+    ("whom", "person"),
+    ("which", "choice"),
+]
+
+_CONTRACTIONS = [
+    (re.compile(r"\bcan'?t\b"), "can not"),
+    (re.compile(r"\bcannot\b"), "can not"),
+    (re.compile(r"\bwon'?t\b"), "will not"),
+    (re.compile(r"\bshan'?t\b"), "shall not"),
+    (re.compile(r"n't\b"), " not"),
+    (re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|could|should|would)nt\b"), r"\1 not"),
+    (re.compile(r"'(s|re|ve|ll|d|m)\b"), ""),
+]
+_TOKEN = re.compile(r"[$€£¥₹]?\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|%|k|m)?|[a-z][a-z\-]*")
+_CAPITALISED = re.compile(r"\b([A-Z][a-zA-Z0-9]+|[A-Z]{2,}[0-9]*)\b")
+
+
+def _normalise(text: str) -> str:
+    text = text.lower().replace("’", "'").replace("‘", "'")
+    for pattern, repl in _CONTRACTIONS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to match returns/returned/returning, answer/answers."""
+    word = word.replace("-", "")
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
+        word = word[:-1]
+    for suffix in ("ational", "ization", "ation", "ities", "ness", "ment", "ing", "ed", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]  # make/making, write/writing
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+        word = word[:-1]  # stopp -> stop
+    return word
+
+
+@dataclass(frozen=True)
+class QuestionFeatures:
+    """What the guard compares, computed once per question (cache entries can store it)."""
+
+    tokens: tuple[str, ...]
+    content: frozenset[str]
+    negated: bool
+    numbers: frozenset[str]
+    dates: frozenset[str]
+    entities: frozenset[str]
+    entity_order: tuple[str, ...]
+    kinds: frozenset[str]
+    words: frozenset[str] = field(default_factory=frozenset)
+
+
+def question_features(text: str) -> QuestionFeatures:
+    """Tokens, content stems, negation, numbers, dates, entities and question kind of a question."""
+    norm = _normalise(text)
+    tokens = tuple(_TOKEN.findall(norm))
+    numbers: set[str] = set()
+    for i, tok in enumerate(tokens):
+        if tok[0] in CURRENCIES or tok[0].isdigit():
+            value = tok.lstrip("$€£¥₹").replace(",", "")
+            numbers.add(value)
+            if tok[0] in CURRENCIES:
+                numbers.add(CURRENCIES[tok[0]])
+        elif tok in NUMBER_WORDS and not (
+            tok == "one"
+            and i + 1 < len(tokens)
+            and tokens[i + 1] in {"of", "can", "should", "need"}
+        ):
+            if tok == "second" and (i == 0 or tokens[i - 1] not in {"the", "a"}):
+                continue  # "a second" / "second-hand": time or adjective, not an ordinal
+            numbers.add(NUMBER_WORDS[tok])
+        elif tok in CURRENCY_WORDS:
+            numbers.add(CURRENCY_WORDS[tok])
+    dates = frozenset(t for t in tokens if t in DATE_WORDS)
+    negated = sum(1 for t in tokens if t in NEGATIONS) % 2 == 1
+    words = frozenset(tokens)
+    # Capitalised words that are not the first word of the question: names, brands, places.
+    entities: list[str] = []
+    first_word = re.match(r"\W*(\w+)", text)
+    first = first_word.group(1) if first_word else ""
+    for match in _CAPITALISED.finditer(text):
+        word = match.group(1)
+        if match.start() == (first_word.start(1) if first_word else -1) and word == first:
+            continue
+        if word.lower() in STOP_WORDS or word == "I":
+            continue
+        if word.lower() not in entities:
+            entities.append(word.lower())
+    kinds: set[str] = set()
+    for phrase, kind in QUESTION_KINDS:
+        if re.search(rf"\b{phrase}\b", norm):
+            kinds.add(kind)
+    content = frozenset(
+        stem(t)
+        for t in tokens
+        if t not in STOP_WORDS
+        and t not in NEGATIONS
+        and not t[0].isdigit()
+        and t[0] not in CURRENCIES
+    )
+    return QuestionFeatures(
+        tokens=tokens,
+        content=content,
+        negated=negated,
+        numbers=frozenset(numbers),
+        dates=dates,
+        entities=frozenset(entities),
+        entity_order=tuple(entities),
+        kinds=frozenset(kinds),
+        words=words,
+    )
+
+
+def vetoes(a: QuestionFeatures, b: QuestionFeatures) -> list[str]:
+    """The reasons two questions must not share an answer (empty: no veto)."""
+    reasons = []
+    if a.negated != b.negated:
+        reasons.append("negation")
+    if a.numbers != b.numbers:
+        reasons.append("number")
+    if a.dates != b.dates:
+        reasons.append("date")
+    # An entity of one question must appear (in any case) in the other.
+    if (a.entities - b.words) or (b.entities - a.words):
+        reasons.append("entity")
+    elif (
+        len(a.entity_order) > 1
+        and a.entity_order != b.entity_order
+        and set(a.entity_order) == set(b.entity_order)
+    ):
+        # "Denver think of Seattle" / "Seattle think of Denver": same names, roles swapped.
+        reasons.append("entity_order")
+    for word in a.words:
+        for opposite in _OPPOSITE_OF.get(word, ()):
+            if opposite in b.words and opposite not in a.words and word not in b.words:
+                reasons.append("opposite")
+                break
+        else:
+            continue
+        break
+    if a.kinds != b.kinds:
+        reasons.append("question_kind")
+    return reasons
+
+
+# Fitted by `python bench/cache.py --fit` on the fit half (seed 7) of the public pairs; see there.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "bias": -14.0,
+    "cosine": 17.0,
+    "only_a": -1.2,
+    "only_b": -1.2,
+    "max_only": -0.8,
+    "jaccard": 2.0,
+}
+
+
+def pair_vector(cosine: float, a: QuestionFeatures, b: QuestionFeatures) -> dict[str, float]:
+    """The score's inputs for one pair (order-independent)."""
+    only_a = len(a.content - b.content)
+    only_b = len(b.content - a.content)
+    union = len(a.content | b.content) or 1
+    return {
+        "cosine": cosine,
+        "only_a": float(min(only_a, only_b)),
+        "only_b": float(max(only_a, only_b)),
+        "max_only": float(max(only_a, only_b) > 0 and min(only_a, only_b) > 0),
+        "jaccard": len(a.content & b.content) / union,
+    }
+
+
+def guard_score(
+    cosine: float, a: QuestionFeatures, b: QuestionFeatures, weights: dict[str, float] | None = None
+) -> float:
+    """P(same question) from the cosine and the content words each lacks (logistic)."""
+    w = weights or DEFAULT_WEIGHTS
+    x = pair_vector(cosine, a, b)
+    z = w.get("bias", 0.0) + sum(w.get(name, 0.0) * value for name, value in x.items())
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """Whether a cached answer may be served, and why not."""
+
+    accept: bool
+    score: float
+    reasons: tuple[str, ...]
+
+
+def guard_check(
+    *,
+    question: str,
+    cached_question: str,
+    cosine: float,
+    min_score: float,
+    weights: dict[str, float] | None = None,
+) -> GuardDecision:
+    """Accept a cache candidate only without veto and with a score of at least min_score."""
+    a, b = question_features(question), question_features(cached_question)
+    reasons = vetoes(a, b)
+    score = guard_score(cosine, a, b, weights)
+    if score < min_score:
+        reasons.append("score")
+    return GuardDecision(accept=not reasons, score=score, reasons=tuple(reasons))
