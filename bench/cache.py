@@ -212,6 +212,16 @@ def main() -> None:
             & (result["_scores"] >= settings.CACHE_GUARD_MIN_SCORE)
         )
         result["configured_guard"] = prec_rec(configured, labels[idx])
+        if all("kind" in pairs[i] for i in idx):
+            by_kind: dict[str, dict[str, int]] = {}
+            for i, hit, plain_hit in zip(
+                idx, configured, cosines[idx] >= settings.CACHE_SIMILARITY_THRESHOLD, strict=True
+            ):
+                row = by_kind.setdefault(pairs[i]["kind"], {"pairs": 0, "hits": 0, "plain_hits": 0})
+                row["pairs"] += 1
+                row["hits"] += int(hit)
+                row["plain_hits"] += int(plain_hit)
+            result["configured_by_kind"] = by_kind
         if name in ("test", "whole"):
             plot(
                 Path(args.plot),

@@ -242,7 +242,8 @@ def question_features(text: str) -> QuestionFeatures:
             entities.append(word.lower())
     kinds: set[str] = set()
     for phrase, kind in QUESTION_KINDS:
-        if re.search(rf"\b{phrase}\b", norm):
+        # Only where a question (or a clause) begins: "what happens when I refuse" is a "what".
+        if re.search(rf"(?:^\W*|[,.;:?!]\s*|\b(?:and|or|but|so)\s+){phrase}\b", norm):
             kinds.add(kind)
     content = frozenset(
         stem(t)
