@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 from django_tasks import TaskResultStatus
@@ -25,10 +27,14 @@ Status = KnowledgeDocument.Status
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def worker_database_url() -> str:
+    """DATABASE_URL of the test database, for worker subprocesses."""
+    db = connection.settings_dict
+    return f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@/{db['NAME']}?host={quote(db['HOST'])}"
+
+
 def run_worker_batch() -> str:
     """Run the task worker on the test database until the queue is empty; return its output."""
-    db = connection.settings_dict
-    url = f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@/{db['NAME']}?host={quote(db['HOST'])}"
     completed = subprocess.run(
         [
             sys.executable,
@@ -40,7 +46,7 @@ def run_worker_batch() -> str:
             "0",
         ],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url},
+        env={**os.environ, "DATABASE_URL": worker_database_url()},
         capture_output=True,
         text=True,
         timeout=300,
@@ -127,3 +133,24 @@ def test_uploading_schedules_the_reaper_while_work_is_unfinished() -> None:
     assert reapers.count() == 1 and reapers.get().run_after > timezone.now()
     document_upload(source_name="faq.md", data=b"# FAQ\n\nAsk us.")
     assert reapers.count() == 1  # one is enough
+
+
+def test_ingest_command_waits_for_a_running_worker(tmp_path: Path) -> None:
+    (tmp_path / "returns.md").write_text("# Returns\n\nWithin 30 days.")
+    (tmp_path / "scan.pdf").write_bytes(files.pdf_blank())
+    url = worker_database_url()
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.2"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        call_command("ingest", str(tmp_path), "--timeout", "240", stdout=out, stderr=err)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert "ready: 1 documents (1 chunks); failed: 1" in out.getvalue()
+    assert "failed: scan.pdf: no text could be extracted" in err.getvalue()
