@@ -7,13 +7,14 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from retrieval.models import Chunk, KnowledgeDocument
+from retrieval.cache import cache_stats
+from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument
 from retrieval.parsing import SUPPORTED_TYPES, DocumentRejected
 from retrieval.services import IN_PROGRESS, document_reingest, document_upload
 
@@ -199,3 +200,81 @@ class ChunkAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Chunks come from ingestion only."""
         return False
+
+
+# --- Answer cache (issue 7) -------------------------------------------------------------------
+
+
+class CacheHitInline(admin.TabularInline):
+    model = CacheHit
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "question", "similarity", "guard_score", "message_id", "false_hit")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(CacheEntry)
+class CacheEntryAdmin(admin.ModelAdmin):
+    """Cached answers with their hits and source documents; the page head shows the cache's figures."""
+
+    list_display = (
+        "question",
+        "active",
+        "hit_count",
+        "last_hit_at",
+        "false_hit_count",
+        "source_documents",
+        "tier",
+        "created_at",
+    )
+    list_filter = ("active", "retired_reason", "tier")
+    search_fields = ("question", "answer")
+    readonly_fields = (
+        "question",
+        "answer",
+        "sources",
+        "document_versions",
+        "tier",
+        "score",
+        "cost",
+        "hit_count",
+        "last_hit_at",
+        "retired_reason",
+        "created_at",
+    )
+    exclude = ("embedding",)
+    inlines = [CacheHitInline]
+    actions = ["retire"]
+    change_list_template = "admin/retrieval/cacheentry/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # entries come from accepted answers only
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .defer("embedding")
+            .annotate(false_hits_n=Count("hits", filter=Q(hits__false_hit=True)))
+        )
+
+    @admin.display(description="false hits", ordering="false_hits_n")
+    def false_hit_count(self, obj: CacheEntry) -> int:
+        return obj.false_hits_n
+
+    @admin.display(description="sources")
+    def source_documents(self, obj: CacheEntry) -> str:
+        titles = sorted({s.get("title", "") for s in obj.sources if s.get("title")})
+        return ", ".join(titles)
+
+    @admin.action(description="Take out of service")
+    def retire(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.update(active=False, retired_reason="admin")
+        self.message_user(request, f"{count} cache entries taken out of service.")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        extra_context = {**(extra_context or {}), "cache_stats": cache_stats()}
+        return super().changelist_view(request, extra_context=extra_context)

@@ -10,22 +10,22 @@ the version it cited (checked at lookup, not only when document_changed arrives)
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Sum
+from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
-from pgvector.django import CosineDistance
 
 from retrieval.embedders import get_embedder
 from retrieval.guard import guard_check
-from retrieval.models import CacheEntry, CacheHit, KnowledgeDocument
+from retrieval.models import CacheDay, CacheEntry, CacheHit, KnowledgeDocument
 from retrieval.signals import document_changed
 
 # Questions about the present or about the customer's own things: never shared answers.
@@ -37,9 +37,7 @@ _PRESENT = re.compile(
 )
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE_OR_ID = re.compile(r"(?:\+?\d[\d\s().-]{6,}\d)|\b[A-Z]{1,4}-?\d{4,}\b|\b\d{5,}\b")
-_OWN_NAME = re.compile(
-    r"\b(?:my name is|i am called|i'm called|this is)\s+[A-Z][a-z]+|\b(?:i am|i'm)\s+[A-Z][a-z]+\b"
-)
+_OWN_NAME = re.compile(r"\b(?i:my name is|i am called|i'm called|this is|i am|i'm)\s+[A-Z][a-z]+")
 
 
 @dataclass(frozen=True)
@@ -100,65 +98,119 @@ def _versions_current(versions: dict[str, int], current: dict[int, int]) -> bool
     return all(current.get(int(doc_id)) == version for doc_id, version in versions.items())
 
 
+_ENTRY, _HIT, _DAY, _DOC = (
+    CacheEntry._meta.db_table,
+    CacheHit._meta.db_table,
+    CacheDay._meta.db_table,
+    KnowledgeDocument._meta.db_table,
+)
+# Nearest active entries (HNSW) and, in the same round trip, whether every document they cite
+# still has the version they cited: the hit path is latency-critical, so few queries.
+_CANDIDATES_SQL = f"""
+SELECT e.id, e.question, e.answer, e.sources, e.tier, 1 - e.distance AS similarity,
+       NOT EXISTS (
+         SELECT 1 FROM jsonb_each_text(e.document_versions) AS dv
+         LEFT JOIN {_DOC} d
+           ON d.id = dv.key::bigint AND d.version = dv.value::int AND d.status = 'ready'
+         WHERE d.id IS NULL
+       ) AS fresh
+FROM (
+  SELECT id, question, answer, sources, tier, document_versions,
+         embedding <=> %(v)s::vector AS distance
+  FROM {_ENTRY}
+  WHERE active AND created_at >= %(cutoff)s
+  ORDER BY embedding <=> %(v)s::vector
+  LIMIT %(k)s
+) AS e
+ORDER BY e.distance
+"""
+_COUNT_SQL = (
+    f"INSERT INTO {_DAY} (day, lookups, hits, bypassed) VALUES (%(day)s, 1, %(hit)s, %(bypassed)s) "
+    f"ON CONFLICT (day) DO UPDATE SET lookups = {_DAY}.lookups + 1, "
+    f"hits = {_DAY}.hits + EXCLUDED.hits, bypassed = {_DAY}.bypassed + EXCLUDED.bypassed"
+)
+# A served hit: count it on the entry, record it, count the lookup; one statement.
+_HIT_SQL = f"""
+WITH entry AS (
+  UPDATE {_ENTRY} SET hit_count = hit_count + 1, last_hit_at = %(now)s WHERE id = %(entry)s
+), hit AS (
+  INSERT INTO {_HIT} (entry_id, question, similarity, guard_score, message_id, false_hit,
+                      created_at)
+  VALUES (%(entry)s, %(question)s, %(similarity)s, %(score)s, %(message)s, false, %(now)s)
+)
+{_COUNT_SQL}
+"""
+
+
+def _count(*, hit: bool, bypassed: bool) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COUNT_SQL, {"day": timezone.localdate(), "hit": int(hit), "bypassed": int(bypassed)}
+        )
+
+
 def _lookup_sync(*, question: str, vector: list[float], message_id: int | None) -> CacheLookup:
     result = CacheLookup(vector=vector)
-    threshold = settings.CACHE_SIMILARITY_THRESHOLD
-    queryset = CacheEntry.objects.filter(active=True)
-    if settings.CACHE_TTL_SECONDS > 0:
-        cutoff = timezone.now() - timedelta(seconds=settings.CACHE_TTL_SECONDS)
-        queryset = queryset.filter(created_at__gte=cutoff)
-    candidates = list(
-        queryset.annotate(distance=CosineDistance("embedding", vector)).order_by("distance")[
-            : settings.CACHE_CANDIDATES
-        ]
+    ttl = settings.CACHE_TTL_SECONDS
+    cutoff = (
+        timezone.now() - timedelta(seconds=ttl) if ttl > 0 else datetime.min.replace(tzinfo=UTC)
     )
-    candidates = [c for c in candidates if 1.0 - c.distance >= threshold]
-    if not candidates:
-        return result
-    doc_ids = {int(d) for c in candidates for d in c.document_versions}
-    current = dict(
-        KnowledgeDocument.objects.filter(
-            id__in=doc_ids, status=KnowledgeDocument.Status.READY
-        ).values_list("id", "version")
-    )
-    for entry in candidates:
-        similarity = 1.0 - entry.distance
-        if not _versions_current(entry.document_versions, current):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CANDIDATES_SQL,
+            {"v": _vector_literal(vector), "cutoff": cutoff, "k": settings.CACHE_CANDIDATES},
+        )
+        rows = cursor.fetchall()
+    for entry_id, cached_question, answer, sources, tier, similarity, fresh in rows:
+        if similarity < settings.CACHE_SIMILARITY_THRESHOLD:
+            break  # ordered by distance: the rest are further still
+        if isinstance(sources, str):
+            sources = json.loads(sources)
+        if not fresh:
             # The signal may have been missed (another process, a crash): retire it here too.
-            CacheEntry.objects.filter(id=entry.id).update(active=False, retired_reason="stale")
-            result.rejected.append({"entry_id": entry.id, "reasons": ["stale"]})
+            CacheEntry.objects.filter(id=entry_id).update(active=False, retired_reason="stale")
+            result.rejected.append({"entry_id": entry_id, "reasons": ["stale"]})
             continue
         decision = guard_check(
             question=question,
-            cached_question=entry.question,
+            cached_question=cached_question,
             cosine=similarity,
             min_score=settings.CACHE_GUARD_MIN_SCORE,
         )
         if not decision.accept:
-            result.rejected.append({"entry_id": entry.id, "reasons": list(decision.reasons)})
+            result.rejected.append({"entry_id": entry_id, "reasons": list(decision.reasons)})
             continue
-        with transaction.atomic():
-            CacheEntry.objects.filter(id=entry.id).update(
-                hit_count=F("hit_count") + 1, last_hit_at=timezone.now()
-            )
-            CacheHit.objects.create(
-                entry=entry,
-                question=question,
-                similarity=similarity,
-                guard_score=decision.score,
-                message_id=message_id,
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _HIT_SQL,
+                {
+                    "now": timezone.now(),
+                    "entry": entry_id,
+                    "question": question,
+                    "similarity": similarity,
+                    "score": decision.score,
+                    "message": message_id,
+                    "day": timezone.localdate(),
+                    "hit": 1,
+                    "bypassed": 0,
+                },
             )
         result.hit = CacheHitResult(
-            entry_id=entry.id,
-            answer=entry.answer,
-            sources=list(entry.sources),
+            entry_id=entry_id,
+            answer=answer,
+            sources=list(sources),
             similarity=round(similarity, 4),
             guard_score=round(decision.score, 4),
-            tier=entry.tier,
-            cached_question=entry.question,
+            tier=tier,
+            cached_question=cached_question,
         )
         return result
+    _count(hit=False, bypassed=False)
     return result
+
+
+def _vector_literal(vector: list[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
 async def cache_lookup(
@@ -167,6 +219,8 @@ async def cache_lookup(
     """Find a cached answer that may be served for this standalone question (records the hit)."""
     bypass = cache_bypass_reason(question=question)
     if bypass:
+        if bypass != "disabled":
+            await sync_to_async(_count)(hit=False, bypassed=True)
         return CacheLookup(bypass_reason=bypass)
     if vector is None:
         vector = (await get_embedder().aembed([question]))[0].tolist()
@@ -278,7 +332,11 @@ def cache_stats() -> dict[str, Any]:
     hits = CacheHit.objects.count()
     false_hits = CacheHit.objects.filter(false_hit=True).count()
     saved = CacheHit.objects.aggregate(total=Sum("entry__cost"))["total"] or Decimal("0")
+    days = CacheDay.objects.aggregate(lookups=Sum("lookups"), day_hits=Sum("hits"))
+    lookups = days["lookups"] or 0
     return {
+        "lookups": lookups,
+        "hit_rate": round((days["day_hits"] or 0) / lookups, 4) if lookups else None,
         "entries": CacheEntry.objects.count(),
         "active_entries": CacheEntry.objects.filter(active=True).count(),
         "hits": hits,

@@ -143,3 +143,18 @@ class CacheHit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.question[:60]} -> {self.entry_id}"
+
+
+class CacheDay(models.Model):
+    """Per-day lookup counts: the hit rate is hits / lookups (bypassed questions counted apart)."""
+
+    day = models.DateField(unique=True)
+    lookups = models.PositiveIntegerField(default=0)
+    hits = models.PositiveIntegerField(default=0)
+    bypassed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.hits}/{self.lookups}"

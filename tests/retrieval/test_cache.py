@@ -1,0 +1,123 @@
+"""The cache guard, the privacy rule and the cache admin (the socket-level tests: tests/chatbot/test_cache_ws.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.cache import cache_bypass_reason, cache_shareable, cache_stats
+from retrieval.guard import guard_check, question_features, vetoes
+from retrieval.models import CacheDay, CacheEntry, CacheHit
+
+
+@pytest.mark.parametrize(
+    "a,b,reason",
+    [
+        ("Can I return shoes?", "Can't I return shoes?", "negation"),
+        ("Can I return shoes?", "Cannot I return shoes?", "negation"),
+        ("Is shipping free over 50 euros?", "Is shipping free over 75 euros?", "number"),
+        ("Is shipping free over $50?", "Is shipping free over £50?", "number"),
+        ("Can I order two tents?", "Can I order three tents?", "number"),
+        ("Do you deliver on Saturday?", "Do you deliver on Sunday?", "date"),
+        ("Can I pay with PayPal?", "Can I pay with Klarna?", "entity"),
+        (
+            "What do people in Denver think of Seattle?",
+            "What do people in Seattle think of Denver?",
+            "entity_order",
+        ),
+        ("What is the first step?", "What is the last step?", "opposite"),
+        ("Which tent is the most expensive?", "Which tent is the least expensive?", "opposite"),
+        ("When does the sale start?", "When does the sale end?", "opposite"),
+        ("How long does delivery take?", "Why does delivery take long?", "question_kind"),
+    ],
+)
+def test_vetoes_catch_each_kind_of_look_alike(a: str, b: str, reason: str) -> None:
+    assert reason in vetoes(question_features(a), question_features(b))
+    assert reason in vetoes(question_features(b), question_features(a))
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ("How long do I have to return an item?", "How many days do I have to return an item?"),
+        ("What happens if I refuse a delivery?", "What happens when I refuse a delivery?"),
+        ("Can I pay with PayPal?", "Do you accept paypal?"),
+        ("How do I cancel my orders?", "How can I cancel an order?"),
+    ],
+)
+def test_paraphrases_pass_the_vetoes(a: str, b: str) -> None:
+    assert vetoes(question_features(a), question_features(b)) == []
+
+
+def test_guard_needs_the_minimum_score() -> None:
+    decision = guard_check(question="a b", cached_question="a b", cosine=0.9, min_score=1.1)
+    assert not decision.accept and "score" in decision.reasons
+    decision = guard_check(question="a b", cached_question="a b", cosine=0.9, min_score=0.0)
+    assert decision.accept and decision.reasons == ()
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What is the status of my order?", "Is the shop open now?", "What is the latest sale?"],
+)
+def test_questions_about_the_present_or_the_customer_bypass(question: str) -> None:
+    assert cache_bypass_reason(question=question) == "present_or_personal"
+    assert cache_bypass_reason(question="How long does delivery take?") == ""
+
+
+def test_only_answers_without_history_or_personal_details_are_shareable() -> None:
+    plain = dict(question="How long does delivery take?", answer="3 to 5 days [1].")
+    assert cache_shareable(**plain, history_used=False)
+    assert not cache_shareable(**plain, history_used=True)
+    assert not cache_shareable(
+        question="I am Anna, how long does delivery take?", answer="3 days.", history_used=False
+    )
+    assert not cache_shareable(
+        question="How long does delivery take?",
+        answer="Anna, write to anna@example.com.",
+        history_used=False,
+    )
+    assert not cache_shareable(
+        question="Where is parcel 4471923?", answer="Parcels arrive in 3 days.", history_used=False
+    )
+    assert cache_shareable(
+        **plain, history_used=False, customer_texts=["Hello, this is Berenice Oduya"]
+    )
+    assert not cache_shareable(
+        question="How long does delivery take?",
+        answer="Dear Oduya, 3 days.",
+        history_used=False,
+        customer_texts=["Hello, this is Berenice Oduya"],
+    )
+
+
+@pytest.mark.django_db
+def test_admin_lists_entries_with_hits_and_the_cache_figures(admin_client) -> None:  # noqa: ANN001
+    entry = CacheEntry.objects.create(
+        question="How long does delivery take?",
+        embedding=[0.0] * 383 + [1.0],
+        answer="3 to 5 days [1].",
+        sources=[{"title": "Shipping", "document_id": 1, "document_version": 1}],
+        document_versions={"1": 1},
+        tier="medium",
+        cost="0.001",
+        hit_count=2,
+    )
+    CacheHit.objects.create(entry=entry, question="How long is delivery?", similarity=0.93)
+    CacheHit.objects.create(
+        entry=entry, question="How long is shipping?", similarity=0.9, false_hit=True
+    )
+    CacheDay.objects.create(day="2026-01-01", lookups=8, hits=2)
+    stats = cache_stats()
+    assert stats["hit_rate"] == 0.25 and stats["false_hits"] == 1
+    assert stats["estimated_cost_saved"] == pytest.approx(0.002)
+    page = admin_client.get("/admin/retrieval/cacheentry/").content.decode()
+    assert "How long does delivery take?" in page and "Shipping" in page
+    assert "25% of 8" in page and "Similarity threshold" in page
+    detail = admin_client.get(f"/admin/retrieval/cacheentry/{entry.id}/change/").content.decode()
+    assert "How long is shipping?" in detail
+    admin_client.post(
+        "/admin/retrieval/cacheentry/",
+        {"action": "retire", "_selected_action": [entry.id]},
+    )
+    entry.refresh_from_db()
+    assert not entry.active and entry.retired_reason == "admin"
