@@ -65,6 +65,19 @@ def answer_grade(*, answer: str, abstained: bool, answerable: bool, gold: Sequen
     return Grade(exact_match(answer, gold), f1, None, f1)
 
 
+def answer_right(result: object) -> bool:
+    """The scorer's label: an answered, answerable question whose answer holds a gold answer.
+
+    Token F1 >= 0.5 or the gold span inside the answer: a full sentence around the right
+    words is right for a customer, though SQuAD's F1 punishes its length.
+    """
+    if not result.answerable or result.abstained:  # type: ignore[attr-defined]
+        return False
+    answer = normalize_answer(result.answer)  # type: ignore[attr-defined]
+    gold = [normalize_answer(g) for g in result.gold_answers]  # type: ignore[attr-defined]
+    return result.f1 >= 0.5 or any(g and g in answer for g in gold)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Row:
     """One question with each tier's stored outcome (tier -> dict of score, grade, ...)."""
@@ -156,8 +169,8 @@ def thresholds_choose(
     Among policies within `max_cost_ratio` of the largest tier's cost (alone, at
     `reference_floor`) and losing at most `max_f1_loss` answerable F1 against it, the one
     that abstains most on unanswerable and off-topic questions (then the cheapest). When
-    none meets both bounds, the one with the best sum of answerable F1 and abstention rates
-    within the cost bound.
+    none meets both bounds, within the cost bound: off-topic declined (>= 98%) first, then
+    the highest answerable F1, then the most abstention on unanswerable questions.
     """
     reference = policy_summary(rows, tiers=[largest], thresholds=[0.0], floor=reference_floor)
     budget = reference["mean_cost"] * max_cost_ratio
@@ -176,7 +189,14 @@ def thresholds_choose(
                 key = (declined, -figures["mean_cost"])
                 if best is None or key > best[0]:
                     best = (key, thresholds, floor, figures)
-            key = (figures["answerable_f1"] + declined, -figures["mean_cost"])
+            # Short of the goals: decline off-topic questions (cheap, before any model), then
+            # keep as much answerable F1 as the budget buys, then decline what is left.
+            key = (
+                float(figures["abstain_off_topic"] >= 0.98),
+                round(figures["answerable_f1"], 3),
+                declined,
+                -figures["mean_cost"],
+            )
             if fallback is None or key > fallback[0]:
                 fallback = (key, thresholds, floor, figures)
     chosen = best or fallback

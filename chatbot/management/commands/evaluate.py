@@ -24,11 +24,18 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from chatbot.models import Conversation, Message
-from chatbot.pipeline import RunControl, answer_question, cascade_tiers
+from chatbot.pipeline import RunControl, answer_question
 from retrieval.services import document_ingest_text
-from routing.evaluation import Row, answer_grade, policy_summary, replay_question, thresholds_choose
+from routing.evaluation import (
+    Row,
+    answer_grade,
+    answer_right,
+    policy_summary,
+    replay_question,
+    thresholds_choose,
+)
 from routing.models import EvaluationResult, EvaluationRun, ModelTier, ScorerWeights
-from routing.scorer import DEFAULT_WEIGHTS, auc, score_signals, scorer_fit
+from routing.scorer import DEFAULT_WEIGHTS, auc, score_signals, scorer_select
 
 CASCADE = EvaluationResult.CASCADE
 # Relevance floors tried by --fit (only those at or above the floor the rows were collected at).
@@ -282,19 +289,19 @@ class Command(BaseCommand):
     async def _cascade_pass(self, run: EvaluationRun) -> None:
         limit = run.settings["cascade_limit"]
         # Test-split questions in the run's order (passage by passage: prompt-cache reuse).
-        questions = [q for q in run.settings["questions"] if q["split"] == "test"][:limit]
+        test = [q for q in run.settings["questions"] if q["split"] == "test"]
+        # Evenly spread over the test split: off-topic, answerable and unanswerable alike.
+        questions = test[:: max(1, len(test) // limit)][:limit]
         done = {
             q
             async for q in EvaluationResult.objects.filter(run=run, tier=CASCADE).values_list(
                 "question_id", flat=True
             )
         }
-        orders = {t["name"]: t["order"] for t in run.tiers}
-        enabled = [t.name for t in await cascade_tiers(control=RunControl())]
-        tiers = sorted(
-            [t for t in enabled if t in orders] or self._cascade_order(self._tier_order(run)),
-            key=lambda name: orders.get(name, 0),
-        )
+        # The run's tiers from the starting tier up, as enabled now (the daily budget, which
+        # an evaluation would exhaust, is not applied).
+        enabled = {t.name async for t in ModelTier.objects.filter(enabled=True)}
+        tiers = [t for t in self._cascade_order(self._tier_order(run)) if t in enabled]
         run.settings["cascade_tiers"] = tiers
         run.thresholds = {t.name: t.threshold async for t in ModelTier.objects.all()}
         await run.asave(update_fields=["settings", "thresholds"])
@@ -311,9 +318,8 @@ class Command(BaseCommand):
     def _fit(self, run: EvaluationRun, *, apply: bool) -> None:
         results = list(EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE))
         fit = [r for r in results if r.split == "fit" and r.signals]
-        report = scorer_fit(
-            signals=[r.signals for r in fit],
-            labels=[r.answerable and r.f1 >= 0.5 for r in fit],
+        report, candidates = scorer_select(
+            signals=[r.signals for r in fit], labels=[answer_right(r) for r in fit]
         )
         ScorerWeights.objects.update_or_create(
             name=settings.SCORER_WEIGHTS_NAME,
@@ -327,7 +333,9 @@ class Command(BaseCommand):
         run.scorer_weights = report.weights
         run.settings["fit"] = {
             **report.as_dict(),
-            "test_auc": auc([r.score for r in test], [r.answerable and r.f1 >= 0.5 for r in test]),
+            "cv_auc_fit_split": candidates,
+            "label": "answerable, and F1 >= 0.5 or the answer contains a gold answer",
+            "test_auc": auc([r.score for r in test], [answer_right(r) for r in test]),
         }
         rows = [r for r in self._rows(run) if r.split == "fit"]
         order = self._tier_order(run)
