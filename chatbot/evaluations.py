@@ -25,6 +25,7 @@ from routing.tuning import (
     policies_search,
     policy_replay,
     single_tier_points,
+    with_min_abstention,
 )
 
 # --- Applying a policy -----------------------------------------------------------------------
@@ -103,9 +104,11 @@ def tuning_from_rows(
     budget: float | None = None,
     target_f1: float | None = None,
     objective: str = "f1",
+    min_abstention: float | None = None,
 ) -> dict[str, Any]:
     """Frontier, each tier alone, the current setting and the optimiser's pick, as plain data."""
     points = policies_search(rows=rows, tier_order=tier_order)
+    eligible = with_min_abstention(points, min_abstention=min_abstention)
     singles = single_tier_points(rows=rows, tier_order=tier_order)
     largest = singles[-1] if singles else None
     frontier = pareto_frontier(points, objective=objective)
@@ -122,9 +125,9 @@ def tuning_from_rows(
     )
     chosen = None
     if budget is not None:
-        chosen = best_under_budget(points=points, budget=budget, objective=objective)
+        chosen = best_under_budget(points=eligible, budget=budget, objective=objective)
     elif target_f1 is not None:
-        chosen = cheapest_above_target(points=points, target_f1=target_f1, objective=objective)
+        chosen = cheapest_above_target(points=eligible, target_f1=target_f1, objective=objective)
     table = [_point(p, largest) for p in singles]
     if current:
         table.append(_point(current, largest, marked=True))
@@ -144,6 +147,7 @@ def tuning_from_rows(
         "budget": budget,
         "target_f1": target_f1,
         "objective": objective,
+        "min_abstention": min_abstention,
         "found": chosen is not None or (budget is None and target_f1 is None),
     }
 
@@ -363,8 +367,9 @@ def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
         run_id = int(params.get("run") or runs[0]["id"])
         budget = float(params["budget"]) if params.get("budget") else None
         target = float(params["target_f1"]) if params.get("target_f1") else None
+        floor = float(params["min_abstention"]) if params.get("min_abstention") else None
     except ValueError:
-        context["error"] = "run, budget and target_f1 must be numbers."
+        context["error"] = "run, budget, target_f1 and min_abstention must be numbers."
         return context
     split = params.get("split") if params.get("split") in ("fit", "test") else None
     context["split"] = split or "all"
@@ -380,7 +385,12 @@ def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
     objective = params.get("objective") if params.get("objective") in OBJECTIVES else "f1"
     context.update(
         tuning_from_rows(
-            tier_order=tier_order, rows=rows, budget=budget, target_f1=target, objective=objective
+            tier_order=tier_order,
+            rows=rows,
+            budget=budget,
+            target_f1=target,
+            objective=objective,
+            min_abstention=floor,
         )
     )
     context["chart"] = {

@@ -59,6 +59,7 @@ class PolicyPoint:
     escalation_rate: float
     questions: int
     label: str = ""
+    balanced: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (tiers and thresholds as lists)."""
@@ -130,6 +131,8 @@ def _replay(
         escalation_rate=_mean(attempts > 1),
         questions=n,
         label=label,
+        # Immune to the mix of answerable and unanswerable questions (unlike f1).
+        balanced=(_mean(grade[answerable]) + _mean(abstain[unanswerable])) / 2,
     )
 
 
@@ -189,9 +192,20 @@ def policies_search(
     return points
 
 
-# What "accuracy" means to the search: `f1` counts a right abstention as a right answer;
-# `answerable_f1` looks only at the questions the knowledge answers (abstaining there is 0).
-OBJECTIVES = ("f1", "answerable_f1")
+# What "accuracy" means to the search: `f1` counts a right abstention as a right answer (with
+# many unanswerable questions, "always abstain" can win it); `answerable_f1` looks only at
+# questions the knowledge answers; `balanced` is the mean of answerable F1 and the abstention
+# rate on unanswerable questions, whatever their mix.
+OBJECTIVES = ("f1", "answerable_f1", "balanced")
+
+
+def with_min_abstention(
+    points: Iterable[PolicyPoint], *, min_abstention: float | None
+) -> list[PolicyPoint]:
+    """The points that decline at least `min_abstention` of the unanswerable questions."""
+    if min_abstention is None:
+        return list(points)
+    return [p for p in points if p.abstention_unanswerable >= min_abstention - 1e-12]
 
 
 def _accuracy(point: PolicyPoint, objective: str) -> float:

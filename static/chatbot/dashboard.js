@@ -115,7 +115,11 @@
     if (!data) return;
     const objective = data.objective || "f1";
     const xy = (p) => ({ x: p.mean_cost, y: p[objective], policy: p });
-    const yTitle = objective === "f1" ? "F1 (abstention right when unanswerable)" : "F1 on answerable questions";
+    const yTitle = {
+      f1: "F1 (abstention right when unanswerable)",
+      answerable_f1: "F1 on answerable questions",
+      balanced: "balanced: (answerable F1 + abstention on unanswerable) / 2",
+    }[objective];
     const datasets = [
       { label: "frontier", data: data.frontier.map(xy), showLine: true, borderColor: "#417690", backgroundColor: "#417690", pointRadius: 4 },
       { label: "each tier alone", data: data.singles.map(xy), pointStyle: "triangle", pointRadius: 8, backgroundColor: "#e6a23c", borderColor: "#e6a23c" },

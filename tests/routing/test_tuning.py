@@ -13,6 +13,7 @@ from routing.tuning import (
     policies_search,
     policy_replay,
     single_tier_points,
+    with_min_abstention,
 )
 
 
@@ -126,3 +127,15 @@ def test_objective_answerable_f1_ignores_right_abstentions() -> None:
     assert best.mean_cost == pytest.approx(8.5)  # cheap keeps only q1; q2, q3, q4 escalate
     with pytest.raises(ValueError):
         best_under_budget(points=points, budget=10.0, objective="speed")
+
+
+def test_balanced_objective_and_abstention_floor() -> None:
+    point = policy_replay(rows=ROWS, tiers=["cheap", "big"], thresholds=[0.5, 0.5])
+    # Answerable F1 (1 + 1 + 0.5) / 3, every unanswerable question declined.
+    assert point.balanced == pytest.approx((2.5 / 3 + 1.0) / 2)
+    points = policies_search(rows=ROWS, tier_order=["cheap", "big"])
+    declining = with_min_abstention(points, min_abstention=1.0)
+    assert declining and all(p.abstention_unanswerable == 1.0 for p in declining)
+    assert len(with_min_abstention(points, min_abstention=None)) == len(points)
+    best = best_under_budget(points=declining, budget=6.0, objective="answerable_f1")
+    assert best is not None and best.answerable_f1 == pytest.approx(2.5 / 3)

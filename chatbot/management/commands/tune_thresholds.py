@@ -29,9 +29,15 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--objective",
-            choices=["f1", "answerable_f1"],
+            choices=["f1", "answerable_f1", "balanced"],
             default="f1",
-            help="f1: all questions, a right abstention counts; answerable_f1: answerable only.",
+            help="f1: all questions, a right abstention counts; answerable_f1: answerable only; "
+            "balanced: mean of answerable F1 and abstention on unanswerable.",
+        )
+        parser.add_argument(
+            "--min-abstention",
+            type=float,
+            help="Only policies declining at least this share of unanswerable questions.",
         )
         parser.add_argument("--apply", action="store_true", help="Write the choice to the tiers.")
         parser.add_argument("--json", action="store_true", help="Print JSON only.")
@@ -50,12 +56,14 @@ class Command(BaseCommand):
             budget=options["budget"],
             target_f1=options["target_f1"],
             objective=options["objective"],
+            min_abstention=options["min_abstention"],
         )
         chosen = result["chosen"]
         report = {
             "run": options["run"],
             "split": options["split"],
             "objective": options["objective"],
+            "min_abstention": options["min_abstention"],
             "questions": result["questions"],
             "policies_tried": result["policies_tried"],
             "budget": options["budget"],
