@@ -230,3 +230,32 @@ def test_run_page_refreshes_only_while_running(run: EvaluationRun, admin_client)
     assert (
         'http-equiv="refresh"' in admin_client.get(f"/admin/evaluations/{run.id}/").content.decode()
     )
+
+
+def test_tuning_warns_when_the_choice_declines_most_answerable_questions(
+    run: EvaluationRun,
+    admin_client,  # noqa: ANN001
+) -> None:
+    # Unanswerable questions are the majority and get confident wrong answers: keeping only
+    # the surest answer (q1) and declining the rest then wins F1 on all questions.
+    EvaluationResult.objects.filter(run=run, question_id="q1", tier="cheap").update(score=0.99)
+    for n in range(6):
+        for tier, cost in (("cheap", 1), ("big", 10)):
+            EvaluationResult.objects.create(
+                run=run,
+                question_id=f"u{n}",
+                question="?",
+                source="squad",
+                answerable=False,
+                tier=tier,
+                score=0.95,
+                grade=0.0,
+                cost=Decimal(cost),
+                latency_ms=100,
+            )
+    page = admin_client.get("/admin/tuning/", {"run": run.id, "budget": "1"}).content.decode()
+    assert 'id="declines-warning"' in page
+    page = admin_client.get(
+        "/admin/tuning/", {"run": run.id, "budget": "1", "objective": "answerable_f1"}
+    ).content.decode()
+    assert 'id="chosen"' in page and 'id="declines-warning"' not in page
