@@ -290,8 +290,10 @@ class Command(BaseCommand):
         limit = run.settings["cascade_limit"]
         # Test-split questions in the run's order (passage by passage: prompt-cache reuse).
         test = [q for q in run.settings["questions"] if q["split"] == "test"]
-        # Evenly spread over the test split: off-topic, answerable and unanswerable alike.
-        questions = test[:: max(1, len(test) // limit)][:limit]
+        # Mostly SQuAD questions (where tiers differ), a third off-topic, test split only.
+        squad = [q for q in test if q["source"] == "squad"]
+        other = [q for q in test if q["source"] != "squad"]
+        questions = squad[: limit - limit // 3] + other[: limit // 3]
         done = {
             q
             async for q in EvaluationResult.objects.filter(run=run, tier=CASCADE).values_list(
