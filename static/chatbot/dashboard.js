@@ -136,15 +136,17 @@
         onClick: (event) => {
           const hits = chart.getElementsAtEventForMode(event, "nearest", { intersect: true }, true);
           if (!hits.length) return;
-          const policy = chart.data.datasets[hits[0].datasetIndex].data[hits[0].index].policy;
+          // Overlapping points: the marked ones (tier alone, current, chosen) sit on top.
+          const hit = hits.reduce((a, b) => (b.datasetIndex > a.datasetIndex ? b : a));
+          const policy = chart.data.datasets[hit.datasetIndex].data[hit.index].policy;
           document.getElementById("apply-tiers").value = policy.tiers.join(",");
           document.getElementById("apply-thresholds").value = policy.thresholds.join(",");
           document.getElementById("picked-label").textContent = `picked: ${policy.label} (F1 ${policy[objective].toFixed(3)})`;
         },
       },
     });
-    canvas.dataset.drawn = "1";
     window.tuningChart = chart; // lets a browser test click a known point
+    requestAnimationFrame(() => { canvas.dataset.drawn = "1"; });
   }
 
   document.addEventListener("DOMContentLoaded", main);
