@@ -30,8 +30,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 
 GPTCACHE_DEFAULT = 0.8
 COSINES = [0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95]
-FLOORS = [0.7, 0.75, 0.8, 0.85, 0.9]
-MIN_SCORES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+FLOORS = [0.7, 0.75, 0.8, 0.85, 0.88, 0.9]
+MIN_SCORES = [0.0, 0.5, 0.6, 0.65, 0.7, 0.8]
 
 
 def load_pairs(path: Path) -> list[dict]:

@@ -33,6 +33,15 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+# Paraphrases of QUESTIONS (same order) that the guard accepts: hits that must be embedded.
+PARAPHRASES = [
+    "How many working days does standard delivery take in the UK?",
+    "Is it possible to cancel an order after placing it?",
+    "Do you deliver to Canada?",
+    "Can bulky items be sent by express delivery?",
+    "What is the cut-off time for dispatch from the EU store?",
+    "Is it possible to add items to an existing order?",
+]
 QUESTIONS = [
     "How long does standard delivery take in the UK?",
     "Can I cancel an order after placing it?",
@@ -86,18 +95,26 @@ def percentiles(values: list[float]) -> dict:
 
 
 async def measure(url: str, hits_per_question: int) -> dict:
-    """Misses first (one per question), then repeated asks of the stored questions."""
-    misses, hits, other = [], [], []
+    """Misses first (one per question), then repeats of the stored questions and paraphrases."""
+    misses, repeats, paraphrases, other = [], [], [], []
     for question in QUESTIONS:
         run = await ask_once(url, question)
         (misses if not run["cached"] else other).append(run)
-    for _ in range(hits_per_question):
+    for round_ in range(hits_per_question):
         for question in QUESTIONS:
             run = await ask_once(url, question)
-            (hits if run["cached"] else other).append(run)
+            (repeats if run["cached"] else other).append(run)
+        if round_ == 0:
+            # First ask of each paraphrase: its text is new, so it is embedded.
+            for question in PARAPHRASES:
+                run = await ask_once(url, question)
+                (paraphrases if run["cached"] else other).append(run)
+    hits = repeats + paraphrases
     return {
         "miss": percentiles([r["ms"] for r in misses]),
         "hit": percentiles([r["ms"] for r in hits]),
+        "hit_repeated_question": percentiles([r["ms"] for r in repeats]),
+        "hit_paraphrase_first_ask": percentiles([r["ms"] for r in paraphrases]),
         "hit_to_answer_start": percentiles([r["start_ms"] for r in hits]),
         "miss_runs": [
             {k: r.get(k) for k in ("question", "ms", "status", "abstained", "tier")} for r in misses
@@ -204,14 +221,22 @@ def main() -> None:
     parser.add_argument("--url", help="a running server's chat socket (make run)")
     parser.add_argument("--start", action="store_true", help="start a throw-away stack")
     parser.add_argument("--hits-per-question", type=int, default=5)
+    parser.add_argument(
+        "--vector-memory",
+        type=int,
+        help="CACHE_VECTOR_MEMORY for the started server (0: every ask is embedded)",
+    )
     args = parser.parse_args()
     if not args.url and not args.start:
         parser.error("give --start or --url")
+    if args.vector_memory is not None:
+        os.environ["CACHE_VECTOR_MEMORY"] = str(args.vector_memory)
     stack = Stack() if args.start else None
     try:
         url = stack.url if stack else args.url
         result = asyncio.run(measure(url, args.hits_per_question))
         result["server"] = "started by the script" if stack else url
+        result["CACHE_VECTOR_MEMORY"] = os.environ.get("CACHE_VECTOR_MEMORY", "default (2048)")
         if stack:
             result["tier"] = stack.tier
             result["note"] = "default tier only, its threshold set to 0 so first answers are stored"

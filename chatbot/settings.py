@@ -254,3 +254,5 @@ CACHE_GUARD_MIN_SCORE = env_float("CACHE_GUARD_MIN_SCORE", 0.0)
 CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 7 * 24 * 3600)
 # Candidates fetched from the HNSW index before the guard looks at them.
 CACHE_CANDIDATES = env_int("CACHE_CANDIDATES", 5)
+# Question vectors kept in memory by exact text (a repeated question skips embedding; 0: off).
+CACHE_VECTOR_MEMORY = env_int("CACHE_VECTOR_MEMORY", 2048)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -213,6 +214,25 @@ def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
+# Vectors of recently asked questions, by exact text: popular questions repeat word for word, and
+# embedding is most of a hit's time. Only vectors are kept here (answers live in the database,
+# so nothing can go stale); bounded, least recently used out first.
+_VECTORS: OrderedDict[str, list[float]] = OrderedDict()
+
+
+async def _question_vector(question: str) -> list[float]:
+    vector = _VECTORS.get(question)
+    if vector is not None:
+        _VECTORS.move_to_end(question)
+        return vector
+    vector = (await get_embedder().aembed([question]))[0].tolist()
+    if settings.CACHE_VECTOR_MEMORY > 0:
+        _VECTORS[question] = vector
+        while len(_VECTORS) > settings.CACHE_VECTOR_MEMORY:
+            _VECTORS.popitem(last=False)
+    return vector
+
+
 async def cache_lookup(
     *, question: str, message_id: int | None = None, vector: list[float] | None = None
 ) -> CacheLookup:
@@ -223,7 +243,7 @@ async def cache_lookup(
             await sync_to_async(_count)(hit=False, bypassed=True)
         return CacheLookup(bypass_reason=bypass)
     if vector is None:
-        vector = (await get_embedder().aembed([question]))[0].tolist()
+        vector = await _question_vector(question)
     return await sync_to_async(_lookup_sync)(
         question=question, vector=vector, message_id=message_id
     )

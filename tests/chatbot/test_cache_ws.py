@@ -118,6 +118,7 @@ async def test_a_paraphrase_hits_and_streams_the_cached_answer_with_its_sources(
             "opposite",
         ),
         (CACHED_QUESTION, "Why do I have to return an item?", "question kind"),
+        ("Can I return an item on Saturday?", "Can I return an item on Sunday?", "date"),
     ],
 )
 async def test_the_guard_turns_look_alikes_into_misses(
@@ -249,3 +250,10 @@ async def test_thumbs_down_on_a_cached_answer_retires_the_entry(small_tier, help
     hit = await CacheHit.objects.aget(message_id=end["message_id"])
     assert hit.false_hit
     assert (await _start("How long do I have to return an item?"))["cached"] is False
+
+
+async def test_an_i_dont_know_is_never_stored(small_tier, help_centre) -> None:  # noqa: ANN001
+    frames = await _ask("What is the boiling point of liquid nitrogen in kelvin?")
+    end = frames[-1]
+    assert end["type"] == "answer.end" and end["abstained"] and not end["cached"], end
+    assert not await CacheEntry.objects.aexists()
