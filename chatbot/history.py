@@ -6,6 +6,8 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +15,7 @@ from django.conf import settings
 from chatbot.models import Message
 from routing.models import ModelTier
 from routing.providers import Generation, OpenAICompatibleProvider, ProviderConfig, ProviderError
-from routing.tokens import count_tokens
+from routing.tokens import count_tokens, count_tokens_for_tier
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +169,42 @@ def _clean_rewrite(text: str, *, question: str) -> str | None:
     return text
 
 
+@dataclass
+class Rewrite:
+    """A follow-up rewrite: the standalone question and what the model call cost (if one ran)."""
+
+    question: str
+    tier: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: Decimal = Decimal("0")
+
+    def as_dict(self) -> dict:
+        return {
+            "tier": self.tier,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost": float(self.cost),
+        }
+
+
 async def question_standalone(
     *, question: str, history: Sequence[Turn], tier: ModelTier | None = None
 ) -> str:
     """The question rewritten to stand alone using recent history; unchanged when no rewrite is needed or possible."""
+    return (await question_rewrite(question=question, history=history, tier=tier)).question
+
+
+async def question_rewrite(
+    *, question: str, history: Sequence[Turn], tier: ModelTier | None = None
+) -> Rewrite:
+    """Like question_standalone, with the rewrite call's tokens and cost (paid even when it fails)."""
     recent = list(history)[-settings.CHAT_REWRITE_HISTORY_TURNS :]
     if not question_needs_rewrite(question=question, history=recent):
-        return question
+        return Rewrite(question=question)
     tier = tier or await rewrite_tier()
     if tier is None:
-        return question
+        return Rewrite(question=question)
     config = ProviderConfig(
         name=tier.name,
         base_url=tier.base_url,
@@ -185,11 +213,12 @@ async def question_standalone(
         timeout_seconds=min(tier.timeout_seconds, settings.CHAT_REWRITE_TIMEOUT_SECONDS),
         max_retries=0,
     )
+    messages = _rewrite_messages(question=question, history=recent)
     generation = Generation()
     try:
         provider = OpenAICompatibleProvider(config)
         async for _delta in provider.stream(
-            messages=_rewrite_messages(question=question, history=recent),
+            messages=messages,
             max_tokens=settings.CHAT_REWRITE_MAX_TOKENS,
             generation=generation,
         ):
@@ -197,6 +226,20 @@ async def question_standalone(
     except ProviderError as exc:
         # Rewriting is an optimisation: the answer goes on with the original question.
         logger.warning("follow-up rewrite failed on %s: %s", tier.name, exc)
-        if not generation.text:
-            return question
-    return _clean_rewrite(generation.text, question=question) or question
+    local = bool(tier.local_model)
+    # Usage as the provider reports it; counted with the tier's tokenizer when it reports none.
+    tokens_in = generation.tokens_in
+    if tokens_in is None:
+        tokens_in = sum(count_tokens_for_tier(m["content"], local=local) for m in messages)
+    tokens_out = generation.tokens_out
+    if tokens_out is None:
+        tokens_out = count_tokens_for_tier(generation.text, local=local) if generation.text else 0
+    return Rewrite(
+        question=(_clean_rewrite(generation.text, question=question) or question)
+        if generation.text
+        else question,
+        tier=tier.name,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=tier.cost(tokens_in, tokens_out),
+    )

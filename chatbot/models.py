@@ -52,6 +52,9 @@ class Message(models.Model):
     tokens_out = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
     cost_if_largest = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
+    # The follow-up rewrite's call (tier, tokens_in, tokens_out, cost), when one ran; its cost
+    # is included in `cost`.
+    rewrite = models.JSONField(null=True, blank=True)
     cached = models.BooleanField(default=False)
     cache_similarity = models.FloatField(null=True, blank=True)
     abstained = models.BooleanField(default=False)

@@ -55,6 +55,7 @@ class _Answer:
     sources: list[dict[str, Any]] = field(default_factory=list)
     result: CascadeResult = field(default_factory=CascadeResult)
     cost_if_largest: Decimal = Decimal("0")
+    rewrite: Any = None  # history.Rewrite when a follow-up was rewritten by a model call
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -117,10 +118,11 @@ async def scorer_weights() -> dict[str, float] | None:
     return dict(row.weights) if row and row.weights else None
 
 
-async def retrieve(*, question: str) -> list[Passage]:
+async def retrieve(*, question: str, vector: list[float] | None = None) -> list[Passage]:
     """Passages for the question, or none when even the best is below the relevance floor."""
     passages = await passages_search(
         question=question,
+        vector=vector,
         k=settings.RETRIEVAL_TOP_K,
         min_similarity=settings.RETRIEVAL_MIN_SIMILARITY,
     )
@@ -221,12 +223,13 @@ async def answer_question(
     finished = False
     try:
         turns: list[dict[str, str]] = []
-        if _history is not None and hasattr(_history, "question_standalone"):
+        if _history is not None and hasattr(_history, "question_rewrite"):
             # Issue 3: a follow-up becomes a complete question before the cache and retrieval.
             turns = await conversation_history(
                 conversation_id=conversation.id, before_id=user_message.id
             )
-            question = await _history.question_standalone(question=question, history=turns)
+            answer.rewrite = await _history.question_rewrite(question=question, history=turns)
+            question = answer.rewrite.question
             message.standalone_question = question
         # Issue 7: the answer cache, before retrieval (answer.start says whether it hit).
         # Not for evaluation runs (fixed tiers): they measure the models, not the cache.
@@ -245,7 +248,7 @@ async def answer_question(
             "cached": hit is not None,
             "cache_similarity": hit.similarity if hit else None,
         }
-        passages = [] if hit else await retrieve(question=question)
+        passages = [] if hit else await retrieve(question=question, vector=lookup.vector)
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
             answer.text, answer.sources = hit.answer, hit.sources
@@ -395,10 +398,15 @@ async def _store(answer: _Answer, *, status: str) -> None:
     message.sources = answer.sources
     message.tier = result.tier or message.tier
     message.attempts = [a.as_dict() for a in result.attempts]
+    rewrite = answer.rewrite if answer.rewrite is not None and answer.rewrite.tier else None
+    # Tokens are the answering calls' (they fit the tier's window); the cost is everything paid,
+    # the follow-up rewrite included, which "the largest tier alone" would have paid as well.
+    rewrite_cost = rewrite.cost if rewrite else Decimal("0")
     message.tokens_in = result.tokens_in
     message.tokens_out = result.tokens_out
-    message.cost = result.cost
-    message.cost_if_largest = answer.cost_if_largest
+    message.cost = result.cost + rewrite_cost
+    message.cost_if_largest = answer.cost_if_largest + rewrite_cost
+    message.rewrite = rewrite.as_dict() if rewrite else None
     message.abstained = result.abstained
     message.error_code = result.error_code if not result.abstained else ""
     message.ttft_ms = result.ttft_ms
@@ -422,6 +430,7 @@ def _end_event(answer: _Answer) -> Event:
         "abstained": message.abstained,
         "abstain_reason": result.abstain_reason,
         "standalone_question": message.standalone_question,
+        "rewrite": message.rewrite,
         "latency_ms": {"ttft": message.ttft_ms, "total": message.total_ms},
         "latency": {"ttft_ms": message.ttft_ms, "total_ms": message.total_ms},
     }

@@ -25,6 +25,7 @@ def message_data(message: Message) -> dict[str, Any]:
         "status": message.status,
         "client_id": message.client_id,
         "standalone_question": message.standalone_question,
+        "rewrite": message.rewrite,
         "tier": message.tier,
         "attempts": message.attempts,
         "cached": message.cached,

@@ -209,6 +209,9 @@ INGEST_REAP_INTERVAL_SECONDS = env_int("INGEST_REAP_INTERVAL_SECONDS", 60)
 # Chat.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
+# Daphne closes the socket (1009) on frames above this; between the two limits the consumer
+# answers `frame_too_large` and the socket stays open.
+CHAT_SOCKET_MAX_BYTES = env_int("CHAT_SOCKET_MAX_BYTES", 1048576)
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
 CHAT_DEFAULT_TIER = os.environ.get("CHAT_DEFAULT_TIER", "medium")
 # History sent to a tier: at most this many stored turns are considered, then trimmed to the

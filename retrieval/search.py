@@ -143,11 +143,17 @@ async def passages_search(
     min_similarity: float,
     mode: str | None = None,
     candidates: int | None = None,
+    vector: list[float] | None = None,
 ) -> list[Passage]:
-    """Top-k passages of READY documents for a question, best first; [] when nothing is relevant."""
-    vector = (await get_embedder().aembed([question]))[0]
+    """Top-k passages of READY documents for a question, best first; [] when nothing is relevant.
+
+    `vector` is the question's embedding when the caller already has it (the answer cache's
+    lookup embeds the same standalone question with the same embedder): no second embedding.
+    """
+    if vector is None:
+        vector = (await get_embedder().aembed([question]))[0].tolist()
     ranked = await sync_to_async(passages_rank)(
-        vector=vector.tolist(),
+        vector=list(vector),
         question=question,
         mode=mode or settings.RETRIEVAL_MODE,
         candidates=max(k, candidates or settings.RETRIEVAL_CANDIDATES),

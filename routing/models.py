@@ -60,8 +60,8 @@ class ModelTier(models.Model):
     def cost(self, tokens_in: int, tokens_out: int) -> Decimal:
         """Price of one call in the tier's currency (USD by convention)."""
         return (
-            self.price_input_per_mtok * Decimal(tokens_in)
-            + self.price_output_per_mtok * Decimal(tokens_out)
+            Decimal(str(self.price_input_per_mtok)) * Decimal(tokens_in)
+            + Decimal(str(self.price_output_per_mtok)) * Decimal(tokens_out)
         ) / Decimal(1_000_000)
 
 

@@ -137,6 +137,10 @@
     row("Tokens", (usage.tokens_in || 0) + " in / " + (usage.tokens_out || 0) + " out");
     row("Cost", money(m.cost) + (m.cost_if_largest ? " (largest tier alone: " + money(m.cost_if_largest) + ")" : ""));
     if (m.standalone_question) row("Understood as", m.standalone_question);
+    if (m.rewrite) {
+      row("Rewrite", m.rewrite.tier + ", " + m.rewrite.tokens_in + " in / " + m.rewrite.tokens_out +
+        " out, " + money(m.rewrite.cost) + " (in the cost above)");
+    }
     if (m.status && m.status !== "complete") row("Status", m.status);
     details.appendChild(dl);
     li.appendChild(details);

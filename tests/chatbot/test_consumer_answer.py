@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+from decimal import Decimal
 
 import pytest
 
@@ -170,6 +171,13 @@ async def test_follow_up_is_rewritten_and_shown_with_the_answer(small_tier, help
     stored = await Message.objects.aget(id=end["message_id"])
     assert stored.standalone_question == end["standalone_question"]
     assert stored.standalone_question and stored.standalone_question != follow_up
+    # The rewrite is a paid model call: its tokens are reported and its cost is in the total.
+    rewrite = end["rewrite"]
+    assert rewrite["tier"] == "small" and rewrite["tokens_in"] > 0 and rewrite["tokens_out"] > 0
+    assert stored.rewrite == rewrite
+    attempts_cost = sum(Decimal(str(a["cost"])) for a in end["attempts"])
+    assert rewrite["cost"] > 0
+    assert abs(stored.cost - attempts_cost - Decimal(str(rewrite["cost"]))) < Decimal("1e-9")
 
 
 async def test_complete_questions_skip_the_rewrite_model_call(

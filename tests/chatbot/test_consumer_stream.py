@@ -23,7 +23,7 @@ async def receive_until_end(
             return frames
 
 
-async def test_demo_question_streams_grounded_answer(small_tier, help_centre) -> None:  # noqa: ANN001
+async def test_demo_question_streams_grounded_answer(small_tier, demo_knowledge) -> None:  # noqa: ANN001
     communicator = WebsocketCommunicator(
         application, "/ws/chat/", headers=[(b"origin", b"http://127.0.0.1")]
     )

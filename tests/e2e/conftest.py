@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -93,19 +92,10 @@ class LiveServer:
             "CHAT_RATE_LIMIT_PER_MINUTE": "1000",
             "SERVE_STATIC": "1",
         }
+        from chatbot.management.commands.run_stack import daphne_command
+
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "--application-close-timeout",
-                "5",
-                "chatbot.asgi:application",
-            ],
+            daphne_command(bind="127.0.0.1", port=self.port),
             cwd=ROOT,
             env=env,
             stdout=self.log,

@@ -73,3 +73,21 @@ async def test_passage_fields_match_the_document(knowledge) -> None:  # noqa: AN
     assert passages[0].document_id == document.id
     assert passages[0].document_version == document.version
     assert passages[0].heading == "Times"
+
+
+async def test_a_given_vector_is_used_without_embedding_again(knowledge, monkeypatch) -> None:  # noqa: ANN001
+    from retrieval import search
+    from retrieval.embedders import get_embedder
+
+    question = "How long do I have to send something back?"
+    vector = (await get_embedder().aembed([question]))[0].tolist()
+    expected = await passages_search(question=question, k=3, min_similarity=0.2)
+
+    def no_embedding():  # noqa: ANN202
+        raise AssertionError("the question was embedded a second time")
+
+    monkeypatch.setattr(search, "get_embedder", no_embedding)
+    reused = await passages_search(question=question, k=3, min_similarity=0.2, vector=vector)
+    assert [(p.chunk_id, p.similarity) for p in reused] == [
+        (p.chunk_id, p.similarity) for p in expected
+    ]

@@ -15,6 +15,26 @@ from routing.models import ModelTier
 from routing.servers import wait_until_healthy
 
 
+def daphne_command(*, bind: str, port: int) -> list[str]:
+    """Daphne's command line. Its socket limit sits above the consumer's frame limit, so an
+    oversized frame gets a `frame_too_large` error and the socket stays open; only a frame over
+    CHAT_SOCKET_MAX_BYTES closes the connection (code 1009) before any of it is parsed."""
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        bind,
+        "-p",
+        str(port),
+        "--websocket-max-message-size",
+        str(max(settings.CHAT_SOCKET_MAX_BYTES, settings.CHAT_MAX_FRAME_BYTES + 1)),
+        "--application-close-timeout",
+        "5",
+        "chatbot.asgi:application",
+    ]
+
+
 class Command(BaseCommand):
     help = (
         "Start serve_models, the task worker and Daphne on 127.0.0.1:8000; Ctrl-C stops them all."
@@ -35,22 +55,7 @@ class Command(BaseCommand):
                     wait_until_healthy(tier.base_url, timeout=300)
             procs.append(subprocess.Popen([python, "manage.py", "db_worker"]))
             procs.append(
-                subprocess.Popen(
-                    [
-                        python,
-                        "-m",
-                        "daphne",
-                        "-b",
-                        options["bind"],
-                        "-p",
-                        str(options["port"]),
-                        "--websocket-max-message-size",
-                        str(settings.CHAT_MAX_FRAME_BYTES),
-                        "--application-close-timeout",
-                        "5",
-                        "chatbot.asgi:application",
-                    ]
-                )
+                subprocess.Popen(daphne_command(bind=options["bind"], port=options["port"]))
             )
             self.stdout.write(
                 self.style.SUCCESS(
