@@ -95,6 +95,18 @@
     tag.textContent = { stopped: "stopped", interrupted: "interrupted", error: "failed" }[status] || status;
     li.dataset.status = status;
   }
+  // Said in the answer itself: a cheaper tier was unsure and a larger one answers instead.
+  function escalationNote(li, fromTier, toTier) {
+    let note = li.querySelector(".escalation");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "escalation";
+      li.insertBefore(note, li.querySelector(".body"));
+    }
+    note.textContent = toTier
+      ? "The " + fromTier + " model was not sure; the " + toTier + " model answers instead."
+      : "The " + fromTier + " model was not sure, and no larger model is left.";
+  }
   function money(value) {
     if (value === undefined || value === null) return "–";
     return "$" + Number(value).toFixed(Number(value) < 0.01 ? 6 : 4);
@@ -108,6 +120,12 @@
   }
   function showDetails(li, m) {
     li.querySelectorAll(".sources, .details, .thumbs").forEach(function (el) { el.remove(); });
+    const unsure = (m.attempts || []).filter(function (a) {
+      return a && (a.outcome === "low_score" || a.outcome === "dont_know");
+    });
+    if (unsure.length && !li.querySelector(".escalation") && !m.cached) {
+      escalationNote(li, unsure[0].tier, m.abstained ? "" : m.tier);
+    }
     if (m.sources && m.sources.length) {
       const div = document.createElement("div");
       div.className = "sources";
@@ -357,6 +375,7 @@
         answering.li.querySelector(".body").innerHTML = "";
         answering.li.querySelector(".body").classList.add("typing");
         answering.li.dataset.escalated = frame.to_tier;
+        escalationNote(answering.li, frame.from_tier, frame.to_tier);
         break;
       case "answer.end": {
         const state = answering;

@@ -235,3 +235,62 @@ def test_a_streamed_answer_with_markup_renders_as_text(
         page.screenshot(path=str(OUTPUT / "chat-streamed-xss.png"), full_page=True)
     finally:
         hostile.stop()
+
+
+def test_a_confident_answer_stays_and_an_unsure_one_escalates_visibly(
+    page: Page, daphne_server, small_tier, help_centre
+) -> None:  # noqa: ANN001
+    """The real small tier first; 'remote' after it stands in for a paid remote API (a scripted
+    OpenAI-compatible server on loopback, the only model double these tests use)."""
+    from tests.routing.fault_server import FaultServer
+
+    remote = FaultServer()
+    try:
+        ModelTier.objects.exclude(name="small").update(enabled=False)
+        ModelTier.objects.create(
+            name="remote",
+            base_url=remote.base_url,
+            model="ok:Standard delivery takes 3 to 5 working days [2].",
+            context_window=4096,
+            max_answer_tokens=64,
+            threshold=0.0,
+            order=90,
+            enabled=True,
+            price_input_per_mtok="2.5",
+            price_output_per_mtok="10",
+        )
+        page.goto(daphne_server.url + "/")
+        expect(page.locator("#status")).to_have_text("online")
+
+        # Threshold 0 on the small tier: its answer is accepted and stays there.
+        _ask(page, "How long do I have to return an item?")
+        first = page.locator(".msg.assistant").last
+        expect(first.locator(".details")).to_be_visible(timeout=120_000)
+        expect(first.locator(".escalation")).to_have_count(0)
+        first.locator(".details summary").click()
+        expect(first.locator(".details dd").first).to_have_text("small")
+        assert not remote.requests
+
+        # The admin raises the small tier's threshold out of reach: the next one escalates.
+        ModelTier.objects.filter(name="small").update(threshold=1.0)
+        _ask(page, "How long does standard delivery take?")
+        second = page.locator(".msg.assistant").last
+        expect(second.locator(".details")).to_be_visible(timeout=120_000)
+        expect(second.locator(".escalation")).to_contain_text("small")
+        expect(second.locator(".escalation")).to_contain_text("remote")
+        expect(second.locator(".body")).to_contain_text("3 to 5 working days")
+        second.locator(".details summary").click()
+        expect(second.locator(".details")).to_contain_text("small → remote")
+        assert remote.requests
+        stored = Message.objects.get(id=second.get_attribute("data-message-id"))
+        assert stored.tier == "remote"
+        assert [a["outcome"] for a in stored.attempts] == ["low_score", "accepted"]
+        page.screenshot(path=str(OUTPUT / "chat-escalated.png"), full_page=True)
+
+        # After a reload the stored answer still says it was escalated.
+        page.reload()
+        expect(page.locator(".msg.assistant").last.locator(".escalation")).to_contain_text(
+            "remote"
+        )
+    finally:
+        remote.stop()
