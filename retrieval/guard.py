@@ -5,7 +5,9 @@ A cosine threshold alone serves wrong answers on look-alike questions ("can I" /
 sub-millisecond:
 
 1. Vetoes: the two questions must agree on negation, numbers/amounts/dates, named entities,
-   opposites and on the kind of question (why / when / where / who / how many ...).
+   opposites (listed pairs, particles such as on/off, up/down, in/out, their inflected forms,
+   and a word against the same word with a negating prefix: lock/unlock, members/non-members)
+   and on the kind of question (why / when / where / who / how many ...; "which" is a "what").
 2. A score: a small logistic model over the cosine and the content words each question has
    that the other lacks (after stop words and a light stemmer). Its weights were fitted by
    `bench/cache.py --fit` on one half of the public paraphrase pairs (fixed seed) and are
@@ -103,11 +105,68 @@ OPPOSITES = [
     ("with", "without"),
     ("more", "less"),
     ("more", "fewer"),
+    # Particles and verbs of direction or state: "turn on" / "turn off", "sign in" / "sign out".
+    ("on", "off"),
+    ("up", "down"),
+    ("over", "under"),
+    ("above", "below"),
+    ("top", "bottom"),
+    ("upper", "lower"),
+    ("front", "back"),
+    ("left", "right"),
+    ("push", "pull"),
+    ("start", "stop"),
+    ("pause", "resume"),
+    ("show", "hide"),
+    ("lock", "unlock"),
+    ("connect", "disconnect"),
+    ("install", "uninstall"),
+    ("upgrade", "downgrade"),
+    ("attach", "detach"),
+    ("join", "leave"),
+    ("arrive", "leave"),
+    ("arrival", "departure"),
+    ("entry", "exit"),
+    ("enter", "exit"),
+    ("input", "output"),
+    ("plus", "minus"),
+    ("approve", "deny"),
+    ("approve", "reject"),
+    ("approve", "decline"),
+    ("accept", "decline"),
+    ("allow", "block"),
+    ("pass", "fail"),
+    ("success", "failure"),
+    ("north", "south"),
+    ("east", "west"),
+    ("same", "different"),
+    ("easy", "hard"),
+    ("easy", "difficult"),
+    ("easiest", "hardest"),
+    ("strong", "weak"),
+    ("hot", "cold"),
+    ("wet", "dry"),
+    ("rich", "poor"),
+    ("heavy", "light"),
+    ("full", "empty"),
+    ("public", "private"),
+    ("legal", "illegal"),
+    ("possible", "impossible"),
+    ("valid", "invalid"),
+    ("visible", "invisible"),
+    ("available", "unavailable"),
+    ("safe", "unsafe"),
+    ("happy", "sad"),
+    ("love", "hate"),
+    ("like", "dislike"),
+    ("agree", "disagree"),
+    ("past", "future"),
+    ("minimum", "maximum"),
 ]
+# A word and the same word with a negating prefix: "install" / "uninstall", "Indian" /
+# "non-Indian", "activate" / "deactivate", "agree" / "disagree".
+NEGATING_PREFIXES = ("un", "non", "dis", "de", "anti", "in", "im", "il", "ir")
 _OPPOSITE_OF: dict[str, set[str]] = {}
-for _a, _b in OPPOSITES:
-    _OPPOSITE_OF.setdefault(_a, set()).add(_b)
-    _OPPOSITE_OF.setdefault(_b, set()).add(_a)
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -138,7 +197,10 @@ QUESTION_KINDS = [
     # "How many days" asks how long: checked first, so it is not also a "count".
     (r"how many (?:working |business )?(?:days|weeks|months|years|hours|minutes)", "duration"),
     (r"how many(?! (?:working |business )?(?:days|weeks|months|years|hours|minutes))", "count"),
-    ("how much", "amount"),
+    ("how much time", "duration"),
+    (r"how much(?! time)", "amount"),
+    # "What does shipping cost?" asks "how much".
+    (r"what (?:\w+ ){0,5}(?:cost|costs|price)", "amount"),
     ("how long", "duration"),
     ("how often", "frequency"),
     ("how old", "age"),
@@ -148,7 +210,6 @@ QUESTION_KINDS = [
     ("where", "place"),
     ("who", "person"),
     ("whom", "person"),
-    ("which", "choice"),
 ]
 
 _CONTRACTIONS = [
@@ -184,9 +245,20 @@ def stem(word: str) -> str:
             break
     if word.endswith("e") and len(word) > 3:
         word = word[:-1]  # make/making, write/writing
+    elif word.endswith(("y", "i")) and len(word) > 4 and word[-2] not in "aeiou":
+        word = word[:-1]  # delivery/deliver, happily/happy
     if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
         word = word[:-1]  # stopp -> stop
     return word
+
+
+for _a, _b in OPPOSITES:
+    # Words and their stems, so "closed" / "opened" and "turns on" / "turned off" count too.
+    for _x, _y in ((_a, _b), (stem(_a), stem(_b))):
+        _OPPOSITE_OF.setdefault(_x, set()).add(_y)
+        _OPPOSITE_OF.setdefault(_y, set()).add(_x)
+# The shortest base a negating prefix may stand on ("in" + "put" is no opposite of "put").
+_PREFIX_MIN_BASE = {"in": 5, "im": 5, "il": 5, "ir": 5}
 
 
 @dataclass(frozen=True)
@@ -202,6 +274,10 @@ class QuestionFeatures:
     entity_order: tuple[str, ...]
     kinds: frozenset[str]
     words: frozenset[str] = field(default_factory=frozenset)
+    # Tokens, their hyphen-split parts and their stems: what opposites and entities look up.
+    forms: frozenset[str] = field(default_factory=frozenset)
+    # Content words as written (lower case), for the word-alignment check.
+    content_words: tuple[str, ...] = ()
 
 
 def question_features(text: str) -> QuestionFeatures:
@@ -225,9 +301,19 @@ def question_features(text: str) -> QuestionFeatures:
             numbers.add(NUMBER_WORDS[tok])
         elif tok in CURRENCY_WORDS:
             numbers.add(CURRENCY_WORDS[tok])
-    dates = frozenset(t for t in tokens if t in DATE_WORDS)
+    # "Saturdays" is "Saturday": plural dates are the same date.
+    dates = frozenset(
+        t if t in DATE_WORDS else t[:-1]
+        for t in tokens
+        if t in DATE_WORDS or (t.endswith("s") and t[:-1] in DATE_WORDS)
+    )
     negated = sum(1 for t in tokens if t in NEGATIONS) % 2 == 1
     words = frozenset(tokens)
+    forms = set(words)
+    for t in tokens:
+        if "-" in t and t.split("-")[0] not in NEGATING_PREFIXES:
+            forms.update(part for part in t.split("-") if part)  # "non-Indian" is no "Indian"
+        forms.add(stem(t))
     # Capitalised words that are not the first word of the question: names, brands, places.
     entities: list[str] = []
     first_word = re.match(r"\W*(\w+)", text)
@@ -245,14 +331,17 @@ def question_features(text: str) -> QuestionFeatures:
         # Only where a question (or a clause) begins: "what happens when I refuse" is a "what".
         if re.search(rf"(?:^\W*|[,.;:?!]\s*|\b(?:and|or|but|so)\s+){phrase}\b", norm):
             kinds.add(kind)
-    content = frozenset(
-        stem(t)
-        for t in tokens
-        if t not in STOP_WORDS
-        and t not in NEGATIONS
-        and not t[0].isdigit()
-        and t[0] not in CURRENCIES
+    content_words = tuple(
+        dict.fromkeys(
+            t
+            for t in tokens
+            if t not in STOP_WORDS
+            and t not in NEGATIONS
+            and not t[0].isdigit()
+            and t[0] not in CURRENCIES
+        )
     )
+    content = frozenset(stem(t) for t in content_words)
     return QuestionFeatures(
         tokens=tokens,
         content=content,
@@ -263,7 +352,31 @@ def question_features(text: str) -> QuestionFeatures:
         entity_order=tuple(entities),
         kinds=frozenset(kinds),
         words=words,
+        forms=frozenset(forms),
+        content_words=content_words,
     )
+
+
+def _entities_missing(a: QuestionFeatures, b: QuestionFeatures) -> bool:
+    """Whether a name of question a is missing from question b (in any case or number)."""
+    return any(e not in b.forms and stem(e) not in b.forms for e in a.entities)
+
+
+def _opposite(a: QuestionFeatures, b: QuestionFeatures) -> bool:
+    """Whether a word of question a has its opposite (listed, or by a negating prefix) only in b."""
+    for word in a.forms - b.forms:
+        if any(o in b.forms and o not in a.forms for o in _OPPOSITE_OF.get(word, ())):
+            return True
+        for prefix in NEGATING_PREFIXES:
+            base = word[len(prefix) :].lstrip("-")
+            if (
+                word.startswith(prefix)
+                and len(base) >= _PREFIX_MIN_BASE.get(prefix, 4)
+                and base in b.forms
+                and base not in a.forms
+            ):
+                return True
+    return False
 
 
 def vetoes(a: QuestionFeatures, b: QuestionFeatures) -> list[str]:
@@ -276,7 +389,7 @@ def vetoes(a: QuestionFeatures, b: QuestionFeatures) -> list[str]:
     if a.dates != b.dates:
         reasons.append("date")
     # An entity of one question must appear (in any case) in the other.
-    if (a.entities - b.words) or (b.entities - a.words):
+    if _entities_missing(a, b) or _entities_missing(b, a):
         reasons.append("entity")
     elif (
         len(a.entity_order) > 1
@@ -285,14 +398,8 @@ def vetoes(a: QuestionFeatures, b: QuestionFeatures) -> list[str]:
     ):
         # "Denver think of Seattle" / "Seattle think of Denver": same names, roles swapped.
         reasons.append("entity_order")
-    for word in a.words:
-        for opposite in _OPPOSITE_OF.get(word, ()):
-            if opposite in b.words and opposite not in a.words and word not in b.words:
-                reasons.append("opposite")
-                break
-        else:
-            continue
-        break
+    if _opposite(a, b) or _opposite(b, a):
+        reasons.append("opposite")
     if a.kinds != b.kinds:
         reasons.append("question_kind")
     return reasons

@@ -28,6 +28,23 @@ from retrieval.models import CacheDay, CacheEntry, CacheHit
         ("Which tent is the most expensive?", "Which tent is the least expensive?", "opposite"),
         ("When does the sale start?", "When does the sale end?", "opposite"),
         ("How long does delivery take?", "Why does delivery take long?", "question_kind"),
+        # Particles and verbs of direction or state (issue 7: "turn on" / "turn off" 2FA).
+        ("How do I turn on two-step login?", "How do I turn off two-step login?", "opposite"),
+        ("How do I switch alerts on?", "How do I switch alerts off?", "opposite"),
+        ("How do I sign in to the app?", "How do I sign out of the app?", "opposite"),
+        ("How do I scroll up the list?", "How do I scroll down the list?", "opposite"),
+        ("Is delivery free over 50 euros?", "Is delivery free under 50 euros?", "opposite"),
+        ("How do I start a subscription?", "How do I stop a subscription?", "opposite"),
+        ("Why was my payment approved?", "Why was my payment declined?", "opposite"),
+        # Inflected forms of listed opposites.
+        ("Can items be added after ordering?", "Can items be removed after ordering?", "opposite"),
+        ("Why was the store opened early?", "Why was the store closed early?", "opposite"),
+        # A negating prefix on the same word.
+        ("How do I lock the app?", "How do I unlock the app?", "opposite"),
+        ("How do I activate my card?", "How do I deactivate my card?", "opposite"),
+        ("Is the blue tent available?", "Is the blue tent unavailable?", "opposite"),
+        ("Do reviewers agree on it?", "Do reviewers disagree on it?", "opposite"),
+        ("Is the fee for members?", "Is the fee for non-members?", "opposite"),
     ],
 )
 def test_vetoes_catch_each_kind_of_look_alike(a: str, b: str, reason: str) -> None:
@@ -42,10 +59,28 @@ def test_vetoes_catch_each_kind_of_look_alike(a: str, b: str, reason: str) -> No
         ("What happens if I refuse a delivery?", "What happens when I refuse a delivery?"),
         ("Can I pay with PayPal?", "Do you accept paypal?"),
         ("How do I cancel my orders?", "How can I cancel an order?"),
+        ("Do you deliver on Saturdays?", "Do you deliver on Saturday?"),
+        ("What payment methods do you accept?", "Which payment methods do you accept?"),
+        ("How long do I have to change an order?", "How much time do I have to change an order?"),
+        ("How much does shipping cost?", "What does shipping cost?"),
+        ("How do I log in?", "How do I sign in?"),
+        ("Where do I turn on alerts?", "Where can I switch on alerts?"),
+        ("How do I install the app on my phone?", "How can I install the app on a phone?"),
+        ("Can I add a gift note?", "Is it possible to add a gift note?"),
     ],
 )
 def test_paraphrases_pass_the_vetoes(a: str, b: str) -> None:
     assert vetoes(question_features(a), question_features(b)) == []
+
+
+def test_negating_prefix_needs_a_real_word_on_both_sides() -> None:
+    # "in" + "form" is no opposite of "form"; a question holding both words has no opposite.
+    for a, b in [
+        ("How do I inform you of a fault?", "How do I fill in the fault form?"),
+        ("Why is the install slow?", "Why is the uninstall and install slow?"),
+    ]:
+        assert "opposite" not in vetoes(question_features(a), question_features(b))
+        assert "opposite" not in vetoes(question_features(b), question_features(a))
 
 
 def test_guard_needs_the_minimum_score() -> None:
