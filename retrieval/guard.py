@@ -409,12 +409,12 @@ def vetoes(a: QuestionFeatures, b: QuestionFeatures) -> list[str]:
 # candidates with cosine >= 0.7 and no veto. On that half no score cut raised precision at
 # recall >= 0.30, so CACHE_GUARD_MIN_SCORE defaults to 0 (the vetoes alone decide).
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "bias": -2.478,
-    "cosine": 2.807,
-    "only_a": 0.387,
-    "only_b": 0.056,
-    "max_only": -0.309,
-    "jaccard": 0.672,
+    "bias": -2.48,
+    "cosine": 2.813,
+    "only_a": 0.422,
+    "only_b": 0.044,
+    "max_only": -0.335,
+    "jaccard": 0.686,
 }
 
 
