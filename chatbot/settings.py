@@ -231,11 +231,11 @@ DAILY_BUDGET_USD = env_float("DAILY_BUDGET_USD", 0.10)
 
 # Cascade (issue 6). The starting tier: the cascade tries enabled tiers from it upwards.
 CASCADE_START_TIER = os.environ.get("CASCADE_START_TIER", CHAT_DEFAULT_TIER)
-# "buffer" (default): lower tiers are held back and only the last tier streams; answers are
-# short (median 11 tokens), so holding one back costs about a second while a draft that
-# escalation replaces would stay on screen for the large tier's whole TTFT (README).
-# "stream": lower tiers' drafts stream and are replaced on escalation (answer.escalate).
-CASCADE_STREAM_MODE = os.environ.get("CASCADE_STREAM_MODE", "buffer")
+# "stream" (default): every tier's answer streams as it is generated; when the cascade
+# escalates, the page drops the draft at once (answer.escalate) and says a larger model
+# answers. "buffer": lower tiers are held back and only the last tier streams, so a medium
+# answer arrives in one piece after its whole generation (README, "Streaming vs buffering").
+CASCADE_STREAM_MODE = os.environ.get("CASCADE_STREAM_MODE", "stream")
 # Relevance floor: below this best-passage cosine similarity no model runs; the answer is
 # the plain "I don't know" (off-topic questions are declined cheaply).
 CASCADE_RELEVANCE_FLOOR = env_float("CASCADE_RELEVANCE_FLOOR", 0.30)
