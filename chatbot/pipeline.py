@@ -19,7 +19,13 @@ from django.conf import settings
 from django.db.models import Count, Sum
 
 from chatbot.models import Conversation, Message
-from chatbot.prompts import ABSTAIN_TEXT, build_messages, passages_fit, system_prompt
+from chatbot.prompts import (
+    ABSTAIN_TEXT,
+    SUPPORT_CHECK_PROMPT,
+    build_messages,
+    passages_fit,
+    system_prompt,
+)
 from retrieval import cache as answer_cache
 from retrieval.search import Passage, passages_search
 from routing.cascade import CascadeResult, CascadeTier, cascade_run
@@ -251,6 +257,7 @@ async def answer_question(
         passages = [] if hit else await retrieve(question=question, vector=lookup.vector)
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
+            message.tier = hit.tier or message.tier  # the tier that first produced the answer
             answer.text, answer.sources = hit.answer, hit.sources
             yield {"type": "answer.delta", "text": hit.answer}
         elif not tiers:
@@ -338,6 +345,7 @@ async def _cascade_events(
         weights=await scorer_weights(),
         stream_mode=control.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
         accept_last=control.accept_last,
+        support_check=SUPPORT_CHECK_PROMPT if settings.CASCADE_SUPPORT_CHECK else None,
     ):
         if event.kind == "delta":
             answer.text += event.text

@@ -22,7 +22,9 @@ CACHED_QUESTION = "How many days do I have to return an item?"
 CACHED_ANSWER = "You can return most items within 30 days of delivery [1]."
 
 
-async def _seed(question: str = CACHED_QUESTION, answer: str = CACHED_ANSWER) -> CacheEntry:
+async def _seed(
+    question: str = CACHED_QUESTION, answer: str = CACHED_ANSWER, tier: str = "small"
+) -> CacheEntry:
     """A cache entry citing the real returns chunk (as the pipeline would store it)."""
     chunk = await (
         Chunk.objects.select_related("document")
@@ -44,7 +46,7 @@ async def _seed(question: str = CACHED_QUESTION, answer: str = CACHED_ANSWER) ->
         }
     ]
     entry_id = await cache_store(
-        question=question, answer=answer, sources=sources, tier="small", cost=0.0001
+        question=question, answer=answer, sources=sources, tier=tier, cost=0.0001
     )
     assert entry_id is not None
     return await CacheEntry.objects.aget(id=entry_id)
@@ -75,10 +77,11 @@ async def _start(text: str) -> dict:
 async def test_a_paraphrase_hits_and_streams_the_cached_answer_with_its_sources(
     small_tier, help_centre
 ) -> None:  # noqa: ANN001
-    entry = await _seed()
+    entry = await _seed(tier="large")  # first produced by a dearer tier than the chat's start
     frames = await _ask("How long do I have to return an item?")
     start = next(f for f in frames if f["type"] == "answer.start")
     end = frames[-1]
+    assert end["tier"] == "large"
     assert start["cached"] is True and start["cache_similarity"] >= 0.88, start
     assert end["type"] == "answer.end" and end["cached"] is True
     assert end["cache_similarity"] == start["cache_similarity"]
