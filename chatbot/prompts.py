@@ -25,6 +25,11 @@ INSTRUCTIONS = (
     'do not contain the answer, reply exactly: "I don\'t know."'
 )
 
+# The support check (CASCADE_SUPPORT_CHECK): asked of the tier that just answered, as the next
+# user turn after its answer (same prefix, so llama.cpp prefills only this turn); the scorer
+# reads P(yes) of the one-token reply.
+SUPPORT_CHECK_PROMPT = "Do the passages above state this answer? Reply yes or no."
+
 # Passages shorter than this are not worth a truncated place in the prompt.
 MIN_PASSAGE_TOKENS = 48
 

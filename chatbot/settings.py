@@ -239,6 +239,10 @@ CASCADE_STREAM_MODE = os.environ.get("CASCADE_STREAM_MODE", "stream")
 # Relevance floor: below this best-passage cosine similarity no model runs; the answer is
 # the plain "I don't know" (off-topic questions are declined cheaply).
 CASCADE_RELEVANCE_FLOOR = env_float("CASCADE_RELEVANCE_FLOOR", 0.30)
+# Support check: after a tier answers, ask it "do the passages state this answer?" (one token,
+# same prompt prefix) and score P(yes) with the other signals. Paid; README, evaluation run 3.
+_support_check = os.environ.get("CASCADE_SUPPORT_CHECK", "off").strip().lower()
+CASCADE_SUPPORT_CHECK = _support_check in {"on", "1", "true", "yes"}
 # At most this many passages in a prompt (fewer when a tier's window is small): prefill time
 # grows with every passage; the gold SQuAD passage is in the top 3 for 84% of questions.
 PROMPT_MAX_PASSAGES = env_int("PROMPT_MAX_PASSAGES", 3)

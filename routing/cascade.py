@@ -10,12 +10,22 @@ below into protocol frames. Rules:
 - an answer is accepted when it does not say "I don't know" and its score reaches the
   tier's threshold; otherwise the next tier is tried;
 - on the last tier a low score or an "I don't know" gives the abstention text instead
-  of a guess (unless `accept_last` is set, as the evaluation does for "tier alone" rows).
+  of a guess (unless `accept_last` is set, as the evaluation does for "tier alone" rows);
+- with `support_check` (a yes/no question, `CASCADE_SUPPORT_CHECK`), after a tier answers the
+  same tier is asked it as a follow-up turn of the same conversation (its prompt is the answer
+  prompt plus the answer: llama.cpp reuses the cached prefix), with max_tokens=1; P(yes)
+  normalised over yes/no becomes the `check_yes` signal. The check is paid (its tokens and
+  cost are in the attempt and in `attempt.check`) and bounded by the tier's timeout; when it
+  fails the answer stands and the signal is missing, which the scorer treats as neutral. It
+  is not asked when it cannot change the decision (an "I don't know", or a threshold of 0),
+  except when `accept_last` is set (the evaluation records it for the replay).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,6 +75,9 @@ class Attempt:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     text: str = ""
+    # The support check when it was asked: p_yes (None when missing), tokens_in, tokens_out,
+    # cost, latency_ms, error ("" or a ProviderError code). Included in the totals above.
+    check: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (cost as float) for answer.end and Message.attempts."""
@@ -137,6 +150,7 @@ async def cascade_run(
     weights: Mapping[str, float] | None = None,
     stream_mode: StreamMode = "stream",
     accept_last: bool = False,
+    support_check: str | None = None,
 ) -> AsyncIterator[CascadeEvent]:
     """Run tiers in order; yield CascadeEvents, the last one 'done' with the CascadeResult."""
     result = CascadeResult()
@@ -197,11 +211,27 @@ async def cascade_run(
                 passage_similarities=passage_similarities,
             )
         )
+        said_dont_know = says_dont_know(generation.text)
+        if support_check and not said_dont_know and (tier.threshold > 0 or accept_last):
+            check = await support_check_run(
+                provider=provider,
+                tier=tier,
+                messages=messages,
+                answer=generation.text,
+                prompt=support_check,
+            )
+            attempt.check = check
+            attempt.tokens_in += check["tokens_in"]
+            attempt.tokens_out += check["tokens_out"]
+            attempt.cost += tier.cost(check["tokens_in"], check["tokens_out"])
+            attempt.latency_ms += check["latency_ms"]
+            if check["p_yes"] is not None:
+                attempt.signals["check_yes"] = check["p_yes"]
         attempt.score = score_signals(attempt.signals, weights)
         outcome = decide(
             score=attempt.score,
             threshold=0.0 if (accept_last and last) else tier.threshold,
-            said_dont_know=says_dont_know(generation.text),
+            said_dont_know=said_dont_know,
         )
         attempt.outcome = outcome
         result.error_code = ""
@@ -230,6 +260,69 @@ async def cascade_run(
         result.ttft_ms = (time.perf_counter() - started) * 1000
     yield CascadeEvent("delta", text=abstain_text)
     yield CascadeEvent("done", result=result)
+
+
+def p_yes_from_top(top_logprobs: Mapping[str, float]) -> float | None:
+    """P(yes) / (P(yes) + P(no)) from a first token's alternatives; None when neither is there."""
+    yes = no = 0.0
+    for token, logprob in top_logprobs.items():
+        word = token.strip().strip(".!,\"'").lower()
+        if word == "yes":
+            yes += math.exp(logprob)
+        elif word == "no":
+            no += math.exp(logprob)
+    return yes / (yes + no) if yes + no > 0 else None
+
+
+async def support_check_run(
+    *,
+    provider: OpenAICompatibleProvider,
+    tier: CascadeTier,
+    messages: Messages,
+    answer: str,
+    prompt: str,
+) -> dict[str, Any]:
+    """Ask the tier whether its passages state its answer; never raises (errors are recorded).
+
+    The answer's messages, then the answer as the assistant's turn, then `prompt`: the prefix
+    is the answer call's, so a llama.cpp server prefills only the last turn.
+    """
+    check_messages = [
+        *messages,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": prompt},
+    ]
+    generation = Generation()
+    error = ""
+    started = time.perf_counter()
+
+    async def drain() -> None:
+        async for _ in provider.stream(
+            messages=check_messages, max_tokens=1, generation=generation
+        ):
+            pass
+
+    try:
+        await asyncio.wait_for(drain(), timeout=tier.config.timeout_seconds)
+    except ProviderError as exc:
+        error = exc.code
+    except TimeoutError:
+        error = "timeout"
+    except Exception as exc:  # noqa: BLE001 - a check must never fail the answer
+        logger.exception("support check on tier %s failed", tier.name)
+        error = type(exc).__name__
+    if error:
+        logger.warning("support check on tier %s failed (%s)", tier.name, error)
+    check = Attempt(tier=tier.name)
+    _account(check, tier, generation, check_messages)
+    return {
+        "p_yes": None if error else p_yes_from_top(generation.first_top_logprobs),
+        "tokens_in": check.tokens_in,
+        "tokens_out": check.tokens_out,
+        "cost": float(check.cost),
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "error": error,
+    }
 
 
 def _account(

@@ -86,7 +86,9 @@ class Row:
     source: str  # squad or off_topic
     answerable: bool
     split: str
-    tiers: Mapping[str, Mapping[str, float]]  # f1, score, cost, latency_ms, abstained
+    # f1, score, cost, latency_ms, abstained; optionally check_cost and check_latency_ms (the
+    # support check's share of cost and latency, not paid where the threshold is 0)
+    tiers: Mapping[str, Mapping[str, float]]
     top_similarity: float = 0.0  # best passage's cosine similarity (0: none retrieved)
 
 
@@ -114,6 +116,10 @@ def replay_question(
         data = row.tiers[tier]
         cost += float(data["cost"])
         latency += float(data["latency_ms"])
+        if threshold <= 0:
+            # A threshold of 0 cannot refuse: the cascade skips the support check there.
+            cost -= float(data.get("check_cost", 0.0))
+            latency -= float(data.get("check_latency_ms", 0.0))
         if not data["abstained"] and float(data["score"]) >= threshold:
             return Outcome(float(data["f1"]), False, cost, latency, tier, index + 1)
     return Outcome(0.0, True, cost, latency, None, len(tiers))
@@ -204,3 +210,43 @@ def thresholds_choose(
         zeros = [0.0] * len(tiers)
         return zeros, reference_floor, policy_summary(rows, tiers=tiers, thresholds=zeros)
     return chosen[1], chosen[2], chosen[3]
+
+
+def signal_aucs(
+    signals: Sequence[Mapping[str, float]], labels: Sequence[bool], names: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """Each signal's AUC alone (higher = more often right), over the rows that have it.
+
+    Below 0.5 the signal points the other way (a fitted weight turns it round); `n` counts
+    the rows holding the signal.
+    """
+    out: dict[str, dict[str, float | int]] = {}
+    for name in names:
+        pairs = [(float(s[name]), y) for s, y in zip(signals, labels, strict=True) if name in s]
+        if not pairs:
+            continue
+        value = auc([p[0] for p in pairs], [p[1] for p in pairs])
+        out[name] = {"auc": round(value, 4) if value == value else None, "n": len(pairs)}
+    return out
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve (the scorer's definition, re-exported for the reports)."""
+    from routing.scorer import auc as _auc
+
+    return _auc(scores, labels)
+
+
+def relative_to(figures: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
+    """A policy's figures with its cost and answerable F1 relative to a reference policy."""
+    data = dict(figures)
+    data["cost_vs_reference"] = (
+        figures["mean_cost"] / reference["mean_cost"] if reference["mean_cost"] else float("nan")
+    )
+    data["f1_vs_reference"] = (
+        figures["answerable_f1"] / reference["answerable_f1"]
+        if reference["answerable_f1"]
+        else float("nan")
+    )
+    data["f1_points_lost"] = 100 * (reference["answerable_f1"] - figures["answerable_f1"])
+    return data

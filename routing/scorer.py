@@ -8,7 +8,16 @@ Signals (all plain numbers; `routing` never sees a Chunk):
 - the retrieval similarity of the best passage and of the passages the answer cites,
 - support: the share of the answer's content words found in the passages,
 - coverage: the share of the question's content words found in the best passage,
-- an explicit "I don't know".
+- an explicit "I don't know",
+- optionally, the support check (`check_yes`): the same tier, asked right after its answer
+  "Do the passages above state this answer? Reply yes or no." with the answer prompt as its
+  prefix (llama.cpp reuses the cached prefix, so only the suffix is prefilled), gives P(yes)
+  normalised over yes/no (`routing.cascade`, setting `CASCADE_SUPPORT_CHECK`).
+
+A signal that may be missing (the check is off, failed, timed out, or gave neither "yes"
+nor "no" among its top tokens) is *neutral*: it takes the value stored in the weights as
+`<name>_neutral` (the fit split's mean of that signal; 0.5 when absent), so its term adds
+what an average check adds and the score rests on the other signals.
 
 The score is a logistic model over those features. Default weights are hand-set and
 documented below; `scorer_fit` refits them from labelled rows (evaluation runs) and the
@@ -41,8 +50,12 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "support": -0.925,
     "coverage": -1.678,
     "idk": -2.303,
+    "check_yes": 0.0,
+    "check_yes_neutral": 0.5,
 }
-FEATURES = [k for k in DEFAULT_WEIGHTS if k != "bias"]
+# Signals that may be absent from an attempt: missing means neutral (see the module docstring).
+OPTIONAL_FEATURES = ("check_yes",)
+FEATURES = [k for k in DEFAULT_WEIGHTS if k != "bias" and not k.endswith("_neutral")]
 
 _IDK = re.compile(
     r"\b(i\s+(do\s+not|don'?t|dont)\s+know|not\s+(mentioned|stated|specified|provided|"
@@ -122,8 +135,18 @@ def score_signals(
     weights = weights or DEFAULT_WEIGHTS
     z = float(weights.get("bias", 0.0))
     for name in FEATURES:
-        z += float(weights.get(name, 0.0)) * float(signals.get(name, 0.0))
+        z += float(weights.get(name, 0.0)) * signal_value(signals, name, weights)
     return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
+
+
+def signal_value(signals: Mapping[str, float], name: str, weights: Mapping[str, float]) -> float:
+    """A feature's value; a missing optional signal takes its neutral value from the weights."""
+    value = signals.get(name)
+    if value is not None:
+        return float(value)
+    if name in OPTIONAL_FEATURES:
+        return float(weights.get(f"{name}_neutral", 0.5))
+    return 0.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +184,13 @@ def scorer_fit(
     from sklearn.linear_model import LogisticRegression
 
     features = list(features or FEATURES)
-    x = np.array([[float(s.get(f, 0.0)) for f in features] for s in signals], dtype=float)
+    # Missing optional signals are filled with their mean over the rows that have them: the
+    # same neutral value the scorer uses for them later (stored as "<name>_neutral").
+    neutral = {}
+    for name in OPTIONAL_FEATURES:
+        present = [float(s[name]) for s in signals if s.get(name) is not None]
+        neutral[f"{name}_neutral"] = float(np.mean(present)) if present else 0.5
+    x = np.array([[signal_value(s, f, neutral) for f in features] for s in signals], dtype=float)
     y = np.array(labels, dtype=int)
     if len(set(y.tolist())) < 2:
         raise ValueError("scorer_fit needs both right and wrong answers among the labels")
@@ -174,22 +203,30 @@ def scorer_fit(
     weights = {"bias": float(model.intercept_[0] - (coef * mean).sum())}
     weights.update({f: 0.0 for f in FEATURES})
     weights.update({f: float(w) for f, w in zip(features, coef, strict=True)})
+    weights.update(neutral)
     scores = [score_signals(s, weights) for s in signals]
     return FitReport(weights=weights, rows=len(y), positives=int(y.sum()), auc=auc(scores, labels))
 
 
 def scorer_select(
-    *, signals: Sequence[Mapping[str, float]], labels: Sequence[bool], folds: int = 5, seed: int = 0
+    *,
+    signals: Sequence[Mapping[str, float]],
+    labels: Sequence[bool],
+    folds: int = 5,
+    seed: int = 0,
+    exclude: Sequence[str] = (),
 ) -> tuple[FitReport, dict[str, float]]:
     """Pick all features or the best single one by cross-validated AUC, then fit it on all rows.
 
     With a few dozen labels a full fit overfits; the choice is made on these rows only
-    (never on a test split). Returns the fitted report and each candidate's CV AUC.
+    (never on a test split); `exclude` leaves signals out (e.g. the support check, to measure
+    what it adds). Returns the fitted report and each candidate's CV AUC.
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
-    candidates: dict[str, list[str]] = {"all": list(FEATURES)}
-    candidates.update({f: [f] for f in FEATURES if f != "idk"})
+    features_used = [f for f in FEATURES if f not in exclude]
+    candidates: dict[str, list[str]] = {"all": features_used}
+    candidates.update({f: [f] for f in features_used if f != "idk"})
     results: dict[str, float] = {}
     for name, features in candidates.items():
         scores = np.zeros(len(labels))

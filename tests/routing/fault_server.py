@@ -6,6 +6,10 @@ The requested model name picks the behaviour:
 - ``timeout``        waits longer than any test timeout before answering;
 - ``broken:<text>``  streams the first words of <text>, then closes the connection mid-answer.
 Usage reports prompt_tokens=PROMPT_TOKENS and completion_tokens = number of words sent.
+
+A support check (a request with max_tokens=1) gets its own behaviour when the model name ends
+with ``|check=<mode>`` (any mode above, e.g. ``ok:Three days|check=http500`` or
+``ok:Three days|check=ok:yes``); without the suffix it is answered like the answer.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer /v1/chat/completions according to the requested model name."""
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         self.server.requests.append(body)  # type: ignore[attr-defined]
-        mode, _, text = str(body.get("model", "")).partition(":")
+        model, _, check = str(body.get("model", "")).partition("|check=")
+        if check and body.get("max_tokens") == 1:
+            model = check
+        mode, _, text = model.partition(":")
         if mode == "http500":
             payload = b'{"error": {"message": "boom"}}'
             self.send_response(500)
