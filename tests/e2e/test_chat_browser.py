@@ -294,3 +294,50 @@ def test_a_confident_answer_stays_and_an_unsure_one_escalates_visibly(
         )
     finally:
         remote.stop()
+
+
+GAP_TO_BOTTOM = "() => { const l = document.getElementById('messages'); return l.scrollHeight - l.scrollTop - l.clientHeight; }"
+
+
+def test_the_view_follows_new_text_unless_the_customer_scrolled_up(
+    page: Page, daphne_server, small_tier, help_centre
+) -> None:  # noqa: ANN001
+    ModelTier.objects.filter(name="small").update(max_answer_tokens=300)
+    page.goto(daphne_server.url + "/")
+    conversation = Conversation.objects.create(session_key=_session_key(page), title="Long one")
+    for n in range(12):
+        Message.objects.create(conversation=conversation, role="user", content=f"Question {n}?")
+        Message.objects.create(
+            conversation=conversation, role="assistant", content=f"Answer {n}. " + "Words. " * 80
+        )
+    page.goto(f"{daphne_server.url}/?c={conversation.id}")
+    expect(page.locator(".msg.assistant")).to_have_count(12)
+    # Opened at the newest message.
+    page.wait_for_function(f"() => ({GAP_TO_BOTTOM})() < 48")
+
+    _ask(page, "Explain in great detail, step by step, how returns and refunds work.")
+    body = page.locator(".msg.assistant").nth(12).locator(".body")
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('.msg.assistant .body'); return b.length > 12 && b[12].textContent.length > 0; }",
+        timeout=120_000,
+    )
+    # The customer scrolls up to reread: new text must not pull the view down.
+    page.evaluate("() => { document.getElementById('messages').scrollTop = 0; }")
+    page.wait_for_timeout(200)
+    length_when_scrolled = len(body.inner_text())
+    expect(page.locator(".msg.assistant").nth(12).locator(".details")).to_be_attached(
+        timeout=120_000
+    )
+    assert len(body.inner_text()) > length_when_scrolled, "the answer ended before the scroll"
+    assert page.evaluate("() => document.getElementById('messages').scrollTop") < 48
+
+    # Back at the bottom, the view follows the next answer again.
+    page.evaluate(
+        "() => { const l = document.getElementById('messages'); l.scrollTop = l.scrollHeight; }"
+    )
+    page.wait_for_timeout(200)
+    _ask(page, "How long does standard delivery take?")
+    expect(page.locator(".msg.assistant").nth(13).locator(".details")).to_be_attached(
+        timeout=120_000
+    )
+    assert page.evaluate(GAP_TO_BOTTOM) < 48
