@@ -18,14 +18,15 @@ call) and prints, as JSON and a table:
 Costs: a row's cost holds its support check when one was asked, billed on the prompt tokens
 the server reports (llama.cpp counts the cached prefix too); the replay removes it where a
 threshold is 0 (the cascade does not ask the check there) and for the no-check scorer. The
-curve also gives the cost with the check billed on its new tokens only (its prompt minus the
-answer call's prompt and answer), as a price for cached input would.
+variant `with_check_billed_new_tokens_only` bills the check on its new tokens only (its prompt
+minus the answer call's prompt and answer), as a price of 0 for cached input would.
 
     manage.py evaluate_signals RUN_ID [--floor 0.30] [--json bench/results/evaluate_run3.json]
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -146,13 +147,21 @@ class Command(BaseCommand):
         }
         largest = tiers[-1]
         plain_largest = f"{largest}:plain"
-        for name, scorer in scorers.items():
+        # The scorer with the check, its check billed as reported and on its new tokens only;
+        # the scorer without it (no check paid).
+        variants = (
+            ("with_check", "with_check", ""),
+            ("with_check_billed_new_tokens_only", "with_check", ":suffix"),
+            ("without_check", "without_check", ":plain"),
+        )
+        for name, scorer_name, suffix in variants:
+            scorer = scorers[scorer_name]
             rows = self._rows(
-                results, scorer["weights"], with_check=name == "with_check", prices=prices
+                results, scorer["weights"], with_check=scorer_name == "with_check", prices=prices
             )
             fit_rows = [r for r in rows if r.split == "fit"]
             test_rows = [r for r in rows if r.split == "test"]
-            cascade = tiers if name == "with_check" else [f"{t}:plain" for t in tiers]
+            cascade = [f"{t}{suffix}" for t in tiers]
             collected = float(run.settings.get("relevance_floor", 0.0))
             thresholds, chosen_floor, fit_figures = thresholds_choose(
                 fit_rows,
@@ -175,19 +184,43 @@ class Command(BaseCommand):
                     floor=floor,
                 )
                 point = {"last_threshold": value, **relative_to(figures, reference["test"])}
-                if name == "with_check":
-                    suffix = policy_summary(
-                        test_rows,
-                        tiers=[f"{t}:suffix" for t in tiers],
-                        thresholds=[*thresholds[:-1], value],
-                        floor=floor,
-                    )
-                    point["cost_vs_reference_check_new_tokens_only"] = (
-                        suffix["mean_cost"] / reference["test"]["mean_cost"]
-                    )
                 curve.append(_rounded(point))
+            # For each last-tier threshold, the lower tiers' thresholds chosen on the fit split
+            # (best fit F1 within the cost bound, then most declined), figures on the test split.
+            budget = 0.70 * reference["fit"]["mean_cost"]
+            grid = [step / 20 for step in range(21)]
+            frontier = []
+            for value in grid:
+                best = None
+                for lower in itertools.product(grid, repeat=len(cascade) - 1):
+                    figures = policy_summary(
+                        fit_rows, tiers=cascade, thresholds=[*lower, value], floor=floor
+                    )
+                    if figures["mean_cost"] > budget + 1e-15:
+                        continue
+                    key = (
+                        round(figures["answerable_f1"], 3),
+                        figures["abstain_unanswerable"],
+                        -figures["mean_cost"],
+                    )
+                    if best is None or key > best[0]:
+                        best = (key, list(lower))
+                if best is None:
+                    continue
+                figures = policy_summary(
+                    test_rows, tiers=cascade, thresholds=[*best[1], value], floor=floor
+                )
+                frontier.append(
+                    _rounded(
+                        {
+                            "last_threshold": value,
+                            "lower_thresholds": best[1],
+                            **relative_to(figures, reference["test"]),
+                        }
+                    )
+                )
             largest_curve = []
-            largest_tier = largest if name == "with_check" else plain_largest
+            largest_tier = f"{largest}{suffix}"
             for step in range(21):
                 value = step / 20
                 figures = policy_summary(
@@ -213,6 +246,14 @@ class Command(BaseCommand):
                     "thresholds": thresholds,
                     "relevance_floor": chosen_floor,
                     "fit_split": _rounded(relative_to(fit_figures, reference["fit"])),
+                    "test_split_at_chosen_floor": _rounded(
+                        relative_to(
+                            policy_summary(
+                                test_rows, tiers=cascade, thresholds=thresholds, floor=chosen_floor
+                            ),
+                            reference["test"],
+                        )
+                    ),
                     "test_split_at_floor": _rounded(
                         relative_to(
                             policy_summary(
@@ -224,6 +265,7 @@ class Command(BaseCommand):
                 },
                 "singles_test": singles,
                 "tradeoff_test_last_threshold": curve,
+                "tradeoff_test_lower_tuned_on_fit": frontier,
                 "tradeoff_test_largest_alone": largest_curve,
             }
         out["policies"] = policies
@@ -328,9 +370,32 @@ class Command(BaseCommand):
                 f"{'last thr':>8} {'abst unans':>10} {'false abst':>10} {'ans F1':>7} "
                 f"{'F1/L':>6} {'cost/L':>7} {'abst off':>8}"
             )
-            for p in data["tradeoff_test_last_threshold"]:
+            for p in data["tradeoff_test_last_threshold"][::2]:
                 lines.append(
                     f"{p['last_threshold']:>8.2f} {p['abstain_unanswerable']:>10.2f} "
+                    f"{p['false_abstention']:>10.2f} {p['answerable_f1']:>7.3f} "
+                    f"{p['f1_vs_reference']:>6.2f} {p['cost_vs_reference']:>7.2f} "
+                    f"{p['abstain_off_topic']:>8.2f}"
+                )
+            lines.append(
+                f"[{name}] lower thresholds tuned on fit per last threshold (cost <= 0.70 L on fit)"
+            )
+            lines.append(
+                f"{'last thr':>8} {'lower':>6} {'abst unans':>10} {'false abst':>10} "
+                f"{'ans F1':>7} {'F1/L':>6} {'cost/L':>7} {'abst off':>8}"
+            )
+            for p in data["tradeoff_test_lower_tuned_on_fit"][::2]:
+                lower = ",".join(f"{v:.2f}" for v in p["lower_thresholds"])
+                lines.append(
+                    f"{p['last_threshold']:>8.2f} {lower:>6} {p['abstain_unanswerable']:>10.2f} "
+                    f"{p['false_abstention']:>10.2f} {p['answerable_f1']:>7.3f} "
+                    f"{p['f1_vs_reference']:>6.2f} {p['cost_vs_reference']:>7.2f} "
+                    f"{p['abstain_off_topic']:>8.2f}"
+                )
+            lines.append(f"[{name}] largest tier alone, its threshold swept")
+            for p in data["tradeoff_test_largest_alone"][::2]:
+                lines.append(
+                    f"{p['threshold']:>8.2f} {'':>6} {p['abstain_unanswerable']:>10.2f} "
                     f"{p['false_abstention']:>10.2f} {p['answerable_f1']:>7.3f} "
                     f"{p['f1_vs_reference']:>6.2f} {p['cost_vs_reference']:>7.2f} "
                     f"{p['abstain_off_topic']:>8.2f}"
