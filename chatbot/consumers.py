@@ -12,6 +12,7 @@ from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from chatbot.models import Conversation, Message
@@ -99,22 +100,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error(
                 "busy", "An answer is still streaming: stop it or wait for it to finish."
             )
-        if await self._rate_limited():
+        refused, conversation, user_message = await self._accept_question(
+            text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
+        )
+        if refused == "rate_limited":
             return await self._error(
                 "rate_limited", "Too many questions in a minute; please wait a moment."
             )
-        conversation = await self._conversation(frame.get("conversation_id"))
-        if conversation is None:
+        if refused == "not_found":
             return await self._error(
                 "not_found", "That conversation does not exist in this session."
             )
-        # Stored before any model work: nothing the customer typed is lost.
-        user_message = await Message.objects.acreate(
-            conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
-        )
-        if not conversation.title:
-            conversation.title = text[:80]
-        await conversation.asave()
         await self._send_json(
             {
                 "type": "ask.ack",
@@ -186,27 +182,47 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
             )
 
-    async def _conversation(self, conversation_id: Any) -> Conversation | None:
-        # No conversation_id starts a new conversation: the browser owns which thread is open.
-        if conversation_id:
-            try:
-                self.conversation = await Conversation.objects.aget(
-                    id=conversation_id, session_key=self.session_key
-                )
-            except (Conversation.DoesNotExist, ValueError, ValidationError):
-                return None
-        else:
-            self.conversation = await Conversation.objects.acreate(session_key=self.session_key)
-        return self.conversation
+    @database_sync_to_async
+    def _accept_question(
+        self, *, text: str, client_id: str, conversation_id: Any
+    ) -> tuple[str, Conversation | None, Message | None]:
+        """Rate limit, conversation and the stored question in one trip to the database thread
+        and one commit: (refusal code or "", conversation, user message). Stored (committed)
+        before any model work."""
+        with transaction.atomic():
+            return self._accept_question_in_transaction(
+                text=text, client_id=client_id, conversation_id=conversation_id
+            )
 
-    async def _rate_limited(self) -> bool:
+    def _accept_question_in_transaction(
+        self, *, text: str, client_id: str, conversation_id: Any
+    ) -> tuple[str, Conversation | None, Message | None]:
         since = timezone.now() - timedelta(minutes=1)
-        recent = await Message.objects.filter(
+        recent = Message.objects.filter(
             conversation__session_key=self.session_key,
             role=Message.Role.USER,
             created_at__gte=since,
-        ).acount()
-        return recent >= settings.CHAT_RATE_LIMIT_PER_MINUTE
+        ).count()
+        if recent >= settings.CHAT_RATE_LIMIT_PER_MINUTE:
+            return "rate_limited", None, None
+        # No conversation_id starts a new conversation: the browser owns which thread is open.
+        if conversation_id:
+            try:
+                conversation = Conversation.objects.get(
+                    id=conversation_id, session_key=self.session_key
+                )
+            except (Conversation.DoesNotExist, ValueError, ValidationError):
+                return "not_found", None, None
+        else:
+            conversation = Conversation.objects.create(session_key=self.session_key)
+        self.conversation = conversation
+        user_message = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
+        )
+        if not conversation.title:
+            conversation.title = text[:80]
+        conversation.save()
+        return "", conversation, user_message
 
     @database_sync_to_async
     def _ensure_session(self) -> str:

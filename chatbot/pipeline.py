@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Count, Sum
 
@@ -99,8 +100,12 @@ async def conversation_history(
     return list(reversed(turns))
 
 
-async def cascade_tiers(*, control: RunControl) -> list[ModelTier]:
-    """The tiers this answer may use, cheapest first: from the starting tier upwards."""
+async def cascade_tiers(*, control: RunControl, budget: bool = True) -> list[ModelTier]:
+    """The tiers this answer may use, cheapest first: from the starting tier upwards.
+
+    `budget=False` leaves the daily budget out (the pipeline applies it with `budget_tiers`
+    only when a model will run: a cache hit or a declined question needs no spend figures).
+    """
     enabled = [t async for t in ModelTier.objects.filter(enabled=True).order_by("order", "name")]
     if control.tiers is not None:
         by_name = {t.name: t async for t in ModelTier.objects.filter(name__in=control.tiers)}
@@ -108,14 +113,17 @@ async def cascade_tiers(*, control: RunControl) -> list[ModelTier]:
     start = next((t for t in enabled if t.name == settings.CASCADE_START_TIER), None)
     if start is not None:
         enabled = [t for t in enabled if (t.order, t.name) >= (start.order, start.name)]
-    try:  # Daily budget (issue 8): tiers above the allowed order are skipped.
-        from chatbot.budget import abudget_allowed_max_order
-    except ImportError:
-        return enabled
+    return await budget_tiers(enabled) if budget else enabled
+
+
+async def budget_tiers(tiers: list[ModelTier]) -> list[ModelTier]:
+    """Daily budget (issue 8): tiers above the allowed order are skipped; the first always stays."""
+    from chatbot.budget import abudget_allowed_max_order
+
     max_order = await abudget_allowed_max_order()
     if max_order is not None:
-        enabled = [t for t in enabled if t.order <= max_order] or enabled[:1]
-    return enabled
+        tiers = [t for t in tiers if t.order <= max_order] or tiers[:1]
+    return tiers
 
 
 async def scorer_weights() -> dict[str, float] | None:
@@ -216,7 +224,7 @@ async def answer_question(
     """Yield protocol events for one answer; the assistant message is stored however this ends."""
     control = control or RunControl()
     question = user_message.content  # Seam (issue 3): the standalone question.
-    tiers = await cascade_tiers(control=control)
+    tiers = await cascade_tiers(control=control, budget=False)
     message = await Message.objects.acreate(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -271,6 +279,8 @@ async def answer_question(
             answer.text = ABSTAIN_TEXT
             yield {"type": "answer.delta", "text": ABSTAIN_TEXT}
         else:
+            if control.tiers is None:
+                tiers = await budget_tiers(tiers)
             async for event in _cascade_events(
                 answer=answer,
                 tiers=tiers,
@@ -282,7 +292,7 @@ async def answer_question(
             ):
                 yield event
         finished = True
-        await _store(answer, status=_final_status(answer))
+        totals = await _store(answer, status=_final_status(answer), totals=True)
         if use_cache and hit is None and _final_status(answer) == Message.Status.COMPLETE:
             # Issue 7: only accepted, grounded answers, and only when safe to share.
             result = answer.result
@@ -306,7 +316,7 @@ async def answer_question(
         end = _end_event(answer)
         end["cached"] = message.cached
         end["cache_similarity"] = message.cache_similarity
-        end["conversation_totals"] = await conversation_totals(conversation_id=conversation.id)
+        end["conversation_totals"] = totals
         yield end
     finally:
         if not finished:
@@ -381,9 +391,13 @@ async def _cascade_events(
 
 async def conversation_totals(*, conversation_id: Any) -> dict[str, Any]:
     """What a conversation's answers cost so far, and what the largest tier alone would have."""
-    totals = await Message.objects.filter(
+    return await sync_to_async(_conversation_totals_sync)(conversation_id)
+
+
+def _conversation_totals_sync(conversation_id: Any) -> dict[str, Any]:
+    totals = Message.objects.filter(
         conversation_id=conversation_id, role=Message.Role.ASSISTANT
-    ).aaggregate(
+    ).aggregate(
         answers=Count("id"),
         cost=Sum("cost"),
         cost_if_largest=Sum("cost_if_largest"),
@@ -399,7 +413,8 @@ def _final_status(answer: _Answer) -> str:
     return Message.Status.COMPLETE
 
 
-async def _store(answer: _Answer, *, status: str) -> None:
+async def _store(answer: _Answer, *, status: str, totals: bool = False) -> dict[str, Any] | None:
+    """Save the answer; with totals=True also return the conversation's totals (one thread hop)."""
     message, result = answer.message, answer.result
     message.content = answer.text
     message.status = status
@@ -419,7 +434,12 @@ async def _store(answer: _Answer, *, status: str) -> None:
     message.error_code = result.error_code if not result.abstained else ""
     message.ttft_ms = result.ttft_ms
     message.total_ms = (time.perf_counter() - answer.started) * 1000
-    await message.asave()
+    return await sync_to_async(_save_and_total)(message, totals)
+
+
+def _save_and_total(message: Message, totals: bool) -> dict[str, Any] | None:
+    message.save()
+    return _conversation_totals_sync(message.conversation_id) if totals else None
 
 
 def _end_event(answer: _Answer) -> Event:

@@ -111,9 +111,18 @@ DATABASES = {"default": database_from_url(_database_url)}
 # from the help centre): DATABASE_NAME=eval manage.py evaluate ...
 if os.environ.get("DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]
-# Under ASGI persistent connections are not reused safely (see design.md).
+# Under ASGI persistent connections are not reused safely (see design.md): CONN_MAX_AGE stays
+# 0 and Django's psycopg pool keeps warm connections instead, so each async ORM call borrows
+# one rather than opening one (a cache hit makes about a dozen such calls; README "Answer
+# cache"). DATABASE_POOL=0 turns the pool off.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if env_bool("DATABASE_POOL", True):
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 8),
+        "timeout": env_float("DATABASE_POOL_TIMEOUT_SECONDS", 10.0),
+    }
 # Lets several test runs share one server (each engineer or CI job picks its own name).
 if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
