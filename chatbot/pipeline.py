@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Count, Sum
 
+from chatbot.history import Rewrite, conversation_turns, history_for_tier, question_rewrite
 from chatbot.models import Conversation, Message
 from chatbot.prompts import (
     ABSTAIN_TEXT,
@@ -33,11 +34,6 @@ from routing.cascade import CascadeResult, CascadeTier, cascade_run
 from routing.models import ModelTier, ScorerWeights
 from routing.providers import ProviderConfig
 from routing.tokens import count_tokens_for_tier
-
-try:  # The chat engineer's token-budgeted history (issue 3); the simple version otherwise.
-    from chatbot import history as _history
-except ImportError:  # pragma: no cover - only while history.py is not in the tree
-    _history = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +58,7 @@ class _Answer:
     sources: list[dict[str, Any]] = field(default_factory=list)
     result: CascadeResult = field(default_factory=CascadeResult)
     cost_if_largest: Decimal = Decimal("0")
-    rewrite: Any = None  # history.Rewrite when a follow-up was rewritten by a model call
+    rewrite: Rewrite | None = None  # the follow-up rewrite (tier "" when no model call ran)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -80,24 +76,6 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
 
 
 # --- Steps ----------------------------------------------------------------------------------
-
-
-async def conversation_history(
-    *, conversation_id: Any, before_id: int, limit: int = 6
-) -> list[dict[str, str]]:
-    """The last complete turns before a message, oldest first."""
-    if _history is not None and hasattr(_history, "conversation_turns"):
-        return await _history.conversation_turns(
-            conversation_id=conversation_id, before_id=before_id
-        )
-    turns = [
-        {"role": m.role, "content": m.content}
-        async for m in Message.objects.filter(conversation_id=conversation_id, id__lt=before_id)
-        .exclude(status__in=[Message.Status.ERROR, Message.Status.STREAMING])
-        .exclude(content="")
-        .order_by("-id")[:limit]
-    ]
-    return list(reversed(turns))
 
 
 async def cascade_tiers(*, control: RunControl, budget: bool = True) -> list[ModelTier]:
@@ -170,11 +148,9 @@ def tier_messages(
     *, tier: ModelTier, fitted: Sequence[Passage], turns: list[dict[str, str]], question: str
 ) -> list[dict[str, str]]:
     """The prompt for one tier from its fitted passages, history trimmed to the rest of the window."""
-    history = turns
-    if _history is not None and hasattr(_history, "history_for_tier"):
-        history = _history.history_for_tier(
-            turns=turns, tier=tier, system_prompt=system_prompt(fitted), question=question
-        )
+    history = history_for_tier(
+        turns=turns, tier=tier, system_prompt=system_prompt(fitted), question=question
+    )
     return build_messages(passages=fitted, history=history, question=question)
 
 
@@ -223,7 +199,7 @@ async def answer_question(
 ) -> AsyncIterator[Event]:
     """Yield protocol events for one answer; the assistant message is stored however this ends."""
     control = control or RunControl()
-    question = user_message.content  # Seam (issue 3): the standalone question.
+    question = user_message.content
     tiers = await cascade_tiers(control=control, budget=False)
     message = await Message.objects.acreate(
         conversation=conversation,
@@ -236,15 +212,12 @@ async def answer_question(
     answer = _Answer(message=message)
     finished = False
     try:
-        turns: list[dict[str, str]] = []
-        if _history is not None and hasattr(_history, "question_rewrite"):
-            # Issue 3: a follow-up becomes a complete question before the cache and retrieval.
-            turns = await conversation_history(
-                conversation_id=conversation.id, before_id=user_message.id
-            )
-            answer.rewrite = await _history.question_rewrite(question=question, history=turns)
-            question = answer.rewrite.question
-            message.standalone_question = question
+        # Read once: the follow-up rewrite and every tier's prompt use these turns.
+        turns = await conversation_turns(conversation_id=conversation.id, before_id=user_message.id)
+        # A follow-up becomes a complete question before the cache and retrieval.
+        answer.rewrite = await question_rewrite(question=question, history=turns)
+        question = answer.rewrite.question
+        message.standalone_question = question
         # Issue 7: the answer cache, before retrieval (answer.start says whether it hit).
         # Not for evaluation runs (fixed tiers): they measure the models, not the cache.
         use_cache = control.tiers is None
@@ -286,8 +259,7 @@ async def answer_question(
                 tiers=tiers,
                 passages=passages,
                 question=question,
-                conversation=conversation,
-                user_message=user_message,
+                turns=turns,
                 control=control,
             ):
                 yield event
@@ -330,11 +302,9 @@ async def _cascade_events(
     tiers: list[ModelTier],
     passages: list[Passage],
     question: str,
-    conversation: Conversation,
-    user_message: Message,
+    turns: list[dict[str, str]],
     control: RunControl,
 ) -> AsyncIterator[Event]:
-    turns = await conversation_history(conversation_id=conversation.id, before_id=user_message.id)
     by_name = {t.name: t for t in tiers}
     answer.sources = [_source(n, p) for n, p in enumerate(passages, start=1)]
     shown_sources: dict[str, list[dict[str, Any]]] = {}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from routing.scorer import auc
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CITATION = re.compile(r"\[\d{1,2}\]")
 
@@ -212,6 +214,11 @@ def thresholds_choose(
     return chosen[1], chosen[2], chosen[3]
 
 
+# Relevance floors the evaluation commands replay (only those at or above the floor a run's
+# rows were collected at).
+RELEVANCE_FLOORS = (0.25, 0.30, 0.35, 0.40)
+
+
 def signal_aucs(
     signals: Sequence[Mapping[str, float]], labels: Sequence[bool], names: Sequence[str]
 ) -> dict[str, dict[str, float | int]]:
@@ -228,13 +235,6 @@ def signal_aucs(
         value = auc([p[0] for p in pairs], [p[1] for p in pairs])
         out[name] = {"auc": round(value, 4) if value == value else None, "n": len(pairs)}
     return out
-
-
-def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve (the scorer's definition, re-exported for the reports)."""
-    from routing.scorer import auc as _auc
-
-    return _auc(scores, labels)
 
 
 def relative_to(figures: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:

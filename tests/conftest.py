@@ -100,6 +100,17 @@ def small_tier(small_model_server: ModelServer, settings, django_db_blocker):  #
 
 
 @pytest.fixture
+def fault_server():  # noqa: ANN201 - tests.routing.fault_server.FaultServer
+    """A scripted OpenAI-compatible server on loopback: the stand-in for a paid remote API and
+    the fault injector (timeouts, HTTP 500, broken streams)."""
+    from tests.routing.fault_server import FaultServer
+
+    server = FaultServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def demo_knowledge(django_db_blocker) -> None:  # noqa: ANN001
     """The demo help centre, indexed (embeddings are real MiniLM vectors)."""
     with django_db_blocker.unblock():

@@ -13,7 +13,6 @@ from chatbot.models import Conversation, Message
 from chatbot.pipeline import RunControl, answer_question
 from chatbot.prompts import ABSTAIN_TEXT
 from routing.models import ModelTier
-from tests.routing.fault_server import FaultServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -38,13 +37,6 @@ def knowledge(tmp_path: Path, django_db_blocker) -> None:  # noqa: ANN001
         call_command(
             "load_demo_knowledge", folder=str(tmp_path), verbosity=0, stdout=open(os.devnull, "w")
         )
-
-
-@pytest.fixture
-def fault_server():  # noqa: ANN201
-    server = FaultServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-
-import pytest
 
 from routing.cascade import CascadeEvent, CascadeResult, CascadeTier, cascade_run
 from routing.providers import ProviderConfig
@@ -14,13 +11,6 @@ from tests.routing.fault_server import PROMPT_TOKENS, FaultServer
 ABSTAIN = "I don't know: ask support."
 ANSWER = "Returns are accepted within 30 days [1]"
 PASSAGES = ["Returns are accepted within 30 days of delivery."]
-
-
-@pytest.fixture(scope="module")
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.stop()
 
 
 def tier(

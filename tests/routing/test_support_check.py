@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -13,20 +12,13 @@ from routing.cascade import CascadeTier, cascade_run, p_yes_from_top
 from routing.evaluation import Row, replay_question
 from routing.providers import ProviderConfig
 from routing.scorer import score_signals, scorer_fit
-from tests.routing.fault_server import PROMPT_TOKENS, FaultServer
+from tests.routing.fault_server import PROMPT_TOKENS
 
 ABSTAIN = "I don't know: ask support."
 ANSWER = "Returns are accepted within 30 days [1]"
 PASSAGES = ["Returns are accepted within 30 days of delivery."]
 # A scorer that leans on the check: a missing check must be neutral (its stored mean, 0.6).
 WEIGHTS = {"bias": 0.0, "check_yes": 4.0, "check_yes_neutral": 0.6}
-
-
-@pytest.fixture(scope="module")
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer()
-    yield server
-    server.stop()
 
 
 def tier(base_url: str, model: str, *, threshold: float = 0.5, timeout: float = 1.0) -> CascadeTier:

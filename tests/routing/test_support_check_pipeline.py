@@ -32,13 +32,6 @@ def knowledge(tmp_path: Path, django_db_blocker) -> None:  # noqa: ANN001
         )
 
 
-@pytest.fixture
-def fault_server():  # noqa: ANN201
-    server = FaultServer()
-    yield server
-    server.stop()
-
-
 def _tier(fault_server: FaultServer, check: str) -> None:
     ModelTier.objects.update(enabled=False)
     ModelTier.objects.update_or_create(

@@ -27,6 +27,7 @@ from chatbot.models import Conversation, Message
 from chatbot.pipeline import RunControl, answer_question
 from retrieval.services import document_ingest_text
 from routing.evaluation import (
+    RELEVANCE_FLOORS,
     Row,
     answer_grade,
     answer_right,
@@ -38,8 +39,6 @@ from routing.models import EvaluationResult, EvaluationRun, ModelTier, ScorerWei
 from routing.scorer import DEFAULT_WEIGHTS, auc, score_signals, scorer_select
 
 CASCADE = EvaluationResult.CASCADE
-# Relevance floors tried by --fit (only those at or above the floor the rows were collected at).
-FLOORS = (0.25, 0.30, 0.35, 0.40)
 
 
 def _split(key: str) -> str:
@@ -344,7 +343,7 @@ class Command(BaseCommand):
         largest = order[-1]
         choices = {}
         collected = float(run.settings.get("relevance_floor", 0.0))
-        floors = sorted({collected, *(f for f in FLOORS if f >= collected)})
+        floors = sorted({collected, *(f for f in RELEVANCE_FLOORS if f >= collected)})
         for start in range(len(order)):
             tiers = order[start:]
             thresholds, floor, figures = thresholds_choose(

@@ -35,19 +35,18 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from routing.evaluation import (
+    RELEVANCE_FLOORS,
     Row,
     answer_right,
-    auc,
     policy_summary,
     relative_to,
     signal_aucs,
     thresholds_choose,
 )
 from routing.models import EvaluationResult, EvaluationRun
-from routing.scorer import FEATURES, score_signals, scorer_select
+from routing.scorer import FEATURES, auc, score_signals, scorer_select
 
 CASCADE = EvaluationResult.CASCADE
-FLOORS = (0.25, 0.30, 0.35, 0.40)
 CHECK = "check_yes"
 
 
@@ -167,7 +166,7 @@ class Command(BaseCommand):
                 fit_rows,
                 tiers=cascade,
                 largest=plain_largest,
-                floors=sorted({collected, *(f for f in FLOORS if f >= collected)}),
+                floors=sorted({collected, *(f for f in RELEVANCE_FLOORS if f >= collected)}),
                 reference_floor=floor,
             )
             reference = {
