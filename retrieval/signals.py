@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models.signals import post_delete
 from django.dispatch import Signal
+
+from retrieval.models import KnowledgeDocument
 
 # Sent (after commit) whenever the passages a document serves change: a replacement was
 # accepted (the old chunks are withdrawn), a new version became ready, or the document was
@@ -15,8 +18,6 @@ document_changed = Signal()
 
 def document_changed_send(*, document_id: int, version: int, deleted: bool) -> None:
     """Send document_changed once the current transaction commits (at once outside one)."""
-    from retrieval.models import KnowledgeDocument
-
     transaction.on_commit(
         lambda: document_changed.send(
             sender=KnowledgeDocument, document_id=document_id, version=version, deleted=deleted
@@ -31,10 +32,6 @@ def _on_document_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def connect() -> None:
     """Wire model signals (called from RetrievalConfig.ready)."""
-    from django.db.models.signals import post_delete
-
-    from retrieval.models import KnowledgeDocument
-
     post_delete.connect(
         _on_document_deleted, sender=KnowledgeDocument, dispatch_uid="retrieval_document_deleted"
     )

@@ -57,3 +57,14 @@ def test_dimension_mismatch_is_refused(settings) -> None:  # noqa: ANN001
             get_embedder()
     finally:
         get_embedder.cache_clear()
+
+
+def test_contract_token_counts_are_the_models_word_pieces(embedder) -> None:  # noqa: ANN001
+    """Chunk sizes are measured in the embedder's own tokens, without [CLS]/[SEP], uncapped."""
+    tokenizer = embedder._load().tokenizer
+    text = "Return the Orla lamp within 30 days. " * 60
+    assert embedder.count_tokens(text) == len(
+        tokenizer(text, add_special_tokens=False)["input_ids"]
+    )
+    assert embedder.count_tokens(text) > 256
+    assert embedder.count_tokens("") == 0

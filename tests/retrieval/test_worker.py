@@ -18,8 +18,8 @@ from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
 from retrieval.models import KnowledgeDocument
-from retrieval.services import document_accept, document_upload, documents_reap_stale
-from retrieval.tasks import document_ingest_task, ingestion_reap_task
+from retrieval.services import document_accept, document_upload
+from retrieval.tasks import document_ingest_task, documents_reap_stale, ingestion_reap_task
 from tests.retrieval import files
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from retrieval.services import document_ingest_text, title_from_markdown
+from retrieval.ingestion import title_from_markdown
+from retrieval.services import document_ingest_text
 
 
 class Command(BaseCommand):
