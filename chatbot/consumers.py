@@ -172,12 +172,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             pass
         if reason == Message.Status.STOPPED:
+            # What the stopped answer paid, as stored (counted tokens are marked estimated).
+            stored = self.control.answer.message if self.control.answer else None
             await self.send(
                 text_data=json.dumps(
                     {
                         "type": "answer.end",
                         "message_id": self.answering_message_id,
                         "status": reason,
+                        "cost": float(stored.cost) if stored else 0.0,
+                        "cost_estimated": stored.cost_estimated if stored else False,
+                        "usage": {
+                            "tokens_in": stored.tokens_in if stored else 0,
+                            "tokens_out": stored.tokens_out if stored else 0,
+                        },
                     }
                 )
             )

@@ -1,8 +1,11 @@
 """Selectors for the admin dashboard: every figure is an ORM aggregate over stored answers.
 
-Each assistant `Message` is one customer question answered (or declined). Costs are in
-USD as the tiers price them; `cost_if_largest` is what the largest enabled tier alone
-would have cost for the same prompt, stored by the pipeline, so savings need no replay.
+Each assistant `Message` is one question answered (or declined). Only customers' answers
+(`Message.Origin.CUSTOMER`) enter the figures; demo data is shown on its own, labelled, when
+the admin asks (`demo=True`); evaluation runs never. Savings come apart by source:
+the cascade's (model answers: `cost_if_largest` - `cost`, measured where the baseline tier
+ran, else estimated), the cache's and the declines' before any model (what they avoided,
+always estimated). `baseline_tier` names the tier each row was compared with.
 """
 
 from __future__ import annotations
@@ -16,10 +19,7 @@ from typing import Any
 from django.db.models import (
     Aggregate,
     Count,
-    F,
     FloatField,
-    Func,
-    IntegerField,
     Q,
     QuerySet,
     Sum,
@@ -27,7 +27,7 @@ from django.db.models import (
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from chatbot.budget import DEMO_SESSION_KEY, budget_status
+from chatbot.budget import budget_status, budget_typical_chain
 from chatbot.models import Message
 from routing.models import ModelTier
 
@@ -44,13 +44,6 @@ class PercentileCont(Aggregate):
 
     def __init__(self, expression: Any, *, fraction: float, **extra: Any) -> None:
         super().__init__(expression, fraction=float(fraction), **extra)
-
-
-class JsonbArrayLength(Func):
-    """How many attempts an answer took (the tiers it went through)."""
-
-    function = "jsonb_array_length"
-    output_field = IntegerField()
 
 
 @dataclass(frozen=True)
@@ -90,12 +83,25 @@ def period_parse(*, period: str | None, start: str | None = None, end: str | Non
     return Period(today - dt.timedelta(days=PERIODS[name] - 1), today, name)
 
 
-def answers_in_period(*, period: Period) -> QuerySet[Message]:
-    """Assistant messages created within the period."""
+def answers_in_period(*, period: Period, demo: bool = False) -> QuerySet[Message]:
+    """Customers' assistant messages created within the period (the demo's alone with demo=True)."""
     start, end = period.bounds()
+    origin = Message.Origin.DEMO if demo else Message.Origin.CUSTOMER
     return Message.objects.filter(
-        role=Message.Role.ASSISTANT, created_at__gte=start, created_at__lt=end
+        role=Message.Role.ASSISTANT, origin=origin, created_at__gte=start, created_at__lt=end
     )
+
+
+def model_answers(qs: QuerySet[Message]) -> QuerySet[Message]:
+    """The answers a model gave: not a cache hit, not a decline or failure before any model."""
+    return qs.filter(cached=False).exclude(tier="")
+
+
+# A lower tier's answer was judged not good enough and the next tier was asked. Attempts
+# skipped (missing key) or failed (provider error) fall through without being escalations.
+ESCALATED = Q(attempts__contains=[{"outcome": "low_score"}]) | Q(
+    attempts__contains=[{"outcome": "dont_know"}]
+)
 
 
 def _ratio(part: float | int, whole: float | int) -> float | None:
@@ -117,9 +123,62 @@ def _tier_order() -> list[str]:
     return list(ModelTier.objects.order_by("order", "name").values_list("name", flat=True))
 
 
-def dashboard_totals(*, period: Period) -> dict[str, Any]:
+def _basis(measured: int, total: int) -> str:
+    if not total or measured == total:
+        return "measured" if total else "none"
+    return "estimated" if not measured else "partly measured"
+
+
+def dashboard_savings(*, qs: QuerySet[Message]) -> dict[str, Any]:
+    """What the cascade, the cache and declines before any model saved against the baseline tier."""
+    cascade = model_answers(qs).aggregate(
+        answers=Count("id"),
+        cost=Sum("cost"),
+        cost_if_largest=Sum("cost_if_largest"),
+        measured=Count("id", filter=Q(baseline_measured=True)),
+    )
+    cache = qs.filter(cached=True).aggregate(hits=Count("id"), avoided=Sum("cost_if_largest"))
+    declines = qs.filter(cached=False, abstain_reason="no_passages").aggregate(
+        declines=Count("id"), avoided=Sum("cost_if_largest")
+    )
+    baseline = _money(cascade["cost_if_largest"])
+    saved = baseline - _money(cascade["cost"])
+    baselines = dict(
+        qs.exclude(baseline_tier="")
+        .values_list("baseline_tier")
+        .annotate(n=Count("id"))
+        .order_by("-n", "baseline_tier")
+        .values_list("baseline_tier", "n")
+    )
+    return {
+        "cascade": {
+            "saved": saved,
+            "cost": _money(cascade["cost"]),
+            "cost_if_largest": baseline,
+            "rate": _ratio(saved, baseline),
+            "answers": cascade["answers"],
+            "measured": cascade["measured"],
+            "measured_share": _ratio(cascade["measured"], cascade["answers"]),
+            "basis": _basis(cascade["measured"], cascade["answers"]),
+        },
+        "cache": {
+            "saved": _money(cache["avoided"]),
+            "hits": cache["hits"],
+            "basis": "estimated",
+        },
+        "declines": {
+            "saved": _money(declines["avoided"]),
+            "declines": declines["declines"],
+            "basis": "estimated",
+        },
+        "baseline_tiers": baselines,
+        "baseline_tier": next(iter(baselines), None),
+    }
+
+
+def dashboard_totals(*, period: Period, demo: bool = False) -> dict[str, Any]:
     """Headline figures for the period (the keys the JSON endpoint promises)."""
-    qs = answers_in_period(period=period)
+    qs = answers_in_period(period=period, demo=demo)
     totals = qs.aggregate(
         questions=Count("id"),
         cost=Sum("cost"),
@@ -129,16 +188,23 @@ def dashboard_totals(*, period: Period) -> dict[str, Any]:
         thumbs_up=Count("id", filter=Q(feedback=1)),
         thumbs_down=Count("id", filter=Q(feedback=-1)),
     )
-    answered = qs.filter(cached=False).exclude(tier="")
+    answered = model_answers(qs)
     questions = totals["questions"]
     cost = _money(totals["cost"])
-    cost_if_largest = _money(totals["cost_if_largest"])
+    savings = dashboard_savings(qs=qs)
+    saved = sum(savings[source]["saved"] for source in ("cascade", "cache", "declines"))
     tier_counts = dict(
         answered.values_list("tier").annotate(n=Count("id")).values_list("tier", "n")
     )
-    model_answers = sum(tier_counts.values())
+    model_answer_count = sum(tier_counts.values())
     order = [t for t in _tier_order() if t in tier_counts] + sorted(
         t for t in tier_counts if t not in _tier_order()
+    )
+    reasons = dict(
+        qs.filter(abstained=True)
+        .values_list("abstain_reason")
+        .annotate(n=Count("id"))
+        .values_list("abstain_reason", "n")
     )
     rated = totals["thumbs_up"] + totals["thumbs_down"]
     return {
@@ -147,18 +213,23 @@ def dashboard_totals(*, period: Period) -> dict[str, Any]:
             "start": period.start.isoformat(),
             "end": period.end.isoformat(),
         },
+        "origin": Message.Origin.DEMO if demo else Message.Origin.CUSTOMER,
         "questions": questions,
         "cost": cost,
         "cost_per_question": _ratio(cost, questions),
-        "cost_if_largest": cost_if_largest,
-        "savings": cost_if_largest - cost,
-        "savings_rate": _ratio(cost_if_largest - cost, cost_if_largest),
+        # What answering every question with the baseline tier would have cost (in part estimated).
+        "cost_if_largest": _money(totals["cost_if_largest"]),
+        "savings": saved,
+        "savings_rate": _ratio(saved, _money(totals["cost_if_largest"])),
+        "savings_by_source": savings,
         "cache_hits": totals["cached"],
         "cache_hit_rate": _ratio(totals["cached"], questions),
+        "model_answers": model_answer_count,
         "tier_counts": {t: tier_counts[t] for t in order},
-        "tier_shares": {t: tier_counts[t] / model_answers for t in order},
+        "tier_shares": {t: tier_counts[t] / model_answer_count for t in order},
         "escalation_rate": _escalation_rate(answered),
         "abstention_rate": _ratio(totals["abstained"], questions),
+        "abstain_reasons": {(reason or "other"): n for reason, n in sorted(reasons.items())},
         "ttft_ms": _percentiles(qs, "ttft_ms"),
         "total_ms": _percentiles(qs, "total_ms"),
         "thumbs_up": totals["thumbs_up"],
@@ -168,16 +239,14 @@ def dashboard_totals(*, period: Period) -> dict[str, Any]:
 
 
 def _escalation_rate(answered: QuerySet[Message]) -> float | None:
-    """Share of model answers that took more than one attempt (a lower tier was not enough)."""
-    counts = answered.annotate(attempt_count=JsonbArrayLength(F("attempts"))).aggregate(
-        total=Count("id"), escalated=Count("id", filter=Q(attempt_count__gt=1))
-    )
+    """Share of model answers where a lower tier's answer was judged not enough."""
+    counts = answered.aggregate(total=Count("id"), escalated=Count("id", filter=ESCALATED))
     return _ratio(counts["escalated"], counts["total"])
 
 
-def dashboard_daily(*, period: Period) -> list[dict[str, Any]]:
+def dashboard_daily(*, period: Period, demo: bool = False) -> list[dict[str, Any]]:
     """One row per day of the period (days without traffic included): cost, tiers, cache, latency."""
-    qs = answers_in_period(period=period).annotate(day=TruncDate("created_at"))
+    qs = answers_in_period(period=period, demo=demo).annotate(day=TruncDate("created_at"))
     per_day = {
         row["day"]: row
         for row in qs.values("day").annotate(
@@ -193,8 +262,7 @@ def dashboard_daily(*, period: Period) -> list[dict[str, Any]]:
     }
     tiers: dict[dt.date, dict[str, int]] = {}
     for day, tier, n in (
-        qs.filter(cached=False)
-        .exclude(tier="")
+        model_answers(qs)
         .values("day", "tier")
         .annotate(n=Count("id"))
         .values_list("day", "tier", "n")
@@ -221,13 +289,16 @@ def dashboard_daily(*, period: Period) -> list[dict[str, Any]]:
     return rows
 
 
-def month_projection(*, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Month-to-date spend and the month-end total at the pace so far."""
+def month_projection(*, now: dt.datetime | None = None, demo: bool = False) -> dict[str, Any]:
+    """Month-to-date customer spend (the demo's with demo=True) and the month-end total at this pace."""
     now = timezone.localtime(now)
     month_start = timezone.make_aware(dt.datetime(now.year, now.month, 1))
     spent = _money(
         Message.objects.filter(
-            role=Message.Role.ASSISTANT, created_at__gte=month_start, created_at__lte=now
+            role=Message.Role.ASSISTANT,
+            origin=Message.Origin.DEMO if demo else Message.Origin.CUSTOMER,
+            created_at__gte=month_start,
+            created_at__lte=now,
         ).aggregate(total=Sum("cost"))["total"]
     )
     days_in_month = calendar.monthrange(now.year, now.month)[1]
@@ -242,22 +313,34 @@ def month_projection(*, now: dt.datetime | None = None) -> dict[str, Any]:
 
 
 def dashboard_budget() -> dict[str, Any]:
-    """Today's spend against the daily cap and which tiers it skips."""
+    """Today's customer spend and money held in flight against the cap, and what the cap does."""
     status = budget_status()
+    chain = budget_typical_chain()
+    affordable, total = 0, Decimal(0)
+    for _, cost in chain:
+        if status.remaining is not None and total + cost > status.remaining:
+            break
+        affordable, total = affordable + 1, total + cost
+    skipped = [name for name, _ in chain[max(affordable, 1) :]]
     return {
         "daily_limit": None if status.limit is None else float(status.limit),
         "spent_today": float(status.spent_today),
+        "reserved_now": float(status.reserved),
         "remaining_today": None if status.remaining is None else float(status.remaining),
-        "capped": status.capped,
-        "allowed_max_order": status.allowed_max_order,
-        "skipped_tiers": status.skipped_tiers,
+        "at_cap": status.at_cap,
+        "reached": status.reached,
+        # The most each tier may cost on a typical question (mean prompt, full answer allowance).
+        "typical_chain": [{"tier": name, "max_cost": float(cost)} for name, cost in chain],
+        # Tiers a typical question can no longer reserve today (the first is the cap's choice).
+        "skipped_tiers": skipped,
+        "capped": status.reached or bool(skipped),
     }
 
 
-def feedback_by_tier(*, period: Period) -> dict[str, dict[str, Any]]:
+def feedback_by_tier(*, period: Period, demo: bool = False) -> dict[str, dict[str, Any]]:
     """Thumbs per answering tier ("cache" for cache hits): live accuracy between evaluation runs."""
     rows = (
-        answers_in_period(period=period)
+        answers_in_period(period=period, demo=demo)
         .filter(feedback__isnull=False)
         .values("tier", "cached")
         .annotate(up=Count("id", filter=Q(feedback=1)), down=Count("id", filter=Q(feedback=-1)))
@@ -273,20 +356,19 @@ def feedback_by_tier(*, period: Period) -> dict[str, dict[str, Any]]:
     return result
 
 
-def dashboard_data(*, period: Period) -> dict[str, Any]:
-    """Everything the dashboard page and the JSON endpoint show for a period."""
+def dashboard_data(*, period: Period, demo: bool = False) -> dict[str, Any]:
+    """Everything the dashboard page and the JSON endpoint show: customers' figures, or the demo's."""
     from chatbot.evaluations import evaluation_latest_summary
 
-    data = dashboard_totals(period=period)
-    data["daily"] = dashboard_daily(period=period)
+    data = dashboard_totals(period=period, demo=demo)
+    data["daily"] = dashboard_daily(period=period, demo=demo)
     data["tiers"] = _tier_order()
-    data["demo_answers"] = (
-        answers_in_period(period=period).filter(conversation__session_key=DEMO_SESSION_KEY).count()
-    )
+    data["demo"] = demo
+    data["demo_answers"] = answers_in_period(period=period, demo=True).count()
     data["budget"] = dashboard_budget()
-    data["month"] = month_projection()
+    data["month"] = month_projection(demo=demo)
     data["accuracy"] = {
         "evaluation": evaluation_latest_summary(),
-        "feedback_by_tier": feedback_by_tier(period=period),
+        "feedback_by_tier": feedback_by_tier(period=period, demo=demo),
     }
     return data

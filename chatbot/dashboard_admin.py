@@ -45,7 +45,7 @@ class MessageExplorerMixin:
     """A message's page: the question, its standalone rewrite, the passages, every attempt."""
 
     fieldsets = (
-        (None, {"fields": ("conversation", "role", "status", "content")}),
+        (None, {"fields": ("conversation", "role", "origin", "status", "content")}),
         ("Question", {"fields": ("question_asked", "standalone_question")}),
         (
             "Provenance",
@@ -55,6 +55,7 @@ class MessageExplorerMixin:
                     "cached",
                     "cache_similarity",
                     "abstained",
+                    "abstain_reason",
                     "passages_table",
                     "attempts_table",
                 )
@@ -67,7 +68,10 @@ class MessageExplorerMixin:
                     "tokens_in",
                     "tokens_out",
                     "cost",
+                    "cost_estimated",
                     "cost_if_largest",
+                    "baseline_tier",
+                    "baseline_measured",
                     "ttft_ms",
                     "total_ms",
                     "feedback",

@@ -42,6 +42,11 @@ def _period(request: HttpRequest) -> Period:
     )
 
 
+def _demo(request: HttpRequest) -> bool:
+    # Demo data is shown only when asked for, and then alone: never mixed into customers' figures.
+    return request.GET.get("demo") == "1"
+
+
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
     # The admin's own context (site header, user tools, sidebar) makes these pages look native.
     return {**admin.site.each_context(request), "title": title, **extra}
@@ -69,16 +74,23 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
         period = period_parse(period="7d")
-    data = dashboard_data(period=period)
+    demo = _demo(request)
+    data = dashboard_data(period=period, demo=demo)
+    with_demo, without_demo = request.GET.copy(), request.GET.copy()
+    with_demo["demo"] = "1"
+    without_demo.pop("demo", None)
     return render(
         request,
         "admin/chatbot/dashboard.html",
         _context(
             request,
-            "Cost and accuracy",
+            "Cost and accuracy (DEMO data)" if demo else "Cost and accuracy",
             data=data,
             period=period,
+            demo=demo,
             query=request.GET.urlencode(),
+            demo_query=with_demo.urlencode(),
+            customer_query=without_demo.urlencode(),
             periods=["today", "7d", "30d"],
         ),
     )
@@ -87,12 +99,12 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_json_required
 def dashboard_json(request: HttpRequest) -> JsonResponse:
-    """The dashboard's figures as JSON (?period=today|7d|30d or ?start=&end= ISO dates)."""
+    """The dashboard's figures as JSON (?period=today|7d|30d or ?start=&end= ISO dates; ?demo=1)."""
     try:
         period = _period(request)
     except ValueError as exc:
         return JsonResponse({"error": "bad_period", "message": str(exc)}, status=400)
-    return JsonResponse(dashboard_data(period=period))
+    return JsonResponse(dashboard_data(period=period, demo=_demo(request)))
 
 
 class _Echo:
@@ -104,15 +116,20 @@ CSV_FIELDS = [
     "id",
     "created_at",
     "conversation_id",
+    "origin",
     "status",
     "tier",
     "tier_path",
     "cached",
     "abstained",
+    "abstain_reason",
     "tokens_in",
     "tokens_out",
     "cost",
+    "cost_estimated",
     "cost_if_largest",
+    "baseline_tier",
+    "baseline_measured",
     "ttft_ms",
     "total_ms",
     "feedback",
@@ -122,16 +139,18 @@ CSV_FIELDS = [
 @staff_member_required
 @require_GET
 def dashboard_csv(request: HttpRequest) -> HttpResponse:
-    """Answers of a period as CSV: tier, tier path, tokens, cost and latency, one row each."""
+    """Customers' answers of a period as CSV (the demo's with ?demo=1): tier path, cost, baseline."""
     try:
         period = _period(request)
     except ValueError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
     writer = csv.writer(_Echo())
+    demo = _demo(request)
 
     def rows() -> Any:
         yield writer.writerow(CSV_FIELDS)
-        for m in answers_in_period(period=period).order_by("created_at", "id").iterator():
+        answers = answers_in_period(period=period, demo=demo).order_by("created_at", "id")
+        for m in answers.iterator():
             path = ">".join(
                 str(a.get("tier", "")) for a in (m.attempts or []) if isinstance(a, dict)
             )
@@ -140,15 +159,20 @@ def dashboard_csv(request: HttpRequest) -> HttpResponse:
                     m.id,
                     m.created_at.isoformat(),
                     m.conversation_id,
+                    m.origin,
                     m.status,
                     m.tier,
                     path,
                     int(m.cached),
                     int(m.abstained),
+                    m.abstain_reason,
                     m.tokens_in,
                     m.tokens_out,
                     m.cost,
+                    int(m.cost_estimated),
                     m.cost_if_largest,
+                    m.baseline_tier,
+                    int(m.baseline_measured),
                     "" if m.ttft_ms is None else round(m.ttft_ms, 1),
                     "" if m.total_ms is None else round(m.total_ms, 1),
                     "" if m.feedback is None else m.feedback,
@@ -156,8 +180,9 @@ def dashboard_csv(request: HttpRequest) -> HttpResponse:
             )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")
+    prefix = "demo-answers" if demo else "answers"
     response["Content-Disposition"] = (
-        f'attachment; filename="answers-{period.start}-{period.end}.csv"'
+        f'attachment; filename="{prefix}-{period.start}-{period.end}.csv"'
     )
     return response
 

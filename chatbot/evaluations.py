@@ -1,199 +1,100 @@
 """Evaluation runs as the admin sees them, and tuning the cascade from their stored rows.
 
-Reads routing's EvaluationRun/EvaluationResult (written by `manage.py evaluate`) into
-`routing.tuning` rows, so every figure here is a replay: no model is called.
+Every figure is a replay of stored rows (`routing.evaluation`): no model is called. Fitting and
+reporting never share questions: the tuning page searches on a run's fit split and shows the
+figures on its test split, and says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 
-from routing.models import ModelTier
-from routing.tuning import (
-    OBJECTIVES,
-    PolicyPoint,
+from chatbot.evaluation.apply import policy_apply
+from chatbot.evaluation.live import live_settings, live_weights, policy_from_settings
+from chatbot.evaluation.report import cascade_figures
+from chatbot.evaluation.rows import question_rows
+from routing.evaluation.replay import (
+    Policy,
     QuestionRow,
-    TierOutcome,
-    best_under_budget,
-    cheapest_above_target,
-    complete_rows,
-    pareto_frontier,
-    policies_search,
-    policy_replay,
-    single_tier_points,
-    with_min_abstention,
+    Summary,
+    policy_summary,
+    tiers_alone_summaries,
 )
+from routing.evaluation.search import Goal, floors_to_try, policies_search
+from routing.models import EvaluationRun
+from routing.policy import relevance_floor
+
+MAX_UPLOAD_BYTES = 5_000_000
+# What `manage.py evaluate` reads from every question line.
+REQUIRED_FIELDS = ("id", "question", "answerable")
 
 # --- Applying a policy -----------------------------------------------------------------------
 
 
-def tiers_apply_policy(*, tiers: Sequence[str], thresholds: Sequence[float]) -> list[str]:
-    """Enable exactly `tiers` with these thresholds and disable the other tiers; returns a summary."""
-    if not tiers or len(tiers) != len(thresholds):
-        raise ValueError("A policy needs at least one tier and one threshold per tier.")
-    for value in thresholds:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"Thresholds lie in [0, 1]; got {value}.")
-    with transaction.atomic():
-        rows = {t.name: t for t in ModelTier.objects.select_for_update()}
-        missing = [t for t in tiers if t not in rows]
-        if missing:
-            raise ValueError(f"Unknown tier(s): {', '.join(missing)}.")
-        summary = []
-        for name, tier in rows.items():
-            if name in tiers:
-                tier.enabled = True
-                tier.threshold = float(thresholds[list(tiers).index(name)])
-                summary.append(f"{name} ≥ {tier.threshold:.3f}")
-            elif tier.enabled:
-                tier.enabled = False
-                summary.append(f"{name} disabled")
-            tier.save(update_fields=["enabled", "threshold"])
-    start = getattr(settings, "CASCADE_START_TIER", "")
-    if start in tiers and list(tiers).index(start) > 0:
-        # The cascade begins at its starting tier when that tier is enabled: cheaper ones are skipped.
-        skipped = ", ".join(list(tiers)[: list(tiers).index(start)])
-        summary.append(
-            f"warning: CASCADE_START_TIER={start} skips {skipped}; "
-            f"set CASCADE_START_TIER={tiers[0]} for the cascade to follow this policy"
-        )
-    return summary
-
-
 def policy_apply_from_post(*, post: Mapping[str, str]) -> str:
-    """Apply the policy a form posted (tiers and thresholds comma-separated); a message for the admin."""
+    """Apply the policy a form posted (run, tiers, thresholds, floor); a message for the admin."""
+    try:
+        run_id = int(post.get("run", ""))
+    except ValueError as exc:
+        raise ValueError("Apply a policy from an evaluation run (no run given).") from exc
+    run = EvaluationRun.objects.filter(id=run_id).first()
+    if run is None:
+        raise ValueError(f"No evaluation run {run_id}.")
     tiers = [t.strip() for t in post.get("tiers", "").split(",") if t.strip()]
     try:
         thresholds = [float(v) for v in post.get("thresholds", "").split(",") if v.strip()]
+        floor = float(post["floor"]) if post.get("floor", "").strip() else None
     except ValueError as exc:
-        raise ValueError("Thresholds must be numbers.") from exc
-    summary = tiers_apply_policy(tiers=tiers, thresholds=thresholds)
+        raise ValueError("Thresholds and the floor must be numbers.") from exc
+    summary = policy_apply(
+        run=run, tiers=tiers, thresholds=thresholds, floor=floor, source=f"run {run.pk}, page"
+    )
     return "Applied: " + "; ".join(summary) + ". The next question follows it."
 
 
-def current_policy(*, tier_order: Sequence[str]) -> tuple[list[str], list[float]]:
-    """The enabled tiers (among those evaluated), cheapest first, and their thresholds."""
-    tiers = ModelTier.objects.filter(enabled=True, name__in=list(tier_order)).order_by("order")
-    return [t.name for t in tiers], [t.threshold for t in tiers]
+def current_policy(*, tier_order: list[str]) -> Policy | None:
+    """The live cascade (enabled tiers from the start tier, thresholds, floor, weights), or None."""
+    recorded = live_settings(tier_order=tier_order)
+    if not recorded["tiers"]:
+        return None
+    return policy_from_settings(recorded, label="current setting")
 
 
-# --- Tuning from rows (pure apart from reading the current tiers) -----------------------------
+# --- Figures -----------------------------------------------------------------------------------
 
 
-def _point(point: PolicyPoint, largest: PolicyPoint | None, **extra: Any) -> dict[str, Any]:
-    data = point.as_dict()
-    data["label"] = point.label or " → ".join(
-        f"{t} ≥ {th:.2f}" for t, th in zip(point.tiers, point.thresholds, strict=True)
-    )
-    data["cost_vs_largest"] = (
-        point.mean_cost / largest.mean_cost if largest and largest.mean_cost else None
-    )
-    data["f1_vs_largest"] = point.f1 / largest.f1 if largest and largest.f1 else None
+def _point(summary: Summary, **extra: Any) -> dict[str, Any]:
+    data = summary.as_dict()
     data.update(extra)
     return data
 
 
-def tuning_from_rows(
-    *,
-    tier_order: Sequence[str],
-    rows: Sequence[QuestionRow],
-    budget: float | None = None,
-    target_f1: float | None = None,
-    objective: str = "f1",
-    min_abstention: float | None = None,
-) -> dict[str, Any]:
-    """Frontier, each tier alone, the current setting and the optimiser's pick, as plain data."""
-    points = policies_search(rows=rows, tier_order=tier_order)
-    eligible = with_min_abstention(points, min_abstention=min_abstention)
-    singles = single_tier_points(rows=rows, tier_order=tier_order)
-    largest = singles[-1] if singles else None
-    frontier = pareto_frontier(points, objective=objective)
-    current_tiers, current_thresholds = current_policy(tier_order=tier_order)
-    current = (
-        policy_replay(
-            rows=rows,
-            tiers=current_tiers,
-            thresholds=current_thresholds,
-            label="current setting",
-        )
-        if current_tiers
-        else None
-    )
-    chosen = None
-    if budget is not None:
-        chosen = best_under_budget(points=eligible, budget=budget, objective=objective)
-    elif target_f1 is not None:
-        chosen = cheapest_above_target(points=eligible, target_f1=target_f1, objective=objective)
-    table = [_point(p, largest) for p in singles]
-    if current:
-        table.append(_point(current, largest, marked=True))
-    if chosen:
-        table.append(
-            _point(chosen, largest, label="optimiser's choice: " + _point(chosen, None)["label"])
-        )
-    return {
-        "table": table,
-        "tier_order": list(tier_order),
-        "questions": len(rows),
-        "policies_tried": len(points),
-        "frontier": [_point(p, largest) for p in frontier],
-        "singles": [_point(p, largest) for p in singles],
-        "current": _point(current, largest) if current else None,
-        "chosen": _point(chosen, largest) if chosen else None,
-        "budget": budget,
-        "target_f1": target_f1,
-        "objective": objective,
-        "min_abstention": min_abstention,
-        "found": chosen is not None or (budget is None and target_f1 is None),
-    }
+def _singles(
+    *, rows: list[QuestionRow], tier_order: list[str], floor: float, weights: Mapping | None
+) -> tuple[Summary | None, list[Summary]]:
+    """Each tier alone (threshold 0) and the largest one as the reference."""
+    if not rows or not tier_order:
+        return None, []
+    singles = tiers_alone_summaries(rows=rows, tier_order=tier_order, floor=floor, weights=weights)
+    return singles[-1], singles
 
 
 # --- Stored runs (routing's EvaluationRun / EvaluationResult) ---------------------------------
 
-CASCADE = "cascade"
-MAX_UPLOAD_BYTES = 5_000_000
 
-
-def _run_tier_order(run: Any, present: set[str]) -> list[str]:
-    """The run's evaluated tiers, cheapest first (its snapshot's order), that have stored rows."""
-    snapshot = sorted(
-        (t for t in (run.tiers or []) if isinstance(t, dict) and t.get("name") in present),
-        key=lambda t: (t.get("order", 0), t.get("name")),
-    )
-    names = [t["name"] for t in snapshot]
-    return names + sorted(present - set(names))
-
-
-def _outcome(result: Any) -> TierOutcome:
-    # A tier-alone row abstained by the scorer's threshold is an answer to the replay, which
-    # applies thresholds itself; "no passages" and the model's own "I don't know" stay abstentions.
-    low_score = result.abstain_reason == "low_score"
-    grade = (result.f1 if result.answerable else 0.0) if low_score else result.grade
-    return TierOutcome(
-        score=float(result.score),
-        grade=float(grade),
-        cost=float(result.cost),
-        latency_ms=float(result.latency_ms or 0.0),
-        abstained=bool(result.abstained and not low_score),
-    )
-
-
-def _expected_rows(settings: dict[str, Any]) -> int:
+def _expected_rows(run_settings: dict[str, Any]) -> int:
     """Rows a run will hold when finished: each question per tier, plus its real-cascade subset."""
-    questions = settings.get("questions") or []
-    tiers = settings.get("run_tiers") or []
-    return len(questions) * len(tiers) + int(settings.get("cascade_limit") or 0)
+    questions = run_settings.get("questions") or []
+    tiers = run_settings.get("run_tiers") or []
+    return len(questions) * len(tiers) + int(run_settings.get("cascade_limit") or 0)
 
 
 def evaluation_runs_list() -> list[dict[str, Any]]:
     """Stored runs, newest first, as plain dicts with their progress."""
     from django.db.models import Count
-
-    from routing.models import EvaluationRun
 
     runs = EvaluationRun.objects.annotate(
         done=Count("results"), questions=Count("results__question_id", distinct=True)
@@ -214,84 +115,41 @@ def evaluation_runs_list() -> list[dict[str, Any]]:
     ]
 
 
-def evaluation_rows(
-    *, run_id: int, split: str | None = None
-) -> tuple[list[str], list[QuestionRow]] | None:
-    """A run's tiers (cheapest first) and its per-question rows (one split, or all); None if no run."""
-    from routing.models import EvaluationResult, EvaluationRun
-
-    run = EvaluationRun.objects.filter(id=run_id).first()
-    if run is None:
-        return None
-    by_question: dict[str, dict[str, TierOutcome]] = {}
-    answerable: dict[str, bool] = {}
-    results = EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE)
-    if split in ("fit", "test"):
-        results = results.filter(split=split)
-    for result in results.iterator():
-        by_question.setdefault(result.question_id, {})[result.tier] = _outcome(result)
-        answerable[result.question_id] = result.answerable
-    present = {tier for outcomes in by_question.values() for tier in outcomes}
-    tier_order = _run_tier_order(run, present)
-    rows = [
-        QuestionRow(question_id=q, answerable=answerable[q], outcomes=outcomes)
-        for q, outcomes in sorted(by_question.items())
-    ]
-    return tier_order, complete_rows(rows=rows, tiers=tier_order)
-
-
-def _cascade_point(run: Any) -> PolicyPoint | None:
-    from routing.models import EvaluationResult
-
-    rows = [
-        QuestionRow(
-            question_id=r.question_id,
-            answerable=r.answerable,
-            outcomes={
-                CASCADE: TierOutcome(
-                    score=1.0,
-                    grade=float(r.grade),
-                    cost=float(r.cost),
-                    latency_ms=float(r.latency_ms or 0.0),
-                    abstained=bool(r.abstained),
-                )
-            },
-        )
-        for r in EvaluationResult.objects.filter(run=run, tier=CASCADE).iterator()
-    ]
-    if not rows:
-        return None
-    return policy_replay(rows=rows, tiers=[CASCADE], thresholds=[0.0], label="cascade (as run)")
-
-
 def evaluation_run_summary(*, run_id: int) -> dict[str, Any] | None:
-    """A run's header and its table: each tier alone, the cascade as run, its thresholds replayed."""
-    from routing.models import EvaluationRun
-
+    """A run's header and its test-split table: tiers alone, the cascade as run, replayed thresholds."""
     run = EvaluationRun.objects.filter(id=run_id).first()
     if run is None:
         return None
-    tier_order, rows = evaluation_rows(run_id=run_id) or ([], [])
-    singles = single_tier_points(rows=rows, tier_order=tier_order) if rows else []
-    largest = singles[-1] if singles else None
-    policies = [_point(p, largest) for p in singles]
-    cascade = _cascade_point(run)
-    if cascade:
-        policies.append(_point(cascade, largest, marked=True))
+    tier_order, rows = question_rows(run=run, split="test")
+    floor = float((run.settings or {}).get("relevance_floor", 0.0))
+    weights = run.scorer_weights or None
+    reference, singles = _singles(rows=rows, tier_order=tier_order, floor=floor, weights=weights)
+    policies = [_point(s) for s in singles]
+    real = cascade_figures(run=run)
+    if real:
+        if reference is not None and reference.mean_cost:
+            real["cost_vs_reference"] = real["mean_cost"] / reference.mean_cost
+        policies.append(real)
     thresholds = run.thresholds or {}
-    run_tiers = [t for t in tier_order if t in thresholds]
-    if rows and run_tiers:
-        replayed = policy_replay(
-            rows=rows,
-            tiers=run_tiers,
-            thresholds=[float(thresholds[t]) for t in run_tiers],
+    recorded = (run.settings or {}).get("passes", {}).get("cascade")
+    if rows and recorded:
+        policy = policy_from_settings(recorded, label="the cascade pass's policy, replayed")
+        policies.append(_point(policy_summary(rows=rows, policy=policy, reference=reference)))
+    elif rows and all(t in thresholds for t in tier_order):
+        policy = Policy(
+            tiers=tuple(tier_order),
+            thresholds=tuple(float(thresholds[t]) for t in tier_order),
+            floor=floor,
+            weights=weights,
             label="run's thresholds, replayed",
         )
-        policies.append(_point(replayed, largest))
+        policies.append(_point(policy_summary(rows=rows, policy=policy, reference=reference)))
     info = next((r for r in evaluation_runs_list() if r["id"] == run.id), {})
     return {
         **info,
         "id": run.id,
+        "split": "test",
+        "test_questions": len(rows),
         # The run's question list stays out: the dashboard's JSON carries this summary.
         "settings": {k: v for k, v in (run.settings or {}).items() if k != "questions"},
         "tiers_in_force": [
@@ -303,8 +161,6 @@ def evaluation_run_summary(*, run_id: int) -> dict[str, Any] | None:
 
 def evaluation_latest_summary() -> dict[str, Any] | None:
     """Per tier and per policy figures of the latest run with stored rows, or None."""
-    from routing.models import EvaluationRun
-
     with_rows = EvaluationRun.objects.filter(results__isnull=False).distinct()
     run = (
         with_rows.filter(status=EvaluationRun.Status.COMPLETE).order_by("-started_at").first()
@@ -315,7 +171,7 @@ def evaluation_latest_summary() -> dict[str, Any] | None:
     return evaluation_run_summary(run_id=run.id)
 
 
-def _store_jsonl(upload: Any, *, required: str) -> tuple[str, int]:
+def _store_jsonl(upload: Any) -> tuple[str, int]:
     import json
     import uuid
 
@@ -326,8 +182,12 @@ def _store_jsonl(upload: Any, *, required: str) -> tuple[str, int]:
         lines = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{upload.name} is not JSONL: {exc}") from exc
-    if not lines or not all(isinstance(x, dict) and x.get(required) for x in lines):
-        raise ValueError(f'Every line of {upload.name} needs an object with "{required}".')
+    if not lines or not all(
+        isinstance(x, dict) and all(k in x for k in REQUIRED_FIELDS) and x.get("question")
+        for x in lines
+    ):
+        fields = ", ".join(f'"{k}"' for k in REQUIRED_FIELDS)
+        raise ValueError(f"Every line of {upload.name} needs an object with {fields}.")
     folder = settings.MEDIA_ROOT / "evaluations"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.jsonl"
@@ -348,12 +208,105 @@ def evaluation_start_from_upload(*, upload: Any, limit: str | None, user: Any) -
         limit_value = int(limit) if limit else None
     except ValueError as exc:
         raise ValueError("The limit must be a whole number.") from exc
-    questions_path, count = _store_jsonl(upload, required="question")
+    questions_path, count = _store_jsonl(upload)
     evaluation_run_task.enqueue(questions_path=questions_path, limit=limit_value)
     return (
         f"Queued an evaluation of {min(count, limit_value or count)} questions; "
         "it appears below once the worker starts it."
     )
+
+
+# --- Tuning ------------------------------------------------------------------------------------
+
+
+def tuning_from_run(
+    *,
+    run: EvaluationRun,
+    goal: Goal,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Search on the run's fit split, figures on its test split: the one search, as plain data.
+
+    Thresholds are searched under the live scorer weights unless `weights` is given (the
+    thresholds must match the scores the live cascade will compute).
+    """
+    tier_order, fit_rows = question_rows(run=run, split="fit")
+    test_order, test_rows = question_rows(run=run, split="test")
+    out: dict[str, Any] = {
+        "chosen_on": "fit",
+        "reported_on": "test",
+        "fit_questions": len(fit_rows),
+        "test_questions": len(test_rows),
+        "questions": len(test_rows),
+        "tier_order": tier_order,
+        "demo": bool((run.settings or {}).get("demo")),
+    }
+    if not fit_rows or not test_rows or tier_order != test_order:
+        out["error"] = (
+            "This run needs questions answered by every tier on both its fit and test splits: "
+            "the fit split chooses, the test split reports."
+        )
+        return out
+    weights = dict(weights) if weights is not None else live_weights()
+    support_check = bool(settings.CASCADE_SUPPORT_CHECK)
+    live_floor = relevance_floor()
+    collected = float((run.settings or {}).get("relevance_floor", 0.0))
+    result = policies_search(
+        rows=fit_rows,
+        tier_order=tier_order,
+        goal=goal,
+        weights=weights,
+        support_check=support_check,
+        floors=floors_to_try(collected=collected),
+        reference_floor=max(live_floor, collected),
+    )
+    reference, singles = _singles(
+        rows=test_rows, tier_order=tier_order, floor=max(live_floor, collected), weights=weights
+    )
+
+    def on_test(summary: Summary, **extra: Any) -> dict[str, Any]:
+        policy = Policy(
+            tiers=summary.policy.tiers,
+            thresholds=summary.policy.thresholds,
+            floor=summary.policy.floor,
+            weights=weights,
+            support_check=support_check,
+            label=summary.policy.label,
+        )
+        return _point(policy_summary(rows=test_rows, policy=policy, reference=reference), **extra)
+
+    current = current_policy(tier_order=tier_order)
+    current_point = (
+        _point(policy_summary(rows=test_rows, policy=current, reference=reference), marked=True)
+        if current is not None
+        else None
+    )
+    chosen = on_test(result.chosen) if result.chosen is not None else None
+    if chosen is not None:
+        chosen["label"] = "optimiser's choice: " + chosen["label"]
+        chosen["fit_split"] = _point(result.chosen)
+    table = [_point(s) for s in singles]
+    if current_point:
+        table.append(current_point)
+    if chosen:
+        table.append(chosen)
+    out.update(
+        {
+            "table": table,
+            "policies_tried": len(result.points),
+            "frontier": [on_test(p) for p in result.frontier],
+            "singles": [_point(s) for s in singles],
+            "current": current_point,
+            "chosen": chosen,
+            "found": chosen is not None,
+            "objective": "answerable_f1",
+        }
+    )
+    return out
+
+
+def _number(params: Mapping[str, str], key: str) -> float | None:
+    return float(params[key]) if params.get(key) else None
 
 
 def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
@@ -363,36 +316,39 @@ def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
     if not runs:
         context["error"] = "No evaluation run stored yet: run manage.py evaluate first."
         return context
+    # A real run by default: the synthetic demo run is shown only when asked for.
+    default = next((r["id"] for r in runs if not r["demo"]), runs[0]["id"])
     try:
-        run_id = int(params.get("run") or runs[0]["id"])
-        budget = float(params["budget"]) if params.get("budget") else None
-        target = float(params["target_f1"]) if params.get("target_f1") else None
-        floor = float(params["min_abstention"]) if params.get("min_abstention") else None
+        run_id = int(params.get("run") or default)
+        budget = _number(params, "budget")
+        target = _number(params, "target_f1")
+        min_near_miss = _number(params, "min_abstention")
     except ValueError:
         context["error"] = "run, budget, target_f1 and min_abstention must be numbers."
         return context
-    split = params.get("split") if params.get("split") in ("fit", "test") else None
-    context["split"] = split or "all"
-    loaded = evaluation_rows(run_id=run_id, split=split)
-    if loaded is None:
+    run = EvaluationRun.objects.filter(id=run_id).first()
+    if run is None:
         context["error"] = f"No evaluation run {run_id}."
         return context
-    tier_order, rows = loaded
-    context["run_id"] = run_id
-    if not rows:
-        context["error"] = "This run has no complete rows to replay yet."
-        return context
-    objective = params.get("objective") if params.get("objective") in OBJECTIVES else "f1"
-    context.update(
-        tuning_from_rows(
-            tier_order=tier_order,
-            rows=rows,
+    context.update(run_id=run_id, budget=budget, target_f1=target, min_abstention=min_near_miss)
+    asked = budget is not None or target is not None
+    goal = (
+        Goal(
+            max_cost_ratio=None,
+            max_f1_loss=None,
+            min_near_miss_abstention=min_near_miss,
             budget=budget,
             target_f1=target,
-            objective=objective,
-            min_abstention=floor,
         )
+        if asked
+        else Goal(min_near_miss_abstention=min_near_miss)
     )
+    context["asked"] = asked
+    tuned = tuning_from_run(run=run, goal=goal)
+    context.update({k: v for k, v in tuned.items() if k != "error"})
+    if tuned.get("error"):
+        context["error"] = tuned["error"]
+        return context
     context["chart"] = {
         k: context[k]
         for k in ("frontier", "singles", "current", "chosen", "tier_order", "objective")

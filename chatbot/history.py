@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,9 +12,9 @@ from typing import Any
 from django.conf import settings
 
 from chatbot.models import Message
+from routing.cascade import tier_call
 from routing.models import ModelTier
-from routing.providers import Generation, OpenAICompatibleProvider, ProviderConfig, ProviderError
-from routing.tokens import count_tokens, count_tokens_for_tier
+from routing.tokens import count_tokens_for_tier
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +23,6 @@ TokenCounter = Callable[[str], int]
 
 # Chat templates wrap each message in role markers (<|im_start|>user\n ... <|im_end|>\n).
 MESSAGE_OVERHEAD_TOKENS = 8
-# Measured against llama.cpp's /tokenize for SmolLM2-135M on help-centre text: at most 1.28x
-# cl100k on prose; runs of repeated letters reach 2x, which the characters/3 floor covers.
-LOCAL_TOKEN_FACTOR = 1.35
-LOCAL_CHARS_PER_TOKEN_FLOOR = 3.0
 
 _FOLLOW_UP_START = re.compile(
     r"^\s*(and|but|also|so|or|then|what about|how about|why|same|ok(ay)?)\b", re.IGNORECASE
@@ -45,17 +40,12 @@ REWRITE_INSTRUCTIONS = (
 )
 
 
-def message_token_counter(*, local: bool) -> TokenCounter:
-    """Tokens one chat message costs on a tier: cl100k for remote tiers, a measured margin for local ones."""
-    if not local:
-        return lambda text: count_tokens(text) + MESSAGE_OVERHEAD_TOKENS
-
-    def count(text: str) -> int:
-        by_bpe = math.ceil(count_tokens(text) * LOCAL_TOKEN_FACTOR)
-        by_chars = math.ceil(len(text) / LOCAL_CHARS_PER_TOKEN_FLOOR)
-        return max(by_bpe, by_chars) + MESSAGE_OVERHEAD_TOKENS
-
-    return count
+def message_token_counter(*, local: bool, count: TokenCounter | None = None) -> TokenCounter:
+    """Tokens one chat message costs on a tier: its text (by the tier's counter) and the
+    template's role markers."""
+    if count is None:
+        return lambda text: count_tokens_for_tier(text, local=local) + MESSAGE_OVERHEAD_TOKENS
+    return lambda text: count(text) + MESSAGE_OVERHEAD_TOKENS
 
 
 def history_fit(turns: Sequence[Turn], *, budget_tokens: int, count: TokenCounter) -> list[Turn]:
@@ -103,10 +93,15 @@ def history_budget(
 
 
 def history_for_tier(
-    *, turns: Sequence[Turn], tier: ModelTier, system_prompt: str, question: str
+    *,
+    turns: Sequence[Turn],
+    tier: ModelTier,
+    system_prompt: str,
+    question: str,
+    count: TokenCounter | None = None,
 ) -> list[Turn]:
     """History trimmed to what the tier's context window leaves after prompt, question and answer."""
-    count = message_token_counter(local=bool(tier.local_model))
+    count = message_token_counter(local=bool(tier.local_model), count=count)
     budget = history_budget(
         context_window=tier.context_window,
         max_answer_tokens=tier.max_answer_tokens,
@@ -178,6 +173,7 @@ class Rewrite:
     tokens_in: int = 0
     tokens_out: int = 0
     cost: Decimal = Decimal("0")
+    estimated: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -185,61 +181,39 @@ class Rewrite:
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
             "cost": float(self.cost),
+            "estimated": self.estimated,
         }
-
-
-async def question_standalone(
-    *, question: str, history: Sequence[Turn], tier: ModelTier | None = None
-) -> str:
-    """The question rewritten to stand alone using recent history; unchanged when no rewrite is needed or possible."""
-    return (await question_rewrite(question=question, history=history, tier=tier)).question
 
 
 async def question_rewrite(
     *, question: str, history: Sequence[Turn], tier: ModelTier | None = None
 ) -> Rewrite:
-    """Like question_standalone, with the rewrite call's tokens and cost (paid even when it fails)."""
+    """The question rewritten to stand alone using recent history (unchanged when no rewrite
+    is needed or possible), with the rewrite call's tokens and cost, paid like any call."""
     recent = list(history)[-settings.CHAT_REWRITE_HISTORY_TURNS :]
     if not question_needs_rewrite(question=question, history=recent):
         return Rewrite(question=question)
     tier = tier or await rewrite_tier()
     if tier is None:
         return Rewrite(question=question)
-    config = ProviderConfig(
-        name=tier.name,
-        base_url=tier.base_url,
-        model=tier.model,
-        api_key=tier.api_key,
-        timeout_seconds=min(tier.timeout_seconds, settings.CHAT_REWRITE_TIMEOUT_SECONDS),
-        max_retries=0,
+    call = await tier_call(
+        tier=tier.cascade_tier(
+            timeout_seconds=min(tier.timeout_seconds, settings.CHAT_REWRITE_TIMEOUT_SECONDS)
+        ),
+        messages=_rewrite_messages(question=question, history=recent),
+        max_tokens=settings.CHAT_REWRITE_MAX_TOKENS,
     )
-    messages = _rewrite_messages(question=question, history=recent)
-    generation = Generation()
-    try:
-        provider = OpenAICompatibleProvider(config)
-        async for _delta in provider.stream(
-            messages=messages,
-            max_tokens=settings.CHAT_REWRITE_MAX_TOKENS,
-            generation=generation,
-        ):
-            pass
-    except ProviderError as exc:
+    if call.error:
         # Rewriting is an optimisation: the answer goes on with the original question.
-        logger.warning("follow-up rewrite failed on %s: %s", tier.name, exc)
-    local = bool(tier.local_model)
-    # Usage as the provider reports it; counted with the tier's tokenizer when it reports none.
-    tokens_in = generation.tokens_in
-    if tokens_in is None:
-        tokens_in = sum(count_tokens_for_tier(m["content"], local=local) for m in messages)
-    tokens_out = generation.tokens_out
-    if tokens_out is None:
-        tokens_out = count_tokens_for_tier(generation.text, local=local) if generation.text else 0
+        logger.warning("follow-up rewrite failed on %s: %s", tier.name, call.error)
+    rewritten = (
+        _clean_rewrite(call.text, question=question) if call.text and not call.error else None
+    )
     return Rewrite(
-        question=(_clean_rewrite(generation.text, question=question) or question)
-        if generation.text
-        else question,
+        question=rewritten or question,
         tier=tier.name,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        cost=tier.cost(tokens_in, tokens_out),
+        tokens_in=call.tokens_in,
+        tokens_out=call.tokens_out,
+        cost=call.cost,
+        estimated=call.estimated,
     )

@@ -1,6 +1,6 @@
 """The way of one question: retrieve, fit the prompt per tier, cascade, store the answer with provenance.
 
-The consumer, the HTTP API and the evaluation command all enter here, through
+The chat consumer and the evaluation runner both enter here, through
 `answer_question`. The steps are small functions so other features plug in at obvious
 seams: the standalone question (history), the answer cache (lookup before retrieval, store
 after an accepted answer), the daily budget (which tiers the cascade may use).
@@ -8,32 +8,50 @@ after an accepted answer), the daily budget (which tiers the cascade may use).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Sum
 
-from chatbot.history import Rewrite, conversation_turns, history_for_tier, question_rewrite
+from chatbot.budget import budget_reserve, budget_settle, expected_call_tokens
+from chatbot.history import (
+    MESSAGE_OVERHEAD_TOKENS,
+    Rewrite,
+    conversation_turns,
+    history_for_tier,
+    question_rewrite,
+)
 from chatbot.models import Conversation, Message
 from chatbot.prompts import (
     ABSTAIN_TEXT,
     SUPPORT_CHECK_PROMPT,
     build_messages,
+    instructions,
+    passage_line,
     passages_fit,
     system_prompt,
 )
 from retrieval import cache as answer_cache
 from retrieval.search import Passage, passages_search
-from routing.cascade import CascadeResult, CascadeTier, cascade_run
+from routing.cascade import (
+    CascadeResult,
+    CascadeTier,
+    below_floor,
+    cascade_run,
+    tiers_from_start,
+)
 from routing.models import ModelTier, ScorerWeights
-from routing.providers import ProviderConfig
-from routing.tokens import count_tokens_for_tier
+from routing.policy import arelevance_floor
 
 logger = logging.getLogger(__name__)
 
@@ -41,25 +59,82 @@ Event = dict[str, Any]
 
 
 @dataclass
-class RunControl:
-    """Shared between the caller and a running answer: cancellation and per-call overrides."""
+class AnswerOptions:
+    """Who is asking and, for an evaluation, which tiers exactly (one clearly named object).
 
-    cancel_reason: str = Message.Status.STOPPED
-    # Overrides for the evaluation command (None: the admin's tiers and settings).
-    tiers: list[str] | None = None  # exactly these tiers, in this order
+    `tiers` set: exactly these tiers in this order, with no answer cache and no daily budget
+    (an evaluation measures the models). `origin` keeps evaluation and demo answers out of
+    customers' figures and the budget.
+    """
+
+    origin: str = Message.Origin.CUSTOMER
+    tiers: list[str] | None = None
     accept_last: bool = False  # the last tier's answer is kept whatever its score
     stream_mode: str | None = None
 
 
 @dataclass
-class _Answer:
+class RunControl:
+    """Shared between the caller and a running answer: why it was cancelled, and the answer.
+
+    The caller sets `cancel_reason` before cancelling (stopped, interrupted); an answer that
+    fails any other way is stored as an error. `answer` is the answer being built (set as soon
+    as the assistant message exists): after the events end it holds the stored message and
+    the cascade's result.
+    """
+
+    cancel_reason: str | None = None
+    answer: Answer | None = None
+
+
+@dataclass
+class Answer:
+    """One answer as the pipeline builds it: the stored message, what was shown, what it cost."""
+
     message: Message
     text: str = ""
     sources: list[dict[str, Any]] = field(default_factory=list)
     result: CascadeResult = field(default_factory=CascadeResult)
-    cost_if_largest: Decimal = Decimal("0")
+    top_similarity: float = 0.0  # the best retrieved passage's cosine (0: none)
+    baseline: Baseline | None = None
     rewrite: Rewrite | None = None  # the follow-up rewrite (tier "" when no model call ran)
+    reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The dearest tier that could really answer: what 'the largest tier alone' is priced on."""
+
+    tier: ModelTier
+
+
+@dataclass(frozen=True)
+class TierPrompt:
+    """A tier's prompt and the passages it shows, in the prompt's order (built before the cascade)."""
+
+    tier: ModelTier
+    passages: list[Passage]
+    messages: list[dict[str, str]]
+    prompt_tokens: int  # counted with the tier's tokenizer, role markers included
+
+    def cascade_tier(self) -> CascadeTier:
+        """The tier as the cascade sees it, with this prompt."""
+        return self.tier.cascade_tier(
+            messages=self.messages,
+            passage_texts=[p.text for p in self.passages],
+            passage_similarities=[p.similarity for p in self.passages],
+        )
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The provenance a citation [n] of this tier's answer refers to."""
+        return [_source(n, p) for n, p in enumerate(self.passages, start=1)]
+
+    def max_cost(self) -> Decimal:
+        """The most this tier's call can cost on this prompt (what the daily budget reserves)."""
+        cost = self.tier.cost(self.prompt_tokens, self.tier.max_answer_tokens)
+        # The support check re-sends the prompt and the answer for one more token.
+        return cost * 2 if settings.CASCADE_SUPPORT_CHECK else cost
 
 
 def _source(number: int, passage: Passage) -> dict[str, Any]:
@@ -78,30 +153,22 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
 # --- Steps ----------------------------------------------------------------------------------
 
 
-async def cascade_tiers(*, control: RunControl, budget: bool = True) -> list[ModelTier]:
-    """The tiers this answer may use, cheapest first: from the starting tier upwards.
-
-    `budget=False` leaves the daily budget out (the pipeline applies it with `budget_tiers`
-    only when a model will run: a cache hit or a declined question needs no spend figures).
-    """
-    enabled = [t async for t in ModelTier.objects.filter(enabled=True).order_by("order", "name")]
-    if control.tiers is not None:
-        by_name = {t.name: t async for t in ModelTier.objects.filter(name__in=control.tiers)}
-        return [by_name[name] for name in control.tiers if name in by_name]
-    start = next((t for t in enabled if t.name == settings.CASCADE_START_TIER), None)
-    if start is not None:
-        enabled = [t for t in enabled if (t.order, t.name) >= (start.order, start.name)]
-    return await budget_tiers(enabled) if budget else enabled
+async def cascade_tiers(*, options: AnswerOptions, enabled: list[ModelTier]) -> list[ModelTier]:
+    """The tiers this answer may use, cheapest first: from the starting tier upwards."""
+    if options.tiers is not None:
+        by_name = {t.name: t async for t in ModelTier.objects.filter(name__in=options.tiers)}
+        return [by_name[name] for name in options.tiers if name in by_name]
+    names = tiers_from_start([t.name for t in enabled], settings.CASCADE_START_TIER)
+    return [t for t in enabled if t.name in names]
 
 
-async def budget_tiers(tiers: list[ModelTier]) -> list[ModelTier]:
-    """Daily budget (issue 8): tiers above the allowed order are skipped; the first always stays."""
-    from chatbot.budget import abudget_allowed_max_order
-
-    max_order = await abudget_allowed_max_order()
-    if max_order is not None:
-        tiers = [t for t in tiers if t.order <= max_order] or tiers[:1]
-    return tiers
+def baseline_tier(tiers: Sequence[ModelTier]) -> ModelTier | None:
+    """The dearest of the tiers that could really answer (enabled, key present), by price."""
+    usable = [t for t in tiers if t.usable]
+    if not usable:
+        return None
+    tokens_in, tokens_out = expected_call_tokens()
+    return max(usable, key=lambda t: (t.cost(tokens_in, tokens_out), t.order))
 
 
 async def scorer_weights() -> dict[str, float] | None:
@@ -111,105 +178,109 @@ async def scorer_weights() -> dict[str, float] | None:
 
 
 async def retrieve(*, question: str, vector: list[float] | None = None) -> list[Passage]:
-    """Passages for the question, or none when even the best is below the relevance floor."""
-    passages = await passages_search(
+    """The passages retrieved for the question, best first (the relevance floor is the caller's)."""
+    return await passages_search(
         question=question,
         vector=vector,
         k=settings.RETRIEVAL_TOP_K,
         min_similarity=settings.RETRIEVAL_MIN_SIMILARITY,
     )
-    if not passages or max(p.similarity for p in passages) < settings.CASCADE_RELEVANCE_FLOOR:
-        return []
-    return passages
 
 
-def tier_passages(*, tier: ModelTier, passages: Sequence[Passage], question: str) -> list[Passage]:
-    """The passages that fit this tier's window, in a stable order (prompt-cache reuse)."""
+async def tier_prompt(
+    *, tier: ModelTier, passages: Sequence[Passage], turns: list[dict[str, str]], question: str
+) -> TierPrompt:
+    """This tier's prompt: the passages that fit its window, in a stable order, then history.
 
-    def count(text: str) -> int:
-        return count_tokens_for_tier(text, local=bool(tier.local_model))
-
+    Counted with the tier's own tokenizer: every text is counted once by its llama.cpp server
+    (remembered afterwards), so the window is filled, not guessed at.
+    """
+    counter = tier.token_counter()
+    candidates = passages[: settings.PROMPT_MAX_PASSAGES]
+    await counter.prime(
+        [
+            question,
+            instructions(),
+            *(passage_line(n, p) for n, p in enumerate(candidates, start=1)),
+            *(t["content"] for t in turns),
+        ]
+    )
     budget = (
         tier.context_window
         - tier.max_answer_tokens
-        - count(question)
+        - counter.count(question)
         - settings.PROMPT_MARGIN_TOKENS
         # Leave room for some history: it is trimmed to what is left.
         - tier.context_window // 8
     )
-    fitted = passages_fit(
-        passages=passages[: settings.PROMPT_MAX_PASSAGES], budget_tokens=budget, count=count
-    )
+    fitted = passages_fit(passages=candidates, budget_tokens=budget, count=counter.count)
     # The same passages in the same order give the same prefix, whatever the question's ranking.
-    return sorted(fitted, key=lambda p: (p.document_id, p.chunk_id))
-
-
-def tier_messages(
-    *, tier: ModelTier, fitted: Sequence[Passage], turns: list[dict[str, str]], question: str
-) -> list[dict[str, str]]:
-    """The prompt for one tier from its fitted passages, history trimmed to the rest of the window."""
+    fitted = sorted(fitted, key=lambda p: (p.document_id, p.chunk_id))
+    system = system_prompt(fitted)
+    await counter.prime([system])
     history = history_for_tier(
-        turns=turns, tier=tier, system_prompt=system_prompt(fitted), question=question
+        turns=turns, tier=tier, system_prompt=system, question=question, count=counter.count
     )
-    return build_messages(passages=fitted, history=history, question=question)
+    messages = build_messages(passages=fitted, history=history, question=question)
+    prompt_tokens = sum(counter.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+    return TierPrompt(tier=tier, passages=fitted, messages=messages, prompt_tokens=prompt_tokens)
 
 
-def _cascade_tier(tier: ModelTier) -> CascadeTier:
-    return CascadeTier(
-        name=tier.name,
-        config=ProviderConfig(
-            name=tier.name,
-            base_url=tier.base_url,
-            model=tier.model,
-            api_key=tier.api_key,
-            timeout_seconds=tier.timeout_seconds,
-        ),
-        threshold=tier.threshold,
-        price_input_per_mtok=tier.price_input_per_mtok,
-        price_output_per_mtok=tier.price_output_per_mtok,
-        max_answer_tokens=tier.max_answer_tokens,
-        context_window=tier.context_window,
-    )
+def answer_baseline_cost(*, result: CascadeResult, baseline: ModelTier) -> tuple[Decimal, bool]:
+    """What the baseline tier alone would have paid for this answer, and whether it was measured.
 
-
-async def largest_tier() -> ModelTier | None:
-    """The most expensive enabled tier (highest order): the 'what it would have cost' reference."""
-    return await ModelTier.objects.filter(enabled=True).order_by("-order", "-name").afirst()
-
-
-def cost_if_largest(*, result: CascadeResult, largest: ModelTier | None) -> Decimal:
-    """What the largest tier alone would have cost: its own attempt if it ran, else an estimate."""
-    if largest is None or not result.attempts:
-        return Decimal("0")
+    Its own answer call when it ran to the end (measured); else its prices on the tokens of
+    the last answer call that ran (an estimate: same passages and history, same answer
+    length). Support checks are never part of it: the baseline alone is never checked.
+    """
     for attempt in result.attempts:
-        if attempt.tier == largest.name and attempt.score is not None:
-            return attempt.cost
+        if attempt.tier == baseline.name and attempt.score is not None and not attempt.estimated:
+            return attempt.call_cost, True
     ran = [a for a in result.attempts if a.tokens_in]
     if not ran:
-        return Decimal("0")
-    # Same prompt, same answer length as the last tier that ran: an estimate, as labelled.
-    return largest.cost(ran[-1].tokens_in, ran[-1].tokens_out)
+        return Decimal("0"), False
+    return baseline.cost(ran[-1].tokens_in, ran[-1].tokens_out), False
+
+
+def avoided_baseline_cost(*, baseline: ModelTier) -> Decimal:
+    """What the baseline tier's answer call typically costs: what a cache hit or a decline avoided."""
+    return baseline.cost(*expected_call_tokens())
 
 
 # --- The entry point --------------------------------------------------------------------------
 
+BUDGET_REFUSAL_TEXT = (
+    "We have reached today's limit for answers. Please try again tomorrow, "
+    "or contact our support team and a person will help."
+)
+
 
 async def answer_question(
-    *, conversation: Conversation, user_message: Message, control: RunControl | None = None
+    *,
+    conversation: Conversation,
+    user_message: Message,
+    control: RunControl | None = None,
+    options: AnswerOptions | None = None,
 ) -> AsyncIterator[Event]:
     """Yield protocol events for one answer; the assistant message is stored however this ends."""
     control = control or RunControl()
+    options = options or AnswerOptions()
     question = user_message.content
-    tiers = await cascade_tiers(control=control, budget=False)
+    enabled = [t async for t in ModelTier.objects.filter(enabled=True).order_by("order", "name")]
+    tiers = await cascade_tiers(options=options, enabled=enabled)
     message = await Message.objects.acreate(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         content="",
         status=Message.Status.STREAMING,
         standalone_question=question,
-        tier=tiers[0].name if tiers else "",
+        origin=options.origin,
     )
-    answer = _Answer(message=message)
+    answer = control.answer = Answer(message=message)
+    # The baseline is the dearest usable tier of all, not only those from the starting tier.
+    pool = tiers if options.tiers is not None else enabled
+    baseline = await sync_to_async(baseline_tier)(pool)
+    answer.baseline = Baseline(baseline) if baseline else None
     finished = False
     try:
         # Read once: the follow-up rewrite and every tier's prompt use these turns.
@@ -218,9 +289,9 @@ async def answer_question(
         answer.rewrite = await question_rewrite(question=question, history=turns)
         question = answer.rewrite.question
         message.standalone_question = question
-        # Issue 7: the answer cache, before retrieval (answer.start says whether it hit).
-        # Not for evaluation runs (fixed tiers): they measure the models, not the cache.
-        use_cache = control.tiers is None
+        # The answer cache, before retrieval (answer.start says whether it hit). Not for
+        # evaluations (fixed tiers): they measure the models, not the cache.
+        use_cache = options.tiers is None
         lookup = (
             await answer_cache.cache_lookup(question=question, message_id=message.id)
             if use_cache
@@ -236,96 +307,86 @@ async def answer_question(
             "cache_similarity": hit.similarity if hit else None,
         }
         passages = [] if hit else await retrieve(question=question, vector=lookup.vector)
+        answer.top_similarity = max((p.similarity for p in passages), default=0.0)
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
-            message.tier = hit.tier or message.tier  # the tier that first produced the answer
+            message.tier = hit.tier  # the tier that first produced the answer
             answer.text, answer.sources = hit.answer, hit.sources
             yield {"type": "answer.delta", "text": hit.answer}
         elif not tiers:
             answer.result.error_code = "no_tier"
             yield {"type": "error", "code": "no_tier", "message": "No model tier is enabled."}
-        elif not passages:
+        elif below_floor(top_similarity=answer.top_similarity, floor=await arelevance_floor()):
             # Nothing in the knowledge is about this: decline before any model runs.
-            answer.result = CascadeResult(
-                text=ABSTAIN_TEXT, abstained=True, abstain_reason="no_passages"
-            )
+            answer.result.text, answer.result.abstained = ABSTAIN_TEXT, True
+            answer.result.abstain_reason = "no_passages"
             answer.text = ABSTAIN_TEXT
             yield {"type": "answer.delta", "text": ABSTAIN_TEXT}
         else:
-            if control.tiers is None:
-                tiers = await budget_tiers(tiers)
-            async for event in _cascade_events(
-                answer=answer,
-                tiers=tiers,
-                passages=passages,
-                question=question,
-                turns=turns,
-                control=control,
-            ):
-                yield event
+            prompts = [
+                await tier_prompt(tier=t, passages=passages, turns=turns, question=question)
+                for t in tiers
+            ]
+            if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
+                allowed = await sync_to_async(budget_reserve)(
+                    message_id=message.id, chain=[(p.tier.name, p.max_cost()) for p in prompts]
+                )
+                answer.reserved = True
+                prompts = prompts[:allowed]
+            if not prompts:
+                answer.result.error_code = "budget"
+                answer.text = BUDGET_REFUSAL_TEXT
+                yield {"type": "answer.delta", "text": BUDGET_REFUSAL_TEXT}
+            else:
+                async with aclosing(
+                    _cascade_events(
+                        answer=answer, prompts=prompts, question=question, options=options
+                    )
+                ) as events:
+                    async for event in events:
+                        yield event
         finished = True
-        totals = await _store(answer, status=_final_status(answer), totals=True)
-        if use_cache and hit is None and _final_status(answer) == Message.Status.COMPLETE:
-            # Issue 7: only accepted, grounded answers, and only when safe to share.
-            result = answer.result
-            accepted = any(
-                a.tier == result.tier and a.outcome == "accepted" for a in result.attempts
-            )
-            if accepted and not result.abstained and not result.error_code and answer.sources:
+        status = _final_status(answer)
+        totals = await _store(answer, status=status, totals=True)
+        accepted = answer.result.accepted
+        if use_cache and hit is None and status == Message.Status.COMPLETE and accepted:
+            # Only accepted, grounded answers, and only when safe to share.
+            if answer.sources:
                 await answer_cache.cache_store(
                     question=question,
                     answer=answer.text,
                     sources=answer.sources,
-                    tier=result.tier,
-                    score=next(
-                        (a.score for a in reversed(result.attempts) if a.tier == result.tier),
-                        None,
-                    ),
-                    cost=result.cost,
+                    tier=accepted.tier,
+                    score=accepted.score,
+                    cost=answer.result.cost,
                     vector=lookup.vector,
                     history_used=bool(turns),
                 )
-        end = _end_event(answer)
-        end["cached"] = message.cached
-        end["cache_similarity"] = message.cache_similarity
-        end["conversation_totals"] = totals
-        yield end
+        yield _end_event(answer, totals=totals)
     finally:
         if not finished:
-            # Cancelled (stop, disconnect) or failed: keep what was streamed, marked as such.
-            await _store(answer, status=control.cancel_reason)
+            # Stopped, disconnected or failed: keep what was streamed and paid, marked as such.
+            cancelled = sys.exc_info()[0] in (asyncio.CancelledError, GeneratorExit)
+            reason = control.cancel_reason or (
+                Message.Status.INTERRUPTED if cancelled else Message.Status.ERROR
+            )
+            await _store(answer, status=reason)
 
 
 async def _cascade_events(
-    *,
-    answer: _Answer,
-    tiers: list[ModelTier],
-    passages: list[Passage],
-    question: str,
-    turns: list[dict[str, str]],
-    control: RunControl,
+    *, answer: Answer, prompts: list[TierPrompt], question: str, options: AnswerOptions
 ) -> AsyncIterator[Event]:
-    by_name = {t.name: t for t in tiers}
-    answer.sources = [_source(n, p) for n, p in enumerate(passages, start=1)]
-    shown_sources: dict[str, list[dict[str, Any]]] = {}
-
-    def build(tier: CascadeTier) -> list[dict[str, str]]:
-        fitted = tier_passages(tier=by_name[tier.name], passages=passages, question=question)
-        # Citations [n] refer to the order in this tier's prompt.
-        shown_sources[tier.name] = [_source(n, p) for n, p in enumerate(fitted, start=1)]
-        return tier_messages(tier=by_name[tier.name], fitted=fitted, turns=turns, question=question)
-
+    shown_sources = {p.tier.name: p.sources() for p in prompts}
     async for event in cascade_run(
-        tiers=[_cascade_tier(t) for t in tiers],
-        build_messages=build,
+        tiers=[p.cascade_tier() for p in prompts],
         question=question,
-        passage_texts=[p.text for p in passages],
-        passage_similarities=[p.similarity for p in passages],
         abstain_text=ABSTAIN_TEXT,
         weights=await scorer_weights(),
-        stream_mode=control.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
-        accept_last=control.accept_last,
+        stream_mode=options.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
+        accept_last=options.accept_last,
         support_check=SUPPORT_CHECK_PROMPT if settings.CASCADE_SUPPORT_CHECK else None,
+        deadline=asyncio.get_running_loop().time() + settings.CASCADE_DEADLINE_SECONDS,
+        result=answer.result,
     ):
         if event.kind == "delta":
             answer.text += event.text
@@ -339,29 +400,22 @@ async def _cascade_events(
                 "reason": event.reason,
             }
         elif event.kind == "done" and event.result is not None:
-            answer.result = event.result
-            if event.result.abstained:
-                answer.sources = []  # an "I don't know" cites nothing
-            elif event.result.tier in shown_sources:
-                answer.sources = shown_sources[event.result.tier]
-            if event.result.error_code and not event.result.abstained and not event.result.tier:
+            result = event.result
+            # An "I don't know" cites nothing; citations [n] refer to the answering tier's prompt.
+            answer.sources = shown_sources.get(result.tier or "", []) if result.accepted else []
+            if result.error_code and not result.abstained and not result.interrupted:
                 yield {
                     "type": "error",
-                    "code": f"provider_{event.result.error_code}",
+                    "code": f"provider_{result.error_code}",
                     "message": "The model could not answer; please try again.",
                 }
-            elif event.result.interrupted:
+            elif result.interrupted:
+                answer.sources = []
                 yield {
                     "type": "error",
-                    "code": f"provider_{event.result.error_code}",
+                    "code": f"provider_{result.error_code}",
                     "message": "The answer broke off; please ask again.",
                 }
-    answer.cost_if_largest = cost_if_largest(result=answer.result, largest=await largest_tier())
-
-
-async def conversation_totals(*, conversation_id: Any) -> dict[str, Any]:
-    """What a conversation's answers cost so far, and what the largest tier alone would have."""
-    return await sync_to_async(_conversation_totals_sync)(conversation_id)
 
 
 def _conversation_totals_sync(conversation_id: Any) -> dict[str, Any]:
@@ -377,58 +431,93 @@ def _conversation_totals_sync(conversation_id: Any) -> dict[str, Any]:
     return {k: float(v) if isinstance(v, Decimal) else (v or 0) for k, v in totals.items()}
 
 
-def _final_status(answer: _Answer) -> str:
-    if answer.result.error_code and not answer.result.abstained:
-        return Message.Status.INTERRUPTED if answer.text else Message.Status.ERROR
+def _final_status(answer: Answer) -> str:
+    result = answer.result
+    if result.error_code == "budget":
+        return Message.Status.COMPLETE
+    if result.error_code and not result.abstained:
+        return Message.Status.INTERRUPTED if result.interrupted else Message.Status.ERROR
     return Message.Status.COMPLETE
 
 
-async def _store(answer: _Answer, *, status: str, totals: bool = False) -> dict[str, Any] | None:
-    """Save the answer; with totals=True also return the conversation's totals (one thread hop)."""
+def _books(answer: Answer) -> None:
+    """Cost, the baseline and what was avoided, on the message (nothing paid goes missing)."""
+    message, result = answer.message, answer.result
+    rewrite = answer.rewrite if answer.rewrite is not None and answer.rewrite.tier else None
+    # Tokens and cost are everything paid: every attempt (stopped or failed ones included),
+    # their support checks and the follow-up rewrite.
+    rewrite_cost = rewrite.cost if rewrite else Decimal("0")
+    message.tokens_in = result.tokens_in + (rewrite.tokens_in if rewrite else 0)
+    message.tokens_out = result.tokens_out + (rewrite.tokens_out if rewrite else 0)
+    message.cost = result.cost + rewrite_cost
+    message.cost_estimated = result.estimated or bool(rewrite and rewrite.estimated)
+    message.rewrite = rewrite.as_dict() if rewrite else None
+    baseline = answer.baseline.tier if answer.baseline else None
+    message.baseline_tier = baseline.name if baseline else ""
+    message.baseline_measured = False
+    if baseline is None:
+        message.cost_if_largest = Decimal("0")
+    elif result.attempts:
+        cost, measured = answer_baseline_cost(result=result, baseline=baseline)
+        # The rewrite would have been paid by the baseline alone as well.
+        message.cost_if_largest = cost + rewrite_cost
+        message.baseline_measured = measured
+    elif message.cached or result.abstain_reason == "no_passages":
+        message.cost_if_largest = avoided_baseline_cost(baseline=baseline) + rewrite_cost
+    else:
+        message.cost_if_largest = message.cost
+
+
+async def _store(answer: Answer, *, status: str, totals: bool = False) -> dict[str, Any] | None:
+    """Save the answer and settle its budget reservation; with totals=True also return the
+    conversation's totals (one thread hop)."""
     message, result = answer.message, answer.result
     message.content = answer.text
     message.status = status
     message.sources = answer.sources
-    message.tier = result.tier or message.tier
+    # No tier when no model answered (a decline, a failure before any answer); a hit keeps its.
+    if not message.cached:
+        message.tier = result.tier or ""
     message.attempts = [a.as_dict() for a in result.attempts]
-    rewrite = answer.rewrite if answer.rewrite is not None and answer.rewrite.tier else None
-    # Tokens are the answering calls' (they fit the tier's window); the cost is everything paid,
-    # the follow-up rewrite included, which "the largest tier alone" would have paid as well.
-    rewrite_cost = rewrite.cost if rewrite else Decimal("0")
-    message.tokens_in = result.tokens_in
-    message.tokens_out = result.tokens_out
-    message.cost = result.cost + rewrite_cost
-    message.cost_if_largest = answer.cost_if_largest + rewrite_cost
-    message.rewrite = rewrite.as_dict() if rewrite else None
     message.abstained = result.abstained
-    message.error_code = result.error_code if not result.abstained else ""
+    message.abstain_reason = result.abstain_reason
+    message.error_code = result.error_code
     message.ttft_ms = result.ttft_ms
     message.total_ms = (time.perf_counter() - answer.started) * 1000
-    return await sync_to_async(_save_and_total)(message, totals)
+    return await sync_to_async(_save_and_total)(answer, totals)
 
 
-def _save_and_total(message: Message, totals: bool) -> dict[str, Any] | None:
-    message.save()
+def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:
+    message = answer.message
+    _books(answer)
+    with transaction.atomic():
+        message.save()
+        if answer.reserved:
+            budget_settle(message_id=message.id)
     return _conversation_totals_sync(message.conversation_id) if totals else None
 
 
-def _end_event(answer: _Answer) -> Event:
+def _end_event(answer: Answer, *, totals: dict[str, Any] | None) -> Event:
     message, result = answer.message, answer.result
     return {
         "type": "answer.end",
         "message_id": message.id,
         "status": message.status,
-        "tier": message.tier,
-        "cached": False,
+        "tier": message.tier or None,
+        "cached": message.cached,
+        "cache_similarity": message.cache_similarity,
         "sources": answer.sources,
         "usage": {"tokens_in": message.tokens_in, "tokens_out": message.tokens_out},
         "cost": float(message.cost),
+        "cost_estimated": message.cost_estimated,
         "cost_if_largest": float(message.cost_if_largest),
+        "baseline": {"tier": message.baseline_tier, "measured": message.baseline_measured},
         "attempts": message.attempts,
         "abstained": message.abstained,
         "abstain_reason": result.abstain_reason,
+        "error_code": message.error_code,
         "standalone_question": message.standalone_question,
         "rewrite": message.rewrite,
         "latency_ms": {"ttft": message.ttft_ms, "total": message.total_ms},
-        "latency": {"ttft_ms": message.ttft_ms, "total_ms": message.total_ms},
+        "conversation_totals": totals,
     }

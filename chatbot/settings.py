@@ -234,9 +234,12 @@ CHAT_REWRITE_MAX_TOKENS = env_int("CHAT_REWRITE_MAX_TOKENS", 48)
 CHAT_REWRITE_TIMEOUT_SECONDS = env_float("CHAT_REWRITE_TIMEOUT_SECONDS", 15.0)
 COMPANY_NAME = os.environ.get("COMPANY_NAME", "Larkspur & Co.")
 
-# Cost controls: once a day's spend reaches this (USD), tiers above the best affordable one are
-# skipped. 0 means no cap. Admins override it on the dashboard (chatbot.BudgetSetting).
+# Cost controls: a hard daily cap (USD) on customer answers. Each question reserves what the
+# tiers it may use can cost before any model runs; dearer tiers that no longer fit are skipped.
+# 0 means no cap. Admins override it on the dashboard (chatbot.BudgetSetting).
 DAILY_BUDGET_USD = env_float("DAILY_BUDGET_USD", 0.10)
+# At the cap: "cheapest" (the first tier still answers) or "refuse" (a polite "limit reached").
+DAILY_BUDGET_AT_CAP = os.environ.get("DAILY_BUDGET_AT_CAP", "cheapest")
 
 # Cascade (issue 6). The starting tier: the cascade tries enabled tiers from it upwards.
 CASCADE_START_TIER = os.environ.get("CASCADE_START_TIER", CHAT_DEFAULT_TIER)
@@ -248,6 +251,9 @@ CASCADE_STREAM_MODE = os.environ.get("CASCADE_STREAM_MODE", "stream")
 # Relevance floor: below this best-passage cosine similarity no model runs; the answer is
 # the plain "I don't know" (off-topic questions are declined cheaply).
 CASCADE_RELEVANCE_FLOOR = env_float("CASCADE_RELEVANCE_FLOOR", 0.30)
+# The whole answer's time limit (every tier together): a tier still running then fails like
+# any provider error, and the customer is told so rather than left waiting.
+CASCADE_DEADLINE_SECONDS = env_float("CASCADE_DEADLINE_SECONDS", 120.0)
 # Support check: after a tier answers, ask it "do the passages state this answer?" (one token,
 # same prompt prefix) and score P(yes) with the other signals. Paid; README, evaluation run 3.
 _support_check = os.environ.get("CASCADE_SUPPORT_CHECK", "off").strip().lower()

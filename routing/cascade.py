@@ -1,24 +1,32 @@
 """The cascade: try tiers cheapest first, score each answer, escalate below the tier's threshold.
 
-Plain data in, plain events out: the pipeline (chatbot) builds the prompt for each tier
-through a callback, hands passages over as texts and similarities, and turns the events
-below into protocol frames. Rules:
+Plain data in, plain events out: the pipeline (chatbot) builds each tier's prompt and the
+passages it shows before the cascade runs, and turns the events below into protocol frames.
+Rules:
 
-- a failure before the first token falls through to the next tier (the reason is kept);
-  after the first token the answer is interrupted (no silent fallback mid-answer);
+- a question whose best passage is below the relevance floor never reaches the cascade
+  (`below_floor`, applied by the pipeline; the evaluation's replay applies the same test);
+- a failure before the first token the customer saw falls through to the next tier (a
+  buffered, never-shown draft that breaks falls through too); after the first shown token the
+  answer is interrupted (no silent fallback mid-answer);
 - a tier without its API key is skipped with a warning, never a crash;
-- an answer is accepted when it does not say "I don't know" and its score reaches the
-  tier's threshold; otherwise the next tier is tried;
-- on the last tier a low score or an "I don't know" gives the abstention text instead
-  of a guess (unless `accept_last` is set, as the evaluation does for "tier alone" rows);
+- `decide`: an answer is accepted when it does not say "I don't know" and its score reaches
+  the tier's threshold; otherwise the next tier is tried. On the last tier a low score or an
+  "I don't know" gives the abstention text instead of a guess (unless `accept_last` is set, as
+  the evaluation does for "tier alone" rows). The evaluation's replay calls `decide` too;
+- every call is paid as the server reports it; a call the server never answered (refused,
+  HTTP error, timeout before the response) costs 0; a call cut short before the server
+  reported usage (stop, disconnect, broken stream) is counted here and marked `estimated`;
+- the whole answer has a deadline (`deadline`, a loop time): a tier still running then fails
+  with code "deadline" like any provider error;
 - with `support_check` (a yes/no question, `CASCADE_SUPPORT_CHECK`), after a tier answers the
   same tier is asked it as a follow-up turn of the same conversation (its prompt is the answer
   prompt plus the answer: llama.cpp reuses the cached prefix), with max_tokens=1; P(yes)
-  normalised over yes/no becomes the `check_yes` signal. The check is paid (its tokens and
-  cost are in the attempt and in `attempt.check`) and bounded by the tier's timeout; when it
-  fails the answer stands and the signal is missing, which the scorer treats as neutral. It
-  is not asked when it cannot change the decision (an "I don't know", or a threshold of 0),
-  except when `accept_last` is set (the evaluation records it for the replay).
+  normalised over yes/no becomes the `check_yes` signal. The check is paid (in `attempt.cost`
+  and `attempt.check`, never in the answer call's tokens) and bounded by the tier's timeout;
+  when it fails the answer stands and the signal is missing, which the scorer treats as
+  neutral. It is not asked when it cannot change the decision (an "I don't know", or a
+  threshold of 0), except when `accept_last` is set (the evaluation records it for the replay).
 """
 
 from __future__ import annotations
@@ -27,14 +35,21 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from routing.providers import Generation, OpenAICompatibleProvider, ProviderConfig, ProviderError
+from routing.providers import (
+    Generation,
+    OpenAICompatibleProvider,
+    ProviderConfig,
+    ProviderError,
+    call_price,
+)
 from routing.scorer import ScoringInput, says_dont_know, score_signals, signals_extract
-from routing.tokens import count_tokens
+from routing.tokens import TierCounter, count_tokens_for_tier
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +57,31 @@ Messages = list[dict[str, str]]
 StreamMode = Literal["stream", "buffer"]
 
 
+def below_floor(*, top_similarity: float, floor: float) -> bool:
+    """True when the best passage is too far from the question for any tier to answer from it."""
+    return top_similarity < floor
+
+
+def tiers_from_start(names: Sequence[str], start: str) -> list[str]:
+    """Tiers (cheapest first) from the starting tier upwards; all of them if it is not among them."""
+    names = list(names)
+    return names[names.index(start) :] if start in names else names
+
+
+def decide(*, score: float, threshold: float, said_dont_know: bool) -> str:
+    """'accepted', 'dont_know' or 'low_score' for one scored answer."""
+    if said_dont_know:
+        return "dont_know"
+    return "accepted" if score >= threshold else "low_score"
+
+
 @dataclass(frozen=True)
 class CascadeTier:
-    """One tier as the cascade sees it (no ORM object)."""
+    """One tier as the cascade sees it (no ORM object), with the prompt built for it.
+
+    `passage_texts` and `passage_similarities` are the passages this tier's prompt shows, in
+    the prompt's order: a citation [n] in its answer refers to the n-th of them.
+    """
 
     name: str
     config: ProviderConfig
@@ -53,12 +90,26 @@ class CascadeTier:
     price_output_per_mtok: Decimal
     max_answer_tokens: int
     context_window: int
+    local: bool = True
+    counter: TierCounter | None = None  # the tier's own tokenizer (see routing.tokens)
+    messages: Messages = field(default_factory=list)
+    passage_texts: Sequence[str] = ()
+    passage_similarities: Sequence[float] = ()
 
     def cost(self, tokens_in: int, tokens_out: int) -> Decimal:
         """Price of one call from its token counts."""
-        return (
-            self.price_input_per_mtok * tokens_in + self.price_output_per_mtok * tokens_out
-        ) / Decimal(1_000_000)
+        return call_price(
+            price_input_per_mtok=self.price_input_per_mtok,
+            price_output_per_mtok=self.price_output_per_mtok,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+
+    def count(self, text: str) -> int:
+        """Tokens a text costs on this tier (for calls whose usage the server never reported)."""
+        if self.counter is not None:
+            return self.counter.count(text)
+        return count_tokens_for_tier(text, local=self.local)
 
 
 @dataclass
@@ -66,23 +117,31 @@ class Attempt:
     """One tier's try: what it cost and why it was accepted or not."""
 
     tier: str
-    outcome: str = ""  # accepted, low_score, dont_know, abstained, error:<code>, skipped:<code>
+    # accepted, low_score, dont_know, abstained, error:<code>, skipped:<code>, cancelled
+    outcome: str = ""
     score: float | None = None
     signals: dict[str, float] = field(default_factory=dict)
+    said_dont_know: bool = False
+    error: str = ""  # the provider error's code, when the call failed
+    # The answer call alone (what "the largest tier alone" would have paid for this prompt).
     tokens_in: int = 0
     tokens_out: int = 0
+    call_cost: Decimal = Decimal("0")
+    # Everything this attempt paid: the answer call and its support check.
     cost: Decimal = Decimal("0")
+    estimated: bool = False  # tokens counted here: the server reported no usage
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     text: str = ""
     # The support check when it was asked: p_yes (None when missing), tokens_in, tokens_out,
-    # cost, latency_ms, error ("" or a ProviderError code). Included in the totals above.
+    # cost, latency_ms, error ("" or a ProviderError code), estimated.
     check: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (cost as float) for answer.end and Message.attempts."""
+        """JSON-ready form (costs as floats) for answer.end and Message.attempts."""
         data = asdict(self)
         data["cost"] = float(self.cost)
+        data["call_cost"] = float(self.call_cost)
         data["score"] = None if self.score is None else round(self.score, 4)
         data["signals"] = {k: round(v, 4) for k, v in self.signals.items()}
         data["latency_ms"] = round(self.latency_ms, 1)
@@ -92,10 +151,15 @@ class Attempt:
 
 @dataclass
 class CascadeResult:
-    """The cascade's outcome: the accepted tier (or none), the text, every attempt."""
+    """The cascade's outcome: the accepted attempt (or none), the text, every attempt.
+
+    The caller may pass its own (empty) result in: it is filled as the cascade goes, so an
+    answer that is stopped or fails half-way still shows every attempt that ran and its cost.
+    """
 
     text: str = ""
     tier: str | None = None
+    accepted: Attempt | None = None
     abstained: bool = False
     abstain_reason: str = ""
     error_code: str = ""
@@ -110,13 +174,18 @@ class CascadeResult:
 
     @property
     def tokens_in(self) -> int:
-        """Prompt tokens over all attempts."""
-        return sum(a.tokens_in for a in self.attempts)
+        """Prompt tokens over all calls (answer calls and support checks)."""
+        return sum(a.tokens_in + int((a.check or {}).get("tokens_in", 0)) for a in self.attempts)
 
     @property
     def tokens_out(self) -> int:
-        """Answer tokens over all attempts."""
-        return sum(a.tokens_out for a in self.attempts)
+        """Answer tokens over all calls (answer calls and support checks)."""
+        return sum(a.tokens_out + int((a.check or {}).get("tokens_out", 0)) for a in self.attempts)
+
+    @property
+    def estimated(self) -> bool:
+        """True when some of the cost was counted here rather than reported by a server."""
+        return any(a.estimated or (a.check or {}).get("estimated") for a in self.attempts)
 
 
 @dataclass(frozen=True)
@@ -132,28 +201,20 @@ class CascadeEvent:
     result: CascadeResult | None = None
 
 
-def decide(*, score: float, threshold: float, said_dont_know: bool) -> str:
-    """'accepted', 'dont_know' or 'low_score' for one scored answer."""
-    if said_dont_know:
-        return "dont_know"
-    return "accepted" if score >= threshold else "low_score"
-
-
 async def cascade_run(
     *,
     tiers: Sequence[CascadeTier],
-    build_messages: Callable[[CascadeTier], Messages],
     question: str,
-    passage_texts: Sequence[str],
-    passage_similarities: Sequence[float],
     abstain_text: str,
     weights: Mapping[str, float] | None = None,
     stream_mode: StreamMode = "stream",
     accept_last: bool = False,
     support_check: str | None = None,
+    deadline: float | None = None,
+    result: CascadeResult | None = None,
 ) -> AsyncIterator[CascadeEvent]:
     """Run tiers in order; yield CascadeEvents, the last one 'done' with the CascadeResult."""
-    result = CascadeResult()
+    result = result if result is not None else CascadeResult()
     started = time.perf_counter()
     shown = ""  # what the customer currently sees
     previous: str | None = None
@@ -175,68 +236,76 @@ async def cascade_run(
             )
             shown = ""
         yield CascadeEvent("attempt", tier=tier.name)
-        messages = build_messages(tier)
         generation = Generation()
         live = stream_mode == "stream" or last
+        failure: ProviderError | None = None
         try:
-            async for delta in provider.stream(
-                messages=messages, max_tokens=tier.max_answer_tokens, generation=generation
-            ):
-                if live:
-                    if result.ttft_ms is None:
-                        result.ttft_ms = (time.perf_counter() - started) * 1000
-                    shown += delta
-                    yield CascadeEvent("delta", text=delta, tier=tier.name)
+            # Closed on the way out, whatever the way: the server stops generating at once.
+            async with aclosing(
+                _stream(provider, tier, tier.messages, generation, deadline)
+            ) as deltas:
+                async for delta in deltas:
+                    if live:
+                        if result.ttft_ms is None:
+                            result.ttft_ms = (time.perf_counter() - started) * 1000
+                        shown += delta
+                        yield CascadeEvent("delta", text=delta, tier=tier.name)
         except ProviderError as exc:
-            _account(attempt, tier, generation, messages)
-            attempt.outcome = f"error:{exc.code}"
-            logger.warning("tier %s failed (%s): %s", tier.name, exc.code, exc)
-            if exc.started:
-                # Fall back only before the first token: a half answer must not pass for whole.
+            failure = exc
+        except BaseException as exc:
+            # Stopped, disconnected or failed mid-call: what ran is paid all the same.
+            _account(attempt, tier, generation, tier.messages)
+            attempt.text = generation.text
+            cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+            attempt.outcome = "cancelled" if cancelled else "error:internal"
+            raise
+        _account(attempt, tier, generation, tier.messages)
+        attempt.text = generation.text
+        if failure is not None:
+            attempt.outcome, attempt.error = f"error:{failure.code}", failure.code
+            logger.warning("tier %s failed (%s): %s", tier.name, failure.code, failure)
+            if failure.started and live:
+                # The customer saw the start: a half answer must not pass for a whole one.
                 result.text, result.tier = generation.text, tier.name
-                result.error_code, result.interrupted = exc.code, True
+                result.error_code, result.interrupted = failure.code, True
                 yield CascadeEvent("done", result=result)
                 return
-            result.error_code = exc.code
+            # Nothing of it was shown (no token, or a buffered draft): the next tier answers.
+            result.error_code = failure.code
             continue
-        _account(attempt, tier, generation, messages)
-        attempt.text = generation.text
         attempt.signals = signals_extract(
             ScoringInput(
                 question=question,
                 answer=generation.text,
                 token_logprobs=generation.token_logprobs,
                 first_top_logprobs=generation.first_top_logprobs,
-                passage_texts=passage_texts,
-                passage_similarities=passage_similarities,
+                passage_texts=tier.passage_texts,
+                passage_similarities=tier.passage_similarities,
             )
         )
-        said_dont_know = says_dont_know(generation.text)
-        if support_check and not said_dont_know and (tier.threshold > 0 or accept_last):
+        attempt.said_dont_know = says_dont_know(generation.text)
+        if support_check and not attempt.said_dont_know and (tier.threshold > 0 or accept_last):
             check = await support_check_run(
                 provider=provider,
                 tier=tier,
-                messages=messages,
+                messages=tier.messages,
                 answer=generation.text,
                 prompt=support_check,
             )
             attempt.check = check
-            attempt.tokens_in += check["tokens_in"]
-            attempt.tokens_out += check["tokens_out"]
-            attempt.cost += tier.cost(check["tokens_in"], check["tokens_out"])
-            attempt.latency_ms += check["latency_ms"]
+            attempt.cost += Decimal(str(check["cost"]))
             if check["p_yes"] is not None:
                 attempt.signals["check_yes"] = check["p_yes"]
         attempt.score = score_signals(attempt.signals, weights)
         outcome = decide(
             score=attempt.score,
             threshold=0.0 if (accept_last and last) else tier.threshold,
-            said_dont_know=said_dont_know,
+            said_dont_know=attempt.said_dont_know,
         )
         attempt.outcome = outcome
         result.error_code = ""
         if outcome == "accepted":
-            result.text, result.tier = generation.text, tier.name
+            result.text, result.tier, result.accepted = generation.text, tier.name, attempt
             if not live:
                 if result.ttft_ms is None:
                     result.ttft_ms = (time.perf_counter() - started) * 1000
@@ -245,21 +314,72 @@ async def cascade_run(
             return
         previous, previous_reason = tier.name, outcome
     # No tier accepted: say so plainly rather than guess (or report the failure).
-    if result.error_code and not any(a.score is not None for a in result.attempts):
+    scored = [a for a in result.attempts if a.score is not None]
+    if not scored:
+        # Nothing was answered at all (every tier failed or was skipped): an error, no tier.
+        result.error_code = result.error_code or "no_tier"
         yield CascadeEvent("done", result=result)
         return
-    if result.attempts and result.attempts[-1].outcome in {"low_score", "dont_know"}:
+    if result.attempts[-1].outcome in {"low_score", "dont_know"}:
         result.abstain_reason = result.attempts[-1].outcome
         result.attempts[-1].outcome = "abstained"
     else:
+        # A lower tier was scored, the last one failed: decline, and keep the failure's code.
         result.abstain_reason = "no_answer"
-    result.abstained, result.text, result.tier = True, abstain_text, previous
+    result.abstained, result.text, result.tier = True, abstain_text, scored[-1].tier
     if shown:
         yield CascadeEvent("escalate", from_tier=previous, to_tier=None, reason="abstain")
     if result.ttft_ms is None:
         result.ttft_ms = (time.perf_counter() - started) * 1000
     yield CascadeEvent("delta", text=abstain_text)
     yield CascadeEvent("done", result=result)
+
+
+async def _stream(
+    provider: OpenAICompatibleProvider,
+    tier: CascadeTier,
+    messages: Messages,
+    generation: Generation,
+    deadline: float | None,
+) -> AsyncIterator[str]:
+    """The provider's deltas, each read bounded by the answer's deadline (no yield inside it)."""
+    iterator = provider.stream(
+        messages=messages, max_tokens=tier.max_answer_tokens, generation=generation
+    ).__aiter__()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    delta = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                raise ProviderError(
+                    "deadline",
+                    f"{tier.name} ran past the answer's deadline",
+                    started=bool(generation.text),
+                ) from exc
+            yield delta
+    finally:
+        await iterator.aclose()
+
+
+async def tier_call(*, tier: CascadeTier, messages: Messages, max_tokens: int) -> Attempt:
+    """One call to a tier outside the cascade (e.g. the follow-up rewrite), accounted the same
+    way; never raises: a failure leaves `error` set and the text empty or partial."""
+    attempt = Attempt(tier=tier.name)
+    generation = Generation()
+    try:
+        provider = OpenAICompatibleProvider(tier.config)
+        async for _ in provider.stream(
+            messages=messages, max_tokens=max_tokens, generation=generation
+        ):
+            pass
+    except ProviderError as exc:
+        attempt.error, attempt.outcome = exc.code, f"error:{exc.code}"
+    _account(attempt, tier, generation, messages)
+    attempt.text = generation.text
+    return attempt
 
 
 def p_yes_from_top(top_logprobs: Mapping[str, float]) -> float | None:
@@ -319,26 +439,39 @@ async def support_check_run(
         "p_yes": None if error else p_yes_from_top(generation.first_top_logprobs),
         "tokens_in": check.tokens_in,
         "tokens_out": check.tokens_out,
-        "cost": float(check.cost),
+        "cost": float(check.call_cost),
+        "estimated": check.estimated,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "error": error,
     }
 
 
+def call_usage(*, generation: Generation, messages: Messages, count: Any) -> tuple[int, int, bool]:
+    """(tokens_in, tokens_out, estimated) for one call.
+
+    The server's usage when it reported it; 0 when the server never answered (nothing was
+    processed, nothing is billed); otherwise counted here from the prompt and the text that
+    arrived, and marked estimated.
+    """
+    if generation.tokens_in is not None:
+        return generation.tokens_in, generation.tokens_out or 0, False
+    if not generation.responded:
+        return 0, 0, False
+    tokens_in = sum(count(m["content"]) for m in messages)
+    # One log-probability per generated token: the server's own count of what it produced.
+    tokens_out = len(generation.token_logprobs) or (
+        count(generation.text) if generation.text else 0
+    )
+    return tokens_in, tokens_out, True
+
+
 def _account(
     attempt: Attempt, tier: CascadeTier, generation: Generation, messages: Messages
 ) -> None:
-    # Bill from the provider's usage; count tokens only when it reports none.
-    attempt.tokens_in = (
-        generation.tokens_in
-        if generation.tokens_in is not None
-        else sum(count_tokens(m["content"]) for m in messages)
+    attempt.tokens_in, attempt.tokens_out, attempt.estimated = call_usage(
+        generation=generation, messages=messages, count=tier.count
     )
-    attempt.tokens_out = (
-        generation.tokens_out
-        if generation.tokens_out is not None
-        else (count_tokens(generation.text) if generation.text else 0)
-    )
-    attempt.cost = tier.cost(attempt.tokens_in, attempt.tokens_out)
+    attempt.call_cost = tier.cost(attempt.tokens_in, attempt.tokens_out)
+    attempt.cost = attempt.call_cost
     attempt.latency_ms = generation.total_ms or 0.0
     attempt.ttft_ms = generation.ttft_ms

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
+from typing import Any
 
 from django.db import models
 
 from routing.bundled import BUNDLED_MODELS
+from routing.cascade import CascadeTier
+from routing.providers import ProviderConfig, call_price
+from routing.tokens import TierCounter
 
 
 class ModelTier(models.Model):
@@ -57,12 +61,49 @@ class ModelTier(models.Model):
             return "local"
         return os.environ.get(self.api_key_env) or None
 
+    @property
+    def usable(self) -> bool:
+        """Enabled, and its key is present: the tier could really answer now."""
+        return self.enabled and self.api_key is not None
+
     def cost(self, tokens_in: int, tokens_out: int) -> Decimal:
         """Price of one call in the tier's currency (USD by convention)."""
-        return (
-            Decimal(str(self.price_input_per_mtok)) * Decimal(tokens_in)
-            + Decimal(str(self.price_output_per_mtok)) * Decimal(tokens_out)
-        ) / Decimal(1_000_000)
+        return call_price(
+            price_input_per_mtok=self.price_input_per_mtok,
+            price_output_per_mtok=self.price_output_per_mtok,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+
+    def cascade_tier(self, *, timeout_seconds: float | None = None, **prompt: Any) -> CascadeTier:
+        """The tier as the cascade sees it (plain data), with the prompt built for it."""
+        return CascadeTier(
+            name=self.name,
+            config=self.provider_config(timeout_seconds=timeout_seconds),
+            threshold=self.threshold,
+            price_input_per_mtok=self.price_input_per_mtok,
+            price_output_per_mtok=self.price_output_per_mtok,
+            max_answer_tokens=self.max_answer_tokens,
+            context_window=self.context_window,
+            local=bool(self.local_model),
+            counter=self.token_counter(),
+            **prompt,
+        )
+
+    def token_counter(self) -> TierCounter:
+        """Counts tokens as this tier does (its llama.cpp server's tokenizer when local)."""
+        return TierCounter.for_tier(local_model=self.local_model, base_url=self.base_url)
+
+    def provider_config(self, *, timeout_seconds: float | None = None) -> ProviderConfig:
+        """What a provider needs to call this tier (plain data, no ORM object)."""
+        return ProviderConfig(
+            name=self.name,
+            base_url=self.base_url,
+            model=self.model,
+            api_key=self.api_key,
+            api_key_env=self.api_key_env,
+            timeout_seconds=timeout_seconds or self.timeout_seconds,
+        )
 
 
 class ScorerWeights(models.Model):
@@ -139,17 +180,40 @@ class EvaluationResult(models.Model):
     )
     score = models.FloatField(default=0.0, help_text="Scorer's P(right) for this answer.")
     signals = models.JSONField(default=dict, blank=True, help_text="Scorer inputs.")
+    said_dont_know = models.BooleanField(
+        default=False, help_text="Tier rows: the answer said it does not know."
+    )
+    top_similarity = models.FloatField(
+        default=0.0, help_text="Best retrieved passage's cosine similarity (0: none)."
+    )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
-    cost = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
+    cost = models.DecimalField(
+        max_digits=14, decimal_places=10, default=Decimal("0"), help_text="Everything paid."
+    )
+    call_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=10,
+        default=Decimal("0"),
+        help_text="Tier rows: the answer call alone (0 when the server never answered).",
+    )
+    check_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=10,
+        default=Decimal("0"),
+        help_text="Tier rows: the support check, when it was asked.",
+    )
     latency_ms = models.FloatField(default=0.0)
+    check_latency_ms = models.FloatField(default=0.0)
     ttft_ms = models.FloatField(null=True, blank=True)
     abstained = models.BooleanField(default=False)
     abstain_reason = models.CharField(
         max_length=20, blank=True, help_text="no_passages, model, low_score."
     )
-    attempts = models.JSONField(default=list, blank=True, help_text="Cascade rows: each attempt.")
-    error_code = models.CharField(max_length=40, blank=True)
+    attempts = models.JSONField(default=list, blank=True, help_text="Each attempt, as stored.")
+    error_code = models.CharField(
+        max_length=40, blank=True, help_text="The failed call's code; blank when it answered."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -162,3 +226,26 @@ class EvaluationResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.question_id} @ {self.tier}"
+
+
+class CascadePolicy(models.Model):
+    """Live cascade settings an evaluation may apply (one row, 'default'); blank: the setting's.
+
+    The relevance floor lives here rather than only in settings so `evaluate --apply` and the
+    tuning page can change it without a restart; read it with `routing.policy.relevance_floor`.
+    """
+
+    name = models.SlugField(max_length=40, unique=True, default="default")
+    relevance_floor = models.FloatField(
+        null=True, blank=True, help_text="Blank: CASCADE_RELEVANCE_FLOOR from the settings."
+    )
+    applied_from = models.CharField(
+        max_length=200, blank=True, help_text="Where the values come from (run, split)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "cascade policy"
+
+    def __str__(self) -> str:
+        return self.name

@@ -5,9 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import openai
+
+
+def call_price(
+    *,
+    price_input_per_mtok: Decimal,
+    price_output_per_mtok: Decimal,
+    tokens_in: int,
+    tokens_out: int,
+) -> Decimal:
+    """Price of one call: prices are USD per million tokens, input and output apart."""
+    return (
+        Decimal(str(price_input_per_mtok)) * Decimal(tokens_in)
+        + Decimal(str(price_output_per_mtok)) * Decimal(tokens_out)
+    ) / Decimal(1_000_000)
 
 
 class ProviderError(Exception):
@@ -29,6 +44,10 @@ class Generation:
     first_top_logprobs: dict[str, float] = field(default_factory=dict)
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # True once the server accepted the call (response headers arrived): from then on it may
+    # have done work worth billing; a call refused, failed with an HTTP error or timed out
+    # before that processed nothing and is billed 0.
+    responded: bool = False
     finish_reason: str | None = None
     ttft_ms: float | None = None
     total_ms: float | None = None
@@ -43,7 +62,10 @@ class ProviderConfig:
     model: str
     api_key: str | None
     timeout_seconds: float = 60.0
-    max_retries: int = 1
+    # No silent retries: the cascade falls through to the next tier instead, so a failing tier
+    # costs one timeout, not two.
+    max_retries: int = 0
+    api_key_env: str = ""
 
 
 class ChatProvider:
@@ -64,9 +86,8 @@ class OpenAICompatibleProvider(ChatProvider):
 
     def __init__(self, config: ProviderConfig) -> None:
         if not config.api_key:
-            raise ProviderError(
-                "missing_key", f"Tier {config.name!r} has no API key: set its environment variable."
-            )
+            where = config.api_key_env or "its api_key_env"
+            raise ProviderError("missing_key", f"Tier {config.name!r} has no API key: set {where}.")
         self.config = config
         self._client = openai.AsyncOpenAI(
             base_url=config.base_url,
@@ -105,6 +126,7 @@ class OpenAICompatibleProvider(ChatProvider):
             raise ProviderError(
                 "http", f"{self.config.name} answered HTTP {exc.status_code}"
             ) from exc
+        generation.responded = True
         try:
             async with response:
                 async for chunk in response:

@@ -20,7 +20,7 @@ nor "no" among its top tokens) is *neutral*: it takes the value stored in the we
 what an average check adds and the score rests on the other signals.
 
 The score is a logistic model over those features. Default weights are hand-set and
-documented below; `scorer_fit` refits them from labelled rows (evaluation runs) and the
+documented below; `routing.evaluation.fit.scorer_fit` refits them from labelled rows (evaluation runs) and the
 result is stored in `ScorerWeights` (one row per name).
 """
 
@@ -29,9 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import dataclass
 
 # Starting weights: fitted by `manage.py evaluate --fit` on the fit split of evaluation run 2
 # (40 answerable + 40 unanswerable SQuAD questions and 60 Quora questions, split by passage;
@@ -57,10 +55,18 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 OPTIONAL_FEATURES = ("check_yes",)
 FEATURES = [k for k in DEFAULT_WEIGHTS if k != "bias" and not k.endswith("_neutral")]
 
+# An explicit abstention: the model says it does not know, or that the passages do not say.
+# A negative *answer* ("Cash on delivery is not available [1]", "Refunds are not given for
+# digital downloads") is an answer, not an abstention, so bare negations do not count.
 _IDK = re.compile(
-    r"\b(i\s+(do\s+not|don'?t|dont)\s+know|not\s+(mentioned|stated|specified|provided|"
-    r"given|available)|(passages|text|context)\s+(do(es)?\s+not|don'?t)\s+(contain|say|mention)|"
-    r"no\s+information|cannot\s+(answer|find|determine)|can'?t\s+(answer|find))",
+    r"\bi\s+(do\s+not|don'?t|dont)\s+know\b"
+    r"|\bi\s*(am|'m)\s+not\s+sure\b"
+    r"|\bi\s+(cannot|can'?t|am\s+unable\s+to)\s+(answer|tell|say|determine|find\s+(the|an|any)\s+answer)"
+    r"|\b(passages?|text|context|documents?|information\s+(provided|given))\s+"
+    r"(do(es)?\s+not|don'?t|doesn'?t)\s+(contain|say|mention|state|provide|include|specify|cover)"
+    r"|\bnot\s+(mentioned|stated|specified|provided|covered|given)\s+in\s+the\s+"
+    r"(passages?|text|context|documents?)"
+    r"|\bthere\s+is\s+no\s+information\b",
     re.IGNORECASE,
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")
@@ -75,7 +81,7 @@ _STOP = frozenset(
 
 
 def says_dont_know(text: str) -> bool:
-    """True when an answer says, in any of the usual ways, that it does not know."""
+    """True when an answer says it does not know (or that its passages do not say), or is empty."""
     return bool(_IDK.search(text)) or not text.strip()
 
 
@@ -87,7 +93,11 @@ def content_words(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ScoringInput:
-    """What the scorer needs to know about one answer, as plain data."""
+    """What the scorer needs to know about one answer, as plain data.
+
+    The passages are those the answering tier's prompt showed, in the prompt's order: a
+    citation [n] refers to the n-th, and support is measured over them and nothing else.
+    """
 
     question: str
     answer: str
@@ -113,7 +123,9 @@ def signals_extract(item: ScoringInput) -> dict[str, float]:
     support = (
         sum(w in passage_words for w in answer_words) / len(answer_words) if answer_words else 0.0
     )
-    best = content_words(item.passage_texts[0]) if item.passage_texts else []
+    # Passages come in the prompt's order: the best one is the most similar, wherever it sits.
+    best_index = max(range(len(item.passage_texts)), key=lambda i: sims[i], default=None)
+    best = content_words(item.passage_texts[best_index]) if best_index is not None else []
     question_words = set(content_words(item.question))
     coverage = len(question_words & set(best)) / len(question_words) if question_words else 0.0
     return {
@@ -147,102 +159,3 @@ def signal_value(signals: Mapping[str, float], name: str, weights: Mapping[str, 
     if name in OPTIONAL_FEATURES:
         return float(weights.get(f"{name}_neutral", 0.5))
     return 0.0
-
-
-@dataclass(frozen=True)
-class FitReport:
-    """Fitted weights and how well they rank the fit rows."""
-
-    weights: dict[str, float]
-    rows: int
-    positives: int
-    auc: float
-
-    def as_dict(self) -> dict:
-        """JSON-ready form."""
-        return asdict(self)
-
-
-def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve (probability a right answer outscores a wrong one; ties half)."""
-    pos = [s for s, y in zip(scores, labels, strict=True) if y]
-    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
-    if not pos or not neg:
-        return float("nan")
-    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
-    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (len(pos) * len(neg)))
-
-
-def scorer_fit(
-    *,
-    signals: Sequence[Mapping[str, float]],
-    labels: Sequence[bool],
-    l2: float = 1.0,
-    features: Sequence[str] | None = None,
-) -> FitReport:
-    """Logistic regression (L2) of labels on the features; weights in the raw feature scale."""
-    from sklearn.linear_model import LogisticRegression
-
-    features = list(features or FEATURES)
-    # Missing optional signals are filled with their mean over the rows that have them: the
-    # same neutral value the scorer uses for them later (stored as "<name>_neutral").
-    neutral = {}
-    for name in OPTIONAL_FEATURES:
-        present = [float(s[name]) for s in signals if s.get(name) is not None]
-        neutral[f"{name}_neutral"] = float(np.mean(present)) if present else 0.5
-    x = np.array([[signal_value(s, f, neutral) for f in features] for s in signals], dtype=float)
-    y = np.array(labels, dtype=int)
-    if len(set(y.tolist())) < 2:
-        raise ValueError("scorer_fit needs both right and wrong answers among the labels")
-    # Standardise so the L2 penalty treats features alike, then express weights on raw features.
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std[std == 0] = 1.0
-    model = LogisticRegression(C=1.0 / l2, max_iter=2000)
-    model.fit((x - mean) / std, y)
-    coef = model.coef_[0] / std
-    weights = {"bias": float(model.intercept_[0] - (coef * mean).sum())}
-    weights.update({f: 0.0 for f in FEATURES})
-    weights.update({f: float(w) for f, w in zip(features, coef, strict=True)})
-    weights.update(neutral)
-    scores = [score_signals(s, weights) for s in signals]
-    return FitReport(weights=weights, rows=len(y), positives=int(y.sum()), auc=auc(scores, labels))
-
-
-def scorer_select(
-    *,
-    signals: Sequence[Mapping[str, float]],
-    labels: Sequence[bool],
-    folds: int = 5,
-    seed: int = 0,
-    exclude: Sequence[str] = (),
-) -> tuple[FitReport, dict[str, float]]:
-    """Pick all features or the best single one by cross-validated AUC, then fit it on all rows.
-
-    With a few dozen labels a full fit overfits; the choice is made on these rows only
-    (never on a test split); `exclude` leaves signals out (e.g. the support check, to measure
-    what it adds). Returns the fitted report and each candidate's CV AUC.
-    """
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    features_used = [f for f in FEATURES if f not in exclude]
-    candidates: dict[str, list[str]] = {"all": features_used}
-    candidates.update({f: [f] for f in features_used if f != "idk"})
-    results: dict[str, float] = {}
-    for name, features in candidates.items():
-        scores = np.zeros(len(labels))
-        try:
-            for k in range(folds):
-                held = order[k::folds]
-                train = np.setdiff1d(order, held)
-                report = scorer_fit(
-                    signals=[signals[i] for i in train],
-                    labels=[labels[i] for i in train],
-                    features=features,
-                )
-                for i in held:
-                    scores[i] = score_signals(signals[i], report.weights)
-        except ValueError:
-            continue
-        results[name] = auc(scores.tolist(), list(labels))
-    best = max(results, key=lambda k: (results[k], k == "all"))
-    return scorer_fit(signals=signals, labels=labels, features=candidates[best]), results

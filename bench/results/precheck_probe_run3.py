@@ -20,12 +20,12 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 django.setup()
 
-from chatbot.pipeline import _cascade_tier, retrieve, tier_passages  # noqa: E402
+from chatbot.pipeline import retrieve, tier_prompt  # noqa: E402
 from chatbot.prompts import build_messages  # noqa: E402
 from routing.cascade import p_yes_from_top  # noqa: E402
+from routing.evaluation.fit import auc  # noqa: E402
 from routing.models import EvaluationRun, ModelTier  # noqa: E402
 from routing.providers import Generation, OpenAICompatibleProvider  # noqa: E402
-from routing.scorer import auc  # noqa: E402
 
 PROMPT = "Do the passages above contain the answer to this question? Reply yes or no."
 
@@ -33,7 +33,7 @@ PROMPT = "Do the passages above contain the answer to this question? Reply yes o
 async def main(tier_name: str) -> None:
     run = await EvaluationRun.objects.aget(pk=1)
     tier = await ModelTier.objects.aget(name=tier_name)
-    provider = OpenAICompatibleProvider(_cascade_tier(tier).config)
+    provider = OpenAICompatibleProvider(tier.provider_config())
     out = []
     for q in run.settings["questions"]:
         if q["source"] != "squad":
@@ -41,7 +41,9 @@ async def main(tier_name: str) -> None:
         passages = await retrieve(question=q["question"])
         if not passages:
             continue
-        fitted = tier_passages(tier=tier, passages=passages, question=q["question"])
+        fitted = (
+            await tier_prompt(tier=tier, passages=passages, turns=[], question=q["question"])
+        ).passages
         messages = build_messages(
             passages=fitted, history=[], question=q["question"] + "\n\n" + PROMPT
         )

@@ -20,7 +20,9 @@
     const datasets = [
       { type: "bar", label: "cost (USD)", data: data.daily.map((d) => d.cost), backgroundColor: palette[0] },
       {
-        type: "line", label: "always largest tier", data: data.daily.map((d) => d.cost_if_largest),
+        type: "line",
+        label: `always ${data.savings_by_source.baseline_tier || "the baseline tier"} (in part estimated)`,
+        data: data.daily.map((d) => d.cost_if_largest),
         borderColor: palette[1], borderDash: [4, 3], pointRadius: 0, fill: false,
       },
     ];

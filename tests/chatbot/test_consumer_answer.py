@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from chatbot.history import message_token_counter, question_standalone
+from chatbot.history import message_token_counter, question_rewrite
 from chatbot.models import Conversation, Message
 from routing.models import ModelTier
 from tests.chatbot.conftest import chat_socket, frames_until, new_session
@@ -60,6 +60,13 @@ async def test_stop_keeps_the_partial_answer_marked_stopped(small_tier, help_cen
     stored = await Message.objects.aget(id=start["message_id"])
     assert stored.status == Message.Status.STOPPED
     assert stored.content and stored.content == shown
+    # What ran is paid: the stopped attempt with its counted tokens, marked as an estimate.
+    [attempt] = stored.attempts
+    assert attempt["tier"] == "small" and attempt["outcome"] == "cancelled"
+    assert attempt["estimated"] and attempt["tokens_in"] > 0 and attempt["tokens_out"] > 0
+    assert stored.cost > 0 and stored.cost_estimated
+    assert stored.tokens_out == attempt["tokens_out"]
+    assert end["cost"] == pytest.approx(float(stored.cost)) and end["cost_estimated"]
     question = await Message.objects.aget(role=Message.Role.USER)
     assert question.content == LONG_QUESTION and question.client_id == "s-1"
 
@@ -75,6 +82,9 @@ async def test_disconnect_mid_answer_stores_it_as_interrupted(small_tier, help_c
     stored = await Message.objects.aget(id=message_id)
     assert stored.status == Message.Status.INTERRUPTED
     assert stored.content.startswith(frames[-1]["text"])
+    assert (
+        stored.cost > 0 and stored.cost_estimated and stored.attempts[0]["outcome"] == "cancelled"
+    )
     assert await Message.objects.filter(role=Message.Role.USER).acount() == 1
 
 
@@ -139,9 +149,11 @@ async def test_a_hundred_turns_never_overflow_the_small_models_context(
         frames = await frames_until(ws, ("answer.end", "error"))
         end = frames[-1]
         assert end["type"] == "answer.end" and end["status"] == "complete", end
-        assert end["usage"]["tokens_in"] + end["usage"]["tokens_out"] <= 2048
+        # Each answer call fits the window (the rewrite is a call of its own, paid apart).
+        [attempt] = end["attempts"]
+        assert attempt["tokens_in"] + attempt["tokens_out"] <= 2048, attempt
         # Some history was sent: the prompt is larger than a bare question would make it.
-        assert end["usage"]["tokens_in"] > 400
+        assert attempt["tokens_in"] > 400
     await ws.disconnect()
     assert await Message.objects.filter(conversation=conversation).acount() == 104
 
@@ -188,13 +200,13 @@ async def test_complete_questions_skip_the_rewrite_model_call(
         {"role": "assistant", "content": "3 to 5 working days."},
     ]
     before = await asyncio.to_thread(_model_work, small_model_server.base_url)
-    same = await question_standalone(
+    same = await question_rewrite(
         question="Do you ship to Norway?", history=history, tier=small_tier
     )
-    assert same == "Do you ship to Norway?"
+    assert same.question == "Do you ship to Norway?" and same.cost == 0 and not same.tier
     assert await asyncio.to_thread(_model_work, small_model_server.base_url) == before
-    rewritten = await question_standalone(
+    rewritten = await question_rewrite(
         question="and is it faster by express?", history=history, tier=small_tier
     )
-    assert rewritten
+    assert rewritten.question and rewritten.tier == "small" and rewritten.cost > 0
     assert await asyncio.to_thread(_model_work, small_model_server.base_url) > before

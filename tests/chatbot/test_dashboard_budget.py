@@ -1,57 +1,88 @@
-"""The daily budget as the pipeline sees it: spent money removes the dearer tiers from the cascade."""
+"""The daily budget on the dashboard: customers' spend, money held in flight, what the cap does."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import sync_to_async
 
-from chatbot.budget import DEMO_SESSION_KEY, budget_set_daily_limit
+from chatbot.budget import budget_reserve, budget_set_daily_limit
+from chatbot.dashboard import dashboard_budget
 from chatbot.models import Conversation, Message
-from chatbot.pipeline import RunControl, cascade_tiers
 from routing.models import ModelTier
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
+
+# The tiers' prices per million tokens, in then out; each may answer up to 100 tokens.
+PRICES = {"small": ("0.1", "0.4"), "medium": ("0.5", "2"), "large": ("1.5", "6")}
 
 
-def _setup() -> None:
-    for name, order, price in (("small", 10, "0.135"), ("medium", 20, "0.5"), ("large", 30, "1.5")):
+@pytest.fixture
+def books(settings) -> dict[str, Message]:  # noqa: ANN001
+    """Three tiers from small up; 0.009 spent by customers today, 5 USD by evaluation and demo."""
+    settings.CASCADE_START_TIER = "small"
+    settings.DAILY_BUDGET_AT_CAP = "cheapest"
+    for order, (name, (price_in, price_out)) in enumerate(PRICES.items()):
         ModelTier.objects.create(
             name=name,
             base_url="http://127.0.0.1:9/v1",
             model=name,
             order=order,
-            price_input_per_mtok=Decimal(price),
-            price_output_per_mtok=Decimal(price) * 4,
+            price_input_per_mtok=Decimal(price_in),
+            price_output_per_mtok=Decimal(price_out),
+            max_answer_tokens=100,
         )
-    real = Conversation.objects.create(session_key="customer")
-    demo = Conversation.objects.create(session_key=DEMO_SESSION_KEY)
-    for conversation, cost in ((real, "0.009"), (demo, "5")):
-        Message.objects.create(
+    messages = {}
+    for origin, cost in (("customer", "0.009"), ("evaluation", "5"), ("demo", "5")):
+        conversation = Conversation.objects.create(session_key=f"s-{origin}")
+        messages[origin] = Message.objects.create(
             conversation=conversation,
             role=Message.Role.ASSISTANT,
+            origin=origin,
             content="a",
             cost=Decimal(cost),
-            tokens_in=1000,
-            tokens_out=100,
         )
+    # A question in flight, not yet paid.
+    messages["in_flight"] = Message.objects.create(
+        conversation=messages["customer"].conversation, role=Message.Role.ASSISTANT, content=""
+    )
+    return messages
 
 
-async def _names() -> list[str]:
-    return [t.name for t in await cascade_tiers(control=RunControl())]
+def test_spend_counts_customers_and_the_money_held_in_flight(books: dict[str, Message]) -> None:
+    budget_set_daily_limit(amount=Decimal("0.0100"))
+    chain = [("small", Decimal("0.0002")), ("medium", Decimal("0.0005"))]
+    assert budget_reserve(message_id=books["in_flight"].id, chain=chain) == 2
+    budget = dashboard_budget()
+    assert budget["spent_today"] == pytest.approx(0.009)  # not the evaluation's nor the demo's
+    assert budget["reserved_now"] == pytest.approx(0.0007)
+    assert budget["remaining_today"] == pytest.approx(0.0003)
+    assert not budget["reached"] and budget["at_cap"] == "cheapest"
+    # No recent answers: a typical question is priced at 1000 prompt tokens and the full
+    # 100-token allowance: small 0.00014, medium 0.0007, large 0.0021. Only small still fits.
+    assert [step["tier"] for step in budget["typical_chain"]] == ["small", "medium", "large"]
+    assert budget["typical_chain"][1]["max_cost"] == pytest.approx(0.0007)
+    assert budget["skipped_tiers"] == ["medium", "large"] and budget["capped"]
 
 
-async def test_cascade_skips_tiers_the_budget_cannot_pay_for(settings) -> None:  # noqa: ANN001
-    settings.CASCADE_START_TIER = "small"
-    await sync_to_async(_setup)()
-    settings.DAILY_BUDGET_USD = 0
-    assert await _names() == ["small", "medium", "large"]
-    # 0.009 spent (the demo's 5 USD is not real money). A typical question costs about
-    # 0.0002 on small, 0.0007 on medium and 0.0021 on large.
-    await sync_to_async(budget_set_daily_limit)(amount=Decimal("0.0100"))
-    assert await _names() == ["small", "medium"]
-    await sync_to_async(budget_set_daily_limit)(amount=Decimal("0.0092"))
-    assert await _names() == ["small"]
-    await sync_to_async(budget_set_daily_limit)(amount=Decimal("0.001"))
-    assert await _names() == ["small"]  # spent: the cheapest tier still answers
+def test_page_says_what_the_cap_does(books: dict[str, Message], admin_client, settings) -> None:  # noqa: ANN001
+    budget_set_daily_limit(amount=Decimal("0.0095"))
+    chain = [("small", Decimal("0.0005"))]
+    assert budget_reserve(message_id=books["in_flight"].id, chain=chain) == 1
+    page = admin_client.get("/admin/dashboard/", {"period": "today"}).content.decode()
+    assert 'id="budget-banner"' in page and "Daily budget reached" in page
+    assert "$0.0005 held by answers in flight" in page
+    assert "answered by <strong>the cheapest tier only</strong>" in page
+    settings.DAILY_BUDGET_AT_CAP = "refuse"
+    page = admin_client.get("/admin/dashboard/", {"period": "today"}).content.decode()
+    assert "today&#x27;s limit is reached" in page or "today's limit is reached" in page
+    assert "DAILY_BUDGET_AT_CAP=refuse" in page
+
+
+def test_without_spend_nothing_is_capped(books: dict[str, Message], admin_client) -> None:  # noqa: ANN001
+    budget_set_daily_limit(amount=Decimal("1"))
+    budget = admin_client.get("/admin/dashboard/data.json").json()["budget"]
+    assert budget["skipped_tiers"] == [] and not budget["capped"] and not budget["reached"]
+    assert budget["reserved_now"] == 0 and budget["remaining_today"] == pytest.approx(0.991)
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    assert "budget-banner" not in page

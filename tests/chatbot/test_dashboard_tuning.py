@@ -14,17 +14,48 @@ from django.core.management.base import CommandError
 from chatbot.budget import budget_spent_today
 from chatbot.dashboard import dashboard_data, period_parse
 from chatbot.models import Conversation
-from routing.models import EvaluationResult, EvaluationRun, ModelTier
+from routing.models import EvaluationResult, EvaluationRun, ModelTier, ScorerWeights
+from routing.policy import relevance_floor
 
 pytestmark = pytest.mark.django_db
 
-# The hand-checked run of tests/routing/test_tuning.py: cheap costs 1, big 10 per question.
-HAND_ROWS = [
-    ("q1", True, (0.9, 1.0), (0.8, 1.0)),
-    ("q2", True, (0.3, 0.0), (0.9, 1.0)),
-    ("q3", False, (0.2, 0.0), (0.2, 0.0)),
-    ("q4", True, (0.6, 0.5), (0.7, 1.0)),
+# (question, answerable, source, top similarity, (cheap score, f1), (big score, f1)); cheap
+# costs 1 and big 10 per question. The fit half rewards a cheap threshold of 0.5; the test
+# half is where the figures come from.
+FIT = [
+    ("f1", True, "squad", 0.7, (0.9, 1.0), (0.8, 1.0)),
+    ("f2", True, "squad", 0.7, (0.3, 0.0), (0.9, 1.0)),
+    ("f3", False, "squad", 0.6, (0.2, 0.0), (0.2, 0.0)),
+    ("f4", False, "off_topic", 0.1, (0.9, 0.0), (0.9, 0.0)),
 ]
+TEST = [
+    ("t1", True, "squad", 0.7, (0.9, 1.0), (0.8, 1.0)),
+    ("t2", True, "squad", 0.7, (0.6, 0.0), (0.9, 1.0)),
+    ("t3", True, "squad", 0.7, (0.4, 0.0), (0.9, 0.5)),
+    ("t4", False, "squad", 0.6, (0.2, 0.0), (0.2, 0.0)),
+    ("t5", False, "off_topic", 0.1, (0.9, 0.0), (0.9, 0.0)),
+]
+
+
+def _rows(run: EvaluationRun, rows: list, split: str) -> None:
+    for qid, answerable, source, top, cheap, big in rows:
+        for tier, (score, f1), cost in (("cheap", cheap, 1), ("big", big, 10)):
+            EvaluationResult.objects.create(
+                run=run,
+                question_id=qid,
+                question=qid,
+                source=source,
+                split=split,
+                answerable=answerable,
+                tier=tier,
+                score=score,
+                f1=f1,
+                grade=f1,
+                top_similarity=top,
+                cost=Decimal(cost),
+                call_cost=Decimal(cost),
+                latency_ms=100,
+            )
 
 
 @pytest.fixture
@@ -35,110 +66,126 @@ def run() -> EvaluationRun:
         )
     run = EvaluationRun.objects.create(
         dataset="hand.jsonl",
+        settings={"relevance_floor": 0.0},
         tiers=[{"name": "big", "order": 20}, {"name": "cheap", "order": 10}],
         thresholds={"cheap": 0.5, "big": 0.0},
         status=EvaluationRun.Status.COMPLETE,
     )
-    for qid, answerable, cheap, big in HAND_ROWS:
-        for tier, (score, grade), cost in (("cheap", cheap, 1), ("big", big, 10)):
-            EvaluationResult.objects.create(
-                run=run,
-                question_id=qid,
-                question=qid,
-                source="squad",
-                answerable=answerable,
-                tier=tier,
-                score=score,
-                grade=grade,
-                f1=grade,
-                cost=Decimal(cost),
-                latency_ms=100,
-            )
+    _rows(run, FIT, "fit")
+    _rows(run, TEST, "test")
     # The real cascade's own rows: stored, shown as they are, never replayed.
-    for qid, answerable, *_ in HAND_ROWS:
+    for qid, answerable, source, *_ in TEST:
         EvaluationResult.objects.create(
             run=run,
             question_id=qid,
             question=qid,
-            source="squad",
+            source=source,
+            split="test",
             answerable=answerable,
             tier="cascade",
-            grade=1.0,
+            f1=1.0 if answerable else 0.0,
             cost=Decimal(3),
             latency_ms=100,
         )
     return run
 
 
-def test_run_page_shows_tiers_cascade_and_replayed_thresholds(
+def _chart(page: str) -> dict:
+    return json.loads(
+        page.split('<script id="tuning-data" type="application/json">')[1].split("</script>")[0]
+    )
+
+
+def test_run_page_shows_tiers_alone_and_the_cascade_on_the_test_split(
     run: EvaluationRun, admin_client
 ) -> None:  # noqa: ANN001
     page = admin_client.get(f"/admin/evaluations/{run.id}/").content.decode()
-    assert "cheap alone" in page and "big alone" in page
-    assert "cascade (as run)" in page and "run&#x27;s thresholds, replayed" in page
-    # cheap alone: F1 0.375 at 0.10 of big's cost; the run's thresholds replay to 0.625.
-    assert "0.375" in page and "0.10" in page and "0.625" in page
-    listing = admin_client.get("/admin/evaluations/").content.decode()
-    assert f"#{run.id}" in listing and "hand.jsonl" in listing
+    assert "cheap alone" in page and "big alone" in page and "cascade (as run)" in page
+    summary = dashboard_data(period=period_parse(period="today"))["accuracy"]["evaluation"]
+    by_label = {p["label"]: p for p in summary["policies"]}
+    # Test split only: t1..t5. cheap alone answers t1 right, t2 and t3 wrong.
+    assert by_label["cheap alone"]["questions"] == 5
+    assert by_label["cheap alone"]["answerable_f1"] == pytest.approx(1 / 3)
+    assert by_label["big alone"]["answerable_f1"] == pytest.approx(2.5 / 3)
+    assert by_label["cascade (as run)"]["mean_cost"] == pytest.approx(3.0)
+    assert by_label["cascade (as run)"]["cost_vs_reference"] == pytest.approx(0.3)
     assert admin_client.get("/admin/evaluations/999999/").status_code == 302
 
 
-def test_dashboard_accuracy_comes_from_the_latest_run(run: EvaluationRun) -> None:
-    evaluation = dashboard_data(period=period_parse(period="today"))["accuracy"]["evaluation"]
-    assert evaluation["id"] == run.id
-    by_label = {p["label"]: p for p in evaluation["policies"]}
-    assert by_label["big alone"]["f1"] == pytest.approx(0.75)
-    assert by_label["cascade (as run)"]["mean_cost"] == pytest.approx(3.0)
-    assert by_label["cascade (as run)"]["cost_vs_largest"] == pytest.approx(0.3)
-
-
-def test_tuning_page_optimises_and_applies(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
+def test_tuning_page_chooses_on_fit_and_reports_on_test(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
     page = admin_client.get("/admin/tuning/", {"run": run.id, "budget": "6"}).content.decode()
-    assert 'id="chosen"' in page and 'id="chart-curve"' in page
-    chart = json.loads(
-        page.split('<script id="tuning-data" type="application/json">')[1].split("</script>")[0]
+    assert 'id="splits"' in page and 'id="chosen"' in page
+    assert (
+        "fit</strong> split (4 questions)" in page and "test</strong> split (5 questions)" in page
     )
-    assert chart["chosen"]["tiers"] == ["cheap", "big"]
-    assert (chart["chosen"]["f1"], chart["chosen"]["mean_cost"]) == pytest.approx((0.875, 6.0))
-    assert chart["current"]["tiers"] == ["cheap", "big"]  # both enabled, thresholds 0
-    assert {p["label"] for p in chart["singles"]} == {"cheap alone", "big alone"}
-    assert chart["frontier"][-1]["f1"] == 1.0
-    # Nothing under a budget below the cheapest tier.
+    chart = _chart(page)
+    chosen = chart["chosen"]
+    assert chosen["tiers"] == ["cheap", "big"]
+    # Chosen on the fit split (where it is perfect), its figures from the test split.
+    assert chosen["fit_split"]["questions"] == 4 and chosen["fit_split"]["answerable_f1"] == 1.0
+    assert chosen["questions"] == 5 and chosen["answerable_f1"] < 1.0
+    # Off-topic (declined by no floor here) and near misses are separate figures.
+    assert {"near_miss_abstention", "off_topic_abstention"} <= set(chosen)
     page = admin_client.get("/admin/tuning/", {"run": run.id, "budget": "0.5"}).content.decode()
     assert 'id="not-found"' in page
 
-    thresholds = ",".join(str(t) for t in chart["chosen"]["thresholds"])
+
+def test_applying_writes_thresholds_and_the_floor(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
     response = admin_client.post(
-        f"/admin/tuning/?run={run.id}", {"tiers": "cheap,big", "thresholds": thresholds}
+        f"/admin/tuning/?run={run.id}",
+        {"run": run.id, "tiers": "cheap,big", "thresholds": "0.55,0.1", "floor": "0.35"},
     )
     assert response.status_code == 302
     tiers = {t.name: t for t in ModelTier.objects.all()}
-    assert tiers["cheap"].threshold == pytest.approx(chart["chosen"]["thresholds"][0])
-    assert tiers["big"].threshold == pytest.approx(chart["chosen"]["thresholds"][1])
+    assert (tiers["cheap"].threshold, tiers["big"].threshold) == (0.55, 0.1)
+    assert relevance_floor() == 0.35
     # A one-tier policy disables the other tier.
-    admin_client.post("/admin/tuning/", {"tiers": "big", "thresholds": "0.25"})
+    admin_client.post("/admin/tuning/", {"run": run.id, "tiers": "big", "thresholds": "0.25"})
     tiers = {t.name: t for t in ModelTier.objects.all()}
     assert not tiers["cheap"].enabled and tiers["big"].enabled and tiers["big"].threshold == 0.25
     # Bad input changes nothing.
-    admin_client.post("/admin/tuning/", {"tiers": "nope", "thresholds": "0.5"})
-    admin_client.post("/admin/tuning/", {"tiers": "big", "thresholds": "7"})
+    admin_client.post("/admin/tuning/", {"run": run.id, "tiers": "nope", "thresholds": "0.5"})
+    admin_client.post("/admin/tuning/", {"run": run.id, "tiers": "big", "thresholds": "7"})
+    admin_client.post("/admin/tuning/", {"tiers": "big", "thresholds": "0.9"})
     assert ModelTier.objects.get(name="big").threshold == 0.25
+
+
+def test_a_demo_run_cannot_be_applied(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
+    run.settings = {**run.settings, "demo": True}
+    run.save()
+    page = admin_client.get("/admin/tuning/", {"run": run.id, "budget": "6"}).content.decode()
+    assert 'id="demo-run"' in page and 'id="apply-chosen"' not in page
+    admin_client.post(
+        "/admin/tuning/", {"run": run.id, "tiers": "cheap,big", "thresholds": "0.5,0.5"}
+    )
+    assert ModelTier.objects.get(name="cheap").threshold == 0.0
+    with pytest.raises(CommandError, match="demo"):
+        call_command(
+            "tune_thresholds",
+            "--run",
+            str(run.id),
+            "--budget",
+            "6",
+            "--apply",
+            stdout=io.StringIO(),
+        )
+    assert ModelTier.objects.get(name="cheap").threshold == 0.0
 
 
 def test_tune_thresholds_command(run: EvaluationRun) -> None:
     out = io.StringIO()
     call_command("tune_thresholds", "--run", str(run.id), "--budget", "6", "--json", stdout=out)
     report = json.loads(out.getvalue())
+    assert report["chosen_on"] == "fit" and report["reported_on"] == "test"
     assert report["chosen"]["tiers"] == ["cheap", "big"]
-    assert report["chosen"]["f1"] == pytest.approx(0.875)
     out = io.StringIO()
     call_command(
         "tune_thresholds", "--run", str(run.id), "--target-f1", "1.0", "--apply", stdout=out
     )
     assert "CHOSEN" in out.getvalue() and "applied:" in out.getvalue()
-    cheap = ModelTier.objects.get(name="cheap")
-    # F1 1.0 at 8.5 per question needs cheap to accept only q1 (score 0.9).
-    assert 0.6 < cheap.threshold <= 0.9
+    # F1 1.0 on fit as cheaply as possible: cheap accepts f1 (0.9) only.
+    assert 0.3 < ModelTier.objects.get(name="cheap").threshold <= 0.9
+    assert not ScorerWeights.objects.exists()  # thresholds only: the weights stay as they are
     with pytest.raises(CommandError):
         call_command(
             "tune_thresholds", "--run", str(run.id), "--target-f1", "1.5", stdout=io.StringIO()
@@ -162,6 +209,10 @@ def test_upload_queues_an_evaluation(admin_client) -> None:  # noqa: ANN001
     admin_client.post(
         "/admin/evaluations/", {"questions": SimpleUploadedFile("q.jsonl", b"not json")}
     )
+    # A question line without the id and answerable fields the command reads is refused.
+    admin_client.post(
+        "/admin/evaluations/", {"questions": SimpleUploadedFile("q.jsonl", b'{"question": "?"}')}
+    )
     assert DBTaskResult.objects.count() == 1
 
 
@@ -172,7 +223,8 @@ def test_demo_traffic_is_labelled_idempotent_and_off_budget() -> None:
     out = io.StringIO()
     call_command("load_demo_traffic", "--days", "5", "--per-day", "20", stdout=out)
     assert "DEMO answers" in out.getvalue()
-    week = dashboard_data(period=period_parse(period="7d"))
+    assert dashboard_data(period=period_parse(period="7d"))["questions"] == 0  # not customers'
+    week = dashboard_data(period=period_parse(period="7d"), demo=True)
     assert week["questions"] > 50 and week["demo_answers"] == week["questions"]
     assert week["cost"] > 0 and week["savings"] > 0 and week["cache_hit_rate"] > 0
     assert budget_spent_today() == 0  # demo money is not real money
@@ -189,36 +241,14 @@ def test_applying_warns_when_the_starting_tier_would_skip_cheaper_ones(
     run: EvaluationRun,
     settings,  # noqa: ANN001
 ) -> None:
-    from chatbot.evaluations import tiers_apply_policy
+    from chatbot.evaluation.apply import policy_apply
 
     settings.CASCADE_START_TIER = "big"
-    summary = tiers_apply_policy(tiers=["cheap", "big"], thresholds=[0.5, 0.0])
+    summary = policy_apply(run=run, tiers=["cheap", "big"], thresholds=[0.5, 0.0], floor=None)
     assert any("CASCADE_START_TIER=big skips cheap" in line for line in summary)
     settings.CASCADE_START_TIER = "cheap"
-    summary = tiers_apply_policy(tiers=["cheap", "big"], thresholds=[0.5, 0.0])
+    summary = policy_apply(run=run, tiers=["cheap", "big"], thresholds=[0.5, 0.0], floor=None)
     assert not any("warning" in line for line in summary)
-
-
-def test_tuning_on_one_split(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
-    EvaluationResult.objects.filter(run=run, question_id__in=["q1", "q2"]).update(split="fit")
-    out = io.StringIO()
-    call_command(
-        "tune_thresholds",
-        "--run",
-        str(run.id),
-        "--budget",
-        "10",
-        "--split",
-        "fit",
-        "--json",
-        stdout=out,
-    )
-    report = json.loads(out.getvalue())
-    # q1 and q2 only: cheap ≥ t for q1 (0.9) and big for q2 gives F1 1.0 at (1 + 11) / 2 = 6.
-    assert report["questions"] == 2 and report["split"] == "fit"
-    assert (report["chosen"]["f1"], report["chosen"]["mean_cost"]) == pytest.approx((1.0, 6.0))
-    page = admin_client.get("/admin/tuning/", {"run": run.id, "split": "test"}).content.decode()
-    assert "over 2 questions" in page
 
 
 def test_run_page_refreshes_only_while_running(run: EvaluationRun, admin_client) -> None:  # noqa: ANN001
@@ -230,32 +260,3 @@ def test_run_page_refreshes_only_while_running(run: EvaluationRun, admin_client)
     assert (
         'http-equiv="refresh"' in admin_client.get(f"/admin/evaluations/{run.id}/").content.decode()
     )
-
-
-def test_tuning_warns_when_the_choice_declines_most_answerable_questions(
-    run: EvaluationRun,
-    admin_client,  # noqa: ANN001
-) -> None:
-    # Unanswerable questions are the majority and get confident wrong answers: keeping only
-    # the surest answer (q1) and declining the rest then wins F1 on all questions.
-    EvaluationResult.objects.filter(run=run, question_id="q1", tier="cheap").update(score=0.99)
-    for n in range(6):
-        for tier, cost in (("cheap", 1), ("big", 10)):
-            EvaluationResult.objects.create(
-                run=run,
-                question_id=f"u{n}",
-                question="?",
-                source="squad",
-                answerable=False,
-                tier=tier,
-                score=0.95,
-                grade=0.0,
-                cost=Decimal(cost),
-                latency_ms=100,
-            )
-    page = admin_client.get("/admin/tuning/", {"run": run.id, "budget": "1"}).content.decode()
-    assert 'id="declines-warning"' in page
-    page = admin_client.get(
-        "/admin/tuning/", {"run": run.id, "budget": "1", "objective": "answerable_f1"}
-    ).content.decode()
-    assert 'id="chosen"' in page and 'id="declines-warning"' not in page

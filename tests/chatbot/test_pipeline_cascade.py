@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from chatbot.models import Conversation, Message
-from chatbot.pipeline import RunControl, answer_question
+from chatbot.pipeline import AnswerOptions, answer_question
 from chatbot.prompts import ABSTAIN_TEXT
 from routing.models import ModelTier
 
@@ -62,7 +62,7 @@ def cascade(small_tier, fault_server, settings, django_db_blocker):  # noqa: ANN
     return small_tier
 
 
-async def ask(text: str, control: RunControl | None = None) -> list[dict]:
+async def ask(text: str, options: AnswerOptions | None = None) -> list[dict]:
     conversation = await Conversation.objects.acreate(session_key="test")
     user = await Message.objects.acreate(
         conversation=conversation, role=Message.Role.USER, content=text
@@ -70,7 +70,7 @@ async def ask(text: str, control: RunControl | None = None) -> list[dict]:
     return [
         e
         async for e in answer_question(
-            conversation=conversation, user_message=user, control=control
+            conversation=conversation, user_message=user, options=options
         )
     ]
 
@@ -93,6 +93,9 @@ async def test_confident_cheap_answer_stays_and_costs_are_stored(cascade, knowle
     message = await Message.objects.aget(id=end["message_id"])
     assert message.tier == "small" and message.attempts == end["attempts"]
     assert message.cost == expected and message.cost_if_largest > message.cost
+    assert (message.baseline_tier, message.baseline_measured) == ("big", False)
+    assert end["baseline"] == {"tier": "big", "measured": False}
+    assert message.origin == Message.Origin.CUSTOMER
     totals = end["conversation_totals"]
     assert totals["answers"] == 1 and totals["cost"] == pytest.approx(float(expected))
 
@@ -113,6 +116,7 @@ async def test_admin_threshold_edit_makes_the_next_question_escalate(cascade, kn
     message = await Message.objects.aget(id=end["message_id"])
     assert message.content.strip() == after.strip()
     assert message.cost_if_largest == Decimal(str(end["attempts"][1]["cost"]))
+    assert message.baseline_measured, "the baseline tier ran: its own cost, measured"
 
 
 async def test_failing_tier_falls_through_and_the_reason_is_recorded(
@@ -126,7 +130,7 @@ async def test_failing_tier_falls_through_and_the_reason_is_recorded(
         enabled=True,
         timeout_seconds=5,
     )
-    end = (await ask(QUESTION, RunControl(tiers=["flaky", "small"])))[-1]
+    end = (await ask(QUESTION, AnswerOptions(tiers=["flaky", "small"])))[-1]
     assert end["type"] == "answer.end"
     assert [a["outcome"] for a in end["attempts"]] == ["error:http", "accepted"]
     assert end["tier"] == "small" and end["status"] == Message.Status.COMPLETE
@@ -134,7 +138,7 @@ async def test_failing_tier_falls_through_and_the_reason_is_recorded(
 
 async def test_low_score_on_the_last_tier_says_i_dont_know(cascade, knowledge) -> None:  # noqa: ANN001
     await ModelTier.objects.filter(name="small").aupdate(threshold=1.0)
-    events = await ask(QUESTION, RunControl(tiers=["small"]))
+    events = await ask(QUESTION, AnswerOptions(tiers=["small"]))
     end = events[-1]
     assert end["abstained"] and end["abstain_reason"] == "low_score"
     message = await Message.objects.aget(id=end["message_id"])
@@ -149,5 +153,54 @@ async def test_question_the_documents_do_not_cover_is_declined_before_any_model(
     end = events[-1]
     assert end["abstained"] and end["abstain_reason"] == "no_passages"
     assert end["attempts"] == [] and end["cost"] == 0
+    message = await Message.objects.aget(id=end["message_id"])
+    assert message.tier == "", "no model answered it"
+    # What the decline avoided: the baseline's typical answer call, an estimate.
+    assert message.cost_if_largest > 0 and not message.baseline_measured
     assert "".join(e.get("text", "") for e in events if e["type"] == "answer.delta") == ABSTAIN_TEXT
     assert fault_server.requests == []
+
+
+async def test_the_baseline_ignores_a_dearer_tier_that_cannot_answer(cascade, knowledge) -> None:  # noqa: ANN001
+    # Enabled, dearest by far, but its key is not set: the cascade skips it, so must the books.
+    await ModelTier.objects.acreate(
+        name="remote",
+        base_url="http://127.0.0.1:9/v1",
+        model="gpt",
+        api_key_env="CHATBOT_TEST_KEY_THAT_IS_NOT_SET",
+        order=99,
+        enabled=True,
+        price_input_per_mtok="1000",
+        price_output_per_mtok="4000",
+    )
+    end = (await ask(QUESTION))[-1]
+    assert end["baseline"]["tier"] == "big"
+    [attempt] = end["attempts"]
+    assert end["cost_if_largest"] == pytest.approx(
+        float((Decimal(10) * attempt["tokens_in"] + Decimal(40) * attempt["tokens_out"]) / 10**6)
+    )
+
+
+async def test_the_support_check_never_enters_the_baseline(cascade, knowledge, settings) -> None:  # noqa: ANN001
+    settings.CASCADE_SUPPORT_CHECK = True
+    await ModelTier.objects.filter(name="small").aupdate(threshold=0.0001)
+    end = (await ask(QUESTION))[-1]
+    [attempt] = end["attempts"]
+    assert attempt["tier"] == "small" and attempt["check"] is not None
+    # Paid: the answer call and the check; the baseline: big's prices on the answer call alone.
+    assert attempt["cost"] > attempt["call_cost"] > 0
+    assert end["cost"] == pytest.approx(attempt["cost"])
+    assert end["cost_if_largest"] == pytest.approx(
+        float((Decimal(10) * attempt["tokens_in"] + Decimal(40) * attempt["tokens_out"]) / 10**6)
+    )
+
+
+async def test_an_answer_no_model_gave_has_no_tier(cascade, knowledge, fault_server) -> None:  # noqa: ANN001
+    await ModelTier.objects.acreate(
+        name="down", base_url=fault_server.base_url, model="http500", order=1, timeout_seconds=5
+    )
+    end = (await ask(QUESTION, AnswerOptions(tiers=["down"])))[-1]
+    assert end["status"] == Message.Status.ERROR and end["tier"] is None
+    assert end["cost"] == 0, "a call the server refused costs nothing"
+    message = await Message.objects.aget(id=end["message_id"])
+    assert message.tier == "" and message.error_code == "http"

@@ -289,9 +289,7 @@ def test_a_confident_answer_stays_and_an_unsure_one_escalates_visibly(
 
         # After a reload the stored answer still says it was escalated.
         page.reload()
-        expect(page.locator(".msg.assistant").last.locator(".escalation")).to_contain_text(
-            "remote"
-        )
+        expect(page.locator(".msg.assistant").last.locator(".escalation")).to_contain_text("remote")
     finally:
         remote.stop()
 

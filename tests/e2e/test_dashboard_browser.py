@@ -138,12 +138,37 @@ def dashboard_data() -> None:
             ),
         )
     call_command("load_demo_traffic", "--days", "7", "--per-day", "15", stdout=io.StringIO())
+    _fixture_run()
     User = get_user_model()
     User.objects.create_superuser("boss", "boss@example.invalid", "boss-pass-123")
     User.objects.create_user("customer", "c@example.invalid", "customer-pass-123")
     # Fixtures and tests may run in different contexts, each with its own connection: close
     # this one, or the test database cannot be dropped at the end of the session.
     connection.close()
+
+
+def _fixture_run() -> None:
+    """A run an admin may tune from: the demo run's rows as a real run, split fit and test.
+
+    The demo run itself is synthetic and can never be applied.
+    """
+    from routing.models import EvaluationRun
+
+    demo = EvaluationRun.objects.get(settings__demo=True)
+    run = EvaluationRun.objects.create(
+        name="fixture run",
+        dataset="browser test fixture",
+        settings={},
+        tiers=demo.tiers,
+        thresholds=demo.thresholds,
+        status=EvaluationRun.Status.COMPLETE,
+    )
+    rows = list(demo.results.all())
+    for row in rows:
+        number = int(row.question_id.removeprefix("demo-"))
+        row.pk, row.run, row.split = None, run, "fit" if number % 2 else "test"
+        row.call_cost = row.cost
+    type(rows[0]).objects.bulk_create(rows)
 
 
 @pytest.fixture
@@ -190,7 +215,12 @@ def test_staff_sees_charts_and_tunes_the_next_answer(
     OUT.mkdir(exist_ok=True)
     page = browser_page
     _login(page, live_daphne, "boss", "boss-pass-123")
+    # Demo data stays out of customers' figures: the admin asks for it, and it is labelled.
     page.goto(f"{live_daphne}/admin/dashboard/?period=30d")
+    assert int(page.locator("#card-questions .value").inner_text()) == 0
+    with page.expect_navigation():
+        page.click("#demo-link")
+    assert "demo=1" in page.url
     page.wait_for_selector("#dashboard[data-charts-ready='1']", timeout=20_000)
     for chart in ("chart-cost", "chart-tiers", "chart-cache", "chart-latency"):
         assert page.locator(f"#{chart}").get_attribute("data-drawn") == "1"
@@ -206,7 +236,7 @@ def test_staff_sees_charts_and_tunes_the_next_answer(
     assert questions == Message.objects.filter(role="assistant").count() > 0
     page.screenshot(path=str(OUT / "dashboard.png"), full_page=True)
 
-    run = EvaluationRun.objects.get(settings__demo=True)
+    run = EvaluationRun.objects.get(name="fixture run")
     page.goto(f"{live_daphne}/admin/evaluations/{run.id}/")
     assert page.locator("table.policy-table tbody tr").count() >= 2
     page.screenshot(path=str(OUT / "evaluation-run.png"), full_page=True)

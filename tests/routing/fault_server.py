@@ -4,7 +4,8 @@ The requested model name picks the behaviour:
 - ``ok:<text>``      streams <text> word by word, with log-probabilities and usage;
 - ``http500``        answers HTTP 500;
 - ``timeout``        waits longer than any test timeout before answering;
-- ``broken:<text>``  streams the first words of <text>, then closes the connection mid-answer.
+- ``broken:<text>``  streams the first words of <text>, then closes the connection mid-answer;
+- ``slow:<text>``    streams <text> a word every 0.2 s (to stop or time out mid-answer).
 Usage reports prompt_tokens=PROMPT_TOKENS and completion_tokens = number of words sent.
 
 A support check (a request with max_tokens=1) gets its own behaviour when the model name ends
@@ -30,6 +31,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         """Answer /v1/chat/completions according to the requested model name."""
+        try:
+            self._answer()
+        except (BrokenPipeError, ConnectionResetError):
+            # The client hung up mid-answer (a stop): count it, as a server would stop generating.
+            self.server.hangups += 1  # type: ignore[attr-defined]
+
+    def _answer(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         self.server.requests.append(body)  # type: ignore[attr-defined]
         model, _, check = str(body.get("model", "")).partition("|check=")
@@ -47,6 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "timeout":
             time.sleep(5)
             return
+        if mode == "slow":
+            text = " ".join([text] * 20)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -55,6 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "broken":
             words = words[: max(1, len(words) // 2)]
         for word in words:
+            if mode == "slow":
+                time.sleep(0.2)
             self._event(
                 {
                     "choices": [
@@ -116,6 +128,7 @@ class FaultServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.requests = []  # type: ignore[attr-defined]
+        self._server.hangups = 0  # type: ignore[attr-defined]
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -124,6 +137,11 @@ class FaultServer:
     def requests(self) -> list[dict]:
         """The JSON bodies received so far."""
         return self._server.requests  # type: ignore[attr-defined]
+
+    @property
+    def hangups(self) -> int:
+        """Answers the client stopped reading mid-stream."""
+        return self._server.hangups  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         """Shut the server down."""

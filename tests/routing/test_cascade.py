@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from routing.cascade import CascadeEvent, CascadeResult, CascadeTier, cascade_run
 from routing.providers import ProviderConfig
+from routing.tokens import count_tokens
 from tests.routing.fault_server import PROMPT_TOKENS, FaultServer
 
 ABSTAIN = "I don't know: ask support."
@@ -38,6 +40,10 @@ def tier(
         price_output_per_mtok=Decimal(price_out),
         max_answer_tokens=32,
         context_window=2048,
+        local=False,
+        messages=[{"role": "user", "content": "How long for returns?"}],
+        passage_texts=PASSAGES,
+        passage_similarities=[0.8],
     )
 
 
@@ -46,10 +52,7 @@ async def run(tiers: list[CascadeTier], **kwargs) -> tuple[list[CascadeEvent], C
         event
         async for event in cascade_run(
             tiers=tiers,
-            build_messages=lambda t: [{"role": "user", "content": "How long for returns?"}],
             question="How long do I have to return an item?",
-            passage_texts=PASSAGES,
-            passage_similarities=[0.8],
             abstain_text=ABSTAIN,
             **kwargs,
         )
@@ -153,3 +156,80 @@ async def test_every_attempt_is_paid_from_reported_usage(fault_server) -> None: 
     )
     assert result.cost == a.cost + b.cost
     assert result.tokens_in == 2 * PROMPT_TOKENS
+
+
+async def test_a_call_the_server_never_answered_costs_nothing(fault_server) -> None:  # noqa: ANN001
+    tiers = [
+        tier(fault_server, "a", "http500"),
+        tier(fault_server, "b", "timeout"),
+        tier(fault_server, "c", f"ok:{ANSWER}"),
+    ]
+    _, result = await run(tiers)
+    failed = result.attempts[:2]
+    assert [(a.tokens_in, a.tokens_out, a.cost) for a in failed] == [(0, 0, Decimal(0))] * 2
+    assert not any(a.estimated for a in failed)
+    assert result.cost == result.attempts[2].cost > 0
+
+
+async def test_a_stream_broken_mid_answer_is_paid_as_counted_and_marked_estimated(
+    fault_server,  # noqa: ANN001
+) -> None:
+    _, result = await run([tier(fault_server, "a", f"broken:{ANSWER}")])
+    (attempt,) = result.attempts
+    prompt = count_tokens("How long for returns?")
+    assert attempt.estimated and result.estimated
+    # The prompt counted by the tier's counter; the output is the tokens the server streamed
+    # (one log-probability each), here one per word.
+    assert attempt.tokens_in == prompt and attempt.tokens_out == len(attempt.text.split()) > 0
+    assert attempt.cost == (Decimal(1) * prompt + Decimal(4) * attempt.tokens_out) / Decimal(10**6)
+
+
+async def test_a_broken_hidden_draft_escalates_instead_of_ending_the_answer(fault_server) -> None:  # noqa: ANN001
+    tiers = [tier(fault_server, "a", f"broken:{ANSWER}"), tier(fault_server, "b", f"ok:{ANSWER}")]
+    events, result = await run(tiers, stream_mode="buffer")
+    assert [a.outcome for a in result.attempts] == ["error:broken_stream", "accepted"]
+    assert result.tier == "b" and not result.interrupted and not result.error_code
+    shown = "".join(e.text for e in events if e.kind == "delta")
+    assert shown.strip() == ANSWER, "the broken draft was never shown"
+    assert result.attempts[0].cost > 0, "the broken draft is paid all the same"
+
+
+async def test_a_stopped_answer_keeps_every_attempt_and_what_it_paid(fault_server) -> None:  # noqa: ANN001
+    tiers = [
+        tier(fault_server, "a", "ok:Maybe ten days", threshold=1.0),
+        tier(fault_server, "b", f"slow:{ANSWER}"),
+    ]
+    result = CascadeResult()
+    first_delta = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in cascade_run(
+            tiers=tiers, question="How long?", abstain_text=ABSTAIN, result=result
+        ):
+            if event.kind == "delta" and event.tier == "b":
+                first_delta.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_delta.wait(), 10)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    a, b = result.attempts
+    assert a.outcome == "low_score" and a.cost > 0 and not a.estimated
+    assert b.outcome == "cancelled" and b.estimated
+    assert b.tokens_in > 0 and b.tokens_out >= 1 and b.cost > 0
+    assert result.cost == a.cost + b.cost
+
+
+async def test_the_answer_deadline_fails_a_slow_tier_and_falls_through(fault_server) -> None:  # noqa: ANN001
+    tiers = [
+        tier(fault_server, "a", f"slow:{ANSWER}"),
+        tier(fault_server, "b", f"ok:{ANSWER}"),
+    ]
+    loop = asyncio.get_running_loop()
+    events, result = await run(tiers, stream_mode="buffer", deadline=loop.time() + 0.5)
+    # The slow tier was cut at the deadline; nothing is left for the next tier either.
+    assert result.attempts[0].outcome == "error:deadline"
+    assert result.error_code == "deadline" and result.tier is None

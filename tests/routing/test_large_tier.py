@@ -27,6 +27,10 @@ def large_server():  # noqa: ANN201
 
 
 async def test_large_tier_answers_from_the_passage(large_server) -> None:  # noqa: ANN001
+    messages = [
+        {"role": "system", "content": f"Answer only from this passage, briefly.\n[1] {PASSAGE}"},
+        {"role": "user", "content": "How many days do I have to return an item?"},
+    ]
     tier = CascadeTier(
         name="large",
         config=ProviderConfig(
@@ -37,19 +41,15 @@ async def test_large_tier_answers_from_the_passage(large_server) -> None:  # noq
         price_output_per_mtok=Decimal("0.6"),
         max_answer_tokens=24,
         context_window=2048,
+        messages=messages,
+        passage_texts=[PASSAGE],
+        passage_similarities=[0.8],
     )
-    messages = [
-        {"role": "system", "content": f"Answer only from this passage, briefly.\n[1] {PASSAGE}"},
-        {"role": "user", "content": "How many days do I have to return an item?"},
-    ]
     events = [
         e
         async for e in cascade_run(
             tiers=[tier],
-            build_messages=lambda _: messages,
             question=messages[1]["content"],
-            passage_texts=[PASSAGE],
-            passage_similarities=[0.8],
             abstain_text="I don't know.",
         )
     ]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from decimal import Decimal
 
 import pytest
 
 from chatbot.prompts import SUPPORT_CHECK_PROMPT
 from routing.cascade import CascadeTier, cascade_run, p_yes_from_top
-from routing.evaluation import Row, replay_question
 from routing.providers import ProviderConfig
-from routing.scorer import score_signals, scorer_fit
+from routing.scorer import score_signals
 from tests.routing.fault_server import PROMPT_TOKENS
 
 ABSTAIN = "I don't know: ask support."
@@ -41,16 +40,16 @@ def tier(base_url: str, model: str, *, threshold: float = 0.5, timeout: float = 
 
 
 async def run(tiers: list[CascadeTier], messages=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    prompt = messages or [{"role": "user", "content": "How long for returns?"}]
+    tiers = [
+        dataclasses.replace(t, messages=prompt, passage_texts=PASSAGES, passage_similarities=[0.8])
+        for t in tiers
+    ]
     events = [
         event
         async for event in cascade_run(
             tiers=tiers,
-            build_messages=lambda t: (
-                messages or [{"role": "user", "content": "How long for returns?"}]
-            ),
             question="How long do I have to return an item?",
-            passage_texts=PASSAGES,
-            passage_similarities=[0.8],
             abstain_text=ABSTAIN,
             weights=WEIGHTS,
             **kwargs,
@@ -74,12 +73,15 @@ async def test_check_reads_p_yes_is_billed_and_reuses_the_answer_prompt(fault_se
     assert attempt.outcome == "accepted" and result.text.strip() == ANSWER
     assert attempt.signals["check_yes"] == pytest.approx(1.0)
     assert attempt.check["p_yes"] == pytest.approx(1.0) and attempt.check["error"] == ""
-    # Answer and check are both paid: 2 x PROMPT_TOKENS in, the answer's words + 1 out.
+    # Answer and check are both paid; the answer call's own tokens and cost stay apart (what
+    # "the largest tier alone", never checked, is priced on).
     answer_out = len(ANSWER.split())
-    assert attempt.tokens_in == 2 * PROMPT_TOKENS
-    assert attempt.tokens_out == answer_out + 1
-    assert attempt.cost == t.cost(2 * PROMPT_TOKENS, answer_out + 1)
+    assert (attempt.tokens_in, attempt.tokens_out) == (PROMPT_TOKENS, answer_out)
+    assert (attempt.check["tokens_in"], attempt.check["tokens_out"]) == (PROMPT_TOKENS, 1)
+    assert attempt.call_cost == t.cost(PROMPT_TOKENS, answer_out)
     assert attempt.check["cost"] == pytest.approx(float(t.cost(PROMPT_TOKENS, 1)))
+    assert attempt.cost == attempt.call_cost + t.cost(PROMPT_TOKENS, 1)
+    assert result.tokens_in == 2 * PROMPT_TOKENS and result.tokens_out == answer_out + 1
     answer_call, check_call = fault_server.requests[before:]
     assert check_call["max_tokens"] == 1 and check_call["logprobs"] is True
     # The check's prompt is the answer's prompt, then the answer, then the question.
@@ -97,9 +99,7 @@ async def test_a_failing_check_leaves_the_answer_and_a_neutral_signal(
     code: str,
 ) -> None:
     t = tier(fault_server.base_url, f"ok:{ANSWER}|check={check}", timeout=1.0)
-    started = time.perf_counter()
     events, result = await run([t], support_check=SUPPORT_CHECK_PROMPT)
-    elapsed = time.perf_counter() - started
     attempt = result.attempts[0]
     assert attempt.outcome == "accepted", attempt
     assert result.text.strip() == ANSWER and not result.abstained and not result.error_code
@@ -110,8 +110,8 @@ async def test_a_failing_check_leaves_the_answer_and_a_neutral_signal(
     neutral = score_signals({**attempt.signals, "check_yes": 0.6}, WEIGHTS)
     assert attempt.score == pytest.approx(neutral)
     assert score_signals({**attempt.signals, "check_yes": 0.0}, WEIGHTS) < attempt.score
-    # Bounded by the tier's timeout (1 s), not the server's 5 s sleep.
-    assert elapsed < 4.0
+    # A check the server never answered costs nothing.
+    assert attempt.check["cost"] == 0 and attempt.cost == attempt.call_cost
 
 
 async def test_check_is_skipped_where_it_cannot_change_the_decision(fault_server) -> None:  # noqa: ANN001
@@ -147,40 +147,7 @@ async def test_check_on_the_real_small_model(small_model_server) -> None:  # noq
     assert p_yes is not None and 0.0 <= p_yes <= 1.0
     assert attempt.signals["check_yes"] == pytest.approx(p_yes)
     # The check's prompt holds the answer prompt, the answer and the question: more tokens in.
-    assert attempt.check["tokens_in"] > attempt.tokens_in - attempt.check["tokens_in"] > 0
+    assert attempt.check["tokens_in"] > attempt.tokens_in > 0
     assert attempt.check["tokens_out"] == 1
-    assert attempt.cost == t.cost(attempt.tokens_in, attempt.tokens_out)
+    assert attempt.call_cost == t.cost(attempt.tokens_in, attempt.tokens_out)
     assert attempt.check["cost"] > 0
-
-
-def test_fit_stores_the_neutral_value_and_replay_drops_the_check_where_not_asked() -> None:
-    signals = [
-        {"check_yes": 0.9},
-        {"check_yes": 0.8},
-        {},  # check missing: filled with the mean of the others
-        {"check_yes": 0.1},
-        {"check_yes": 0.2},
-    ]
-    report = scorer_fit(signals=signals, labels=[True, True, True, False, False], l2=0.1)
-    assert report.weights["check_yes"] > 0
-    assert report.weights["check_yes_neutral"] == pytest.approx(0.5)
-    row = Row(
-        question_id="q",
-        source="squad",
-        answerable=True,
-        split="test",
-        tiers={
-            "large": {
-                "f1": 1.0,
-                "score": 0.9,
-                "cost": 3.0,
-                "latency_ms": 30.0,
-                "abstained": False,
-                "check_cost": 1.0,
-                "check_latency_ms": 10.0,
-            }
-        },
-        top_similarity=0.8,
-    )
-    assert replay_question(row, tiers=["large"], thresholds=[0.0]).cost == 2.0
-    assert replay_question(row, tiers=["large"], thresholds=[0.5]).cost == 3.0

@@ -1,10 +1,14 @@
 """Load labelled DEMO traffic (30 days of answers) and one DEMO evaluation run, so the charts mean something.
 
-Everything made here is synthetic and says so: conversations carry the session key
-"demo-traffic" and the title "[demo] ...", the evaluation run is named "DEMO (synthetic)"
-with settings {"demo": true}. Demo answers never count against the real daily budget.
-The generator is seeded and modelled on the measured tiers in the shared models notes
-(answerable F1 about 0.14 / 0.53 / 0.84, about 0.46 / 0.66 / 1.32 s per question).
+Everything made here is synthetic and says so: messages have origin "demo", conversations
+carry the session key "demo-traffic" and the title "[demo] ...", the evaluation run is named
+"DEMO (synthetic)" with settings {"demo": true}. Demo answers never count against the daily
+budget nor in customers' figures; the dashboard shows them, labelled, only when asked.
+Rows are stored as the pipeline stores them: the first tier escalates about one answer in five
+(as in the measured runs), a cache hit keeps the tier that first answered and prices what it
+avoided as an estimate, a decline before any model has tier "" and reason "no_passages", and
+every row names its baseline tier. The generator is seeded and modelled on the measured tiers
+in the shared models notes (answerable F1 about 0.14 / 0.53 / 0.84, about 0.46 / 0.66 / 1.32 s).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from chatbot.budget import DEMO_SESSION_KEY
 from chatbot.models import Conversation, Message
 from routing.models import EvaluationResult, EvaluationRun, ModelTier
 
+# Conversations made here carry this session key (and their messages origin "demo").
+DEMO_SESSION_KEY = "demo-traffic"
 DEMO_RUN_NAME = "DEMO (synthetic, not measured)"
 QUESTIONS = [
     "How long does delivery take?",
@@ -40,6 +45,15 @@ QUESTIONS = [
 # Per tier of the demo: answerable F1 and seconds per question (shared models notes).
 TIER_QUALITY = {"small": 0.14, "medium": 0.53, "large": 0.84}
 TIER_SECONDS = {"small": 0.46, "medium": 0.66, "large": 1.32}
+# Shares of the demo's questions: cache hits, declines before any model, and of the model
+# answers those the first tier escalates (run 2 measured about 20%) or that end abstaining.
+CACHE_HIT_SHARE = 0.15
+DECLINE_SHARE = 0.08
+ESCALATION_SHARE = 0.20
+ABSTENTION_SHARE = 0.05
+# The demo's typical answer call (the middle of its token ranges): what a cache hit or a
+# decline avoided is the baseline tier's price for it, an estimate like the pipeline's.
+TYPICAL_TOKENS = (570, 70)
 
 
 def _quality(tier: ModelTier, position: int, count: int) -> tuple[float, float]:
@@ -89,13 +103,11 @@ class Command(BaseCommand):
     def _traffic(
         self, rng: random.Random, tiers: list[ModelTier], *, days: int, per_day: int
     ) -> int:
-        # The cheapest enabled tier answers first and escalates to the next one; the largest
-        # tier prices "what it would have cost".
-        enabled = [t for t in tiers if t.enabled] or tiers
-        medium = enabled[0]
-        later = [t for t in tiers if t.order > medium.order]
-        large = later[0] if later else None
-        self._largest = tiers[-1]
+        # The enabled tiers form the cascade, cheapest first; the baseline ("what the dearest
+        # tier that could answer would have cost") is the dearest usable one, as in the pipeline.
+        self._cascade = [t for t in tiers if t.enabled] or tiers[:1]
+        usable = [t for t in self._cascade if t.usable] or self._cascade
+        self._baseline = max(usable, key=lambda t: (t.cost(*TYPICAL_TOKENS), t.order))
         now = timezone.now()
         conversations: list[Conversation] = []
         plan: list[tuple[int, dt.datetime]] = []
@@ -127,11 +139,12 @@ class Command(BaseCommand):
                 Message(
                     conversation=conversation,
                     role=Message.Role.USER,
+                    origin=Message.Origin.DEMO,
                     content=question,
                     created_at=when,
                 )
             )
-            messages.append(self._answer(rng, conversation, question, when, medium, large))
+            messages.append(self._answer(rng, conversation, question, when))
         stamps = [m.created_at for m in messages]
         Message.objects.bulk_create(messages, batch_size=1000)
         # auto_now_add ignores the given time on create (PostgreSQL returns the ids): set it after.
@@ -141,67 +154,81 @@ class Command(BaseCommand):
         return len(plan)
 
     def _answer(
-        self,
-        rng: random.Random,
-        conversation: Conversation,
-        question: str,
-        when: dt.datetime,
-        medium: ModelTier,
-        large: ModelTier | None,
+        self, rng: random.Random, conversation: Conversation, question: str, when: dt.datetime
     ) -> Message:
-        tokens_in, tokens_out = rng.randint(420, 720), rng.randint(20, 120)
-        largest = self._largest.cost(tokens_in, tokens_out)
+        first, baseline = self._cascade[0], self._baseline
+        avoided = baseline.cost(*TYPICAL_TOKENS)  # estimated, like the pipeline's
+        fields: dict[str, Any] = dict(baseline_tier=baseline.name, baseline_measured=False)
         kind = rng.random()
-        fields: dict[str, Any] = dict(
-            tokens_in=tokens_in, tokens_out=tokens_out, cost_if_largest=largest
-        )
-        if kind < 0.15:  # cache hit
+        if kind < CACHE_HIT_SHARE:  # answered from the cache: no model ran
+            escalated = len(self._cascade) > 1 and rng.random() < ESCALATION_SHARE
             fields.update(
-                tier=medium.name,
+                tier=self._cascade[1 if escalated else 0].name,  # the tier that first answered
                 cached=True,
                 cache_similarity=rng.uniform(0.9, 0.99),
                 cost=Decimal(0),
+                cost_if_largest=avoided,
                 ttft_ms=rng.uniform(20, 60),
                 total_ms=rng.uniform(60, 150),
             )
             up = 0.75
-        elif kind < 0.23:  # declined: nothing relevant in the knowledge, no model ran
+        elif kind < CACHE_HIT_SHARE + DECLINE_SHARE:  # nothing relevant: declined, no model ran
             fields.update(
                 tier="",
                 abstained=True,
+                abstain_reason="no_passages",
                 cost=Decimal(0),
-                tokens_in=0,
-                tokens_out=0,
+                cost_if_largest=avoided,
                 ttft_ms=rng.uniform(40, 120),
                 total_ms=rng.uniform(60, 200),
             )
             up = 0.4
         else:
-            first = self._attempt(rng, medium, tokens_in, tokens_out, score=rng.uniform(0.2, 0.95))
-            attempts = [first]
-            if large is not None and first["score"] < medium.threshold:  # escalated
-                attempts[0]["outcome"] = "escalated"
+            tokens_in, tokens_out = rng.randint(420, 720), rng.randint(20, 120)
+            escalate = (
+                len(self._cascade) > 1 and first.threshold > 0 and rng.random() < ESCALATION_SHARE
+            )
+            if escalate:  # scored below the first tier's threshold: the next tier answers
+                score = rng.uniform(max(0.0, first.threshold - 0.3), first.threshold * 0.999)
+            else:
+                score = rng.uniform(first.threshold, min(1.0, first.threshold + 0.6))
+            attempts = [self._attempt(rng, first, tokens_in, tokens_out, score=score)]
+            if escalate:
+                attempts[0]["outcome"] = "low_score"
                 attempts.append(
-                    self._attempt(rng, large, tokens_in, tokens_out, score=rng.uniform(0.4, 0.95))
+                    self._attempt(
+                        rng, self._cascade[1], tokens_in, tokens_out, score=rng.uniform(0.4, 0.95)
+                    )
                 )
-            cost = sum(Decimal(str(a["cost"])) for a in attempts)
-            ttft = attempts[0]["latency_ms"] * rng.uniform(0.3, 0.6)
+            abstained = rng.random() < ABSTENTION_SHARE
+            if abstained:
+                attempts[-1]["outcome"] = "abstained"
+            ran = next((a for a in attempts if a["tier"] == baseline.name), None)
             fields.update(
                 tier=attempts[-1]["tier"],
                 attempts=attempts,
-                cost=cost,
-                abstained=rng.random() < 0.05,
-                ttft_ms=ttft,
+                tokens_in=tokens_in * len(attempts),
+                tokens_out=tokens_out * len(attempts),
+                cost=sum(Decimal(str(a["cost"])) for a in attempts),
+                # Measured when the baseline tier answered, else its price on the same call.
+                cost_if_largest=(
+                    Decimal(str(ran["cost"])) if ran else baseline.cost(tokens_in, tokens_out)
+                ),
+                baseline_measured=ran is not None,
+                abstained=abstained,
+                abstain_reason="dont_know" if abstained else "",
+                ttft_ms=attempts[0]["latency_ms"] * rng.uniform(0.3, 0.6),
                 total_ms=sum(a["latency_ms"] for a in attempts),
             )
-            up = 0.9 if len(attempts) > 1 else 0.8
+            up = 0.9 if escalate else 0.8
         feedback = None
         if rng.random() < 0.2:
             feedback = 1 if rng.random() < up else -1
         return Message(
             conversation=conversation,
             role=Message.Role.ASSISTANT,
-            content="[demo answer]" if not fields.get("abstained") else "I don't know.",
+            origin=Message.Origin.DEMO,
+            content="I don't know." if fields.get("abstained") else "[demo answer]",
             standalone_question=question,
             created_at=when,
             feedback=feedback,

@@ -1,0 +1,66 @@
+"""Scorer signals that mean what they say: explicit abstentions only, citations by prompt order."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.scorer import ScoringInput, says_dont_know, signals_extract
+
+NEGATIVE_ANSWERS = [
+    "Gift wrapping is not available for oversized items [2].",
+    "Cash on delivery is not available [1].",
+    "If you cannot find your order number, check the confirmation e-mail [1].",
+    "Refunds are not given for digital downloads [3].",
+    "No, we do not ship to Norway [1].",
+]
+ABSTENTIONS = [
+    "I don't know.",
+    "I don't know: the passages say nothing about it.",
+    "I do not know.",
+    "The passages do not contain that information.",
+    "The text doesn't mention a returns address.",
+    "That is not stated in the passages.",
+    "I cannot answer that from the passages.",
+    "I'm not sure.",
+    "",
+]
+
+
+@pytest.mark.parametrize("answer", NEGATIVE_ANSWERS)
+def test_a_negative_answer_is_an_answer_not_an_abstention(answer: str) -> None:
+    assert not says_dont_know(answer)
+
+
+@pytest.mark.parametrize("answer", ABSTENTIONS)
+def test_an_explicit_abstention_is_recognised(answer: str) -> None:
+    assert says_dont_know(answer)
+
+
+def scoring(answer: str, texts: list[str], sims: list[float]) -> dict[str, float]:
+    return signals_extract(
+        ScoringInput(
+            question="How much does express delivery cost?",
+            answer=answer,
+            token_logprobs=[-0.1] * 4,
+            first_top_logprobs={},
+            passage_texts=texts,
+            passage_similarities=sims,
+        )
+    )
+
+
+def test_a_citation_reads_the_similarity_of_the_passage_it_cites() -> None:
+    # In the prompt's order: [1] a weak passage, [2] the strong one the answer cites.
+    texts = ["Gift cards never expire.", "Express delivery costs 6 euros."]
+    signals = scoring("6 euros [2]", texts, [0.31, 0.82])
+    assert signals["cited_similarity"] == pytest.approx(0.82)
+    assert signals["top_similarity"] == pytest.approx(0.82)
+    # Coverage reads the most similar passage wherever the prompt put it.
+    assert signals["coverage"] > 0
+
+
+def test_support_counts_only_the_passages_shown() -> None:
+    shown = ["Express delivery costs 6 euros."]
+    assert scoring("Express costs 6 euros [1]", shown, [0.8])["support"] == 1.0
+    # Words from a passage the tier never saw do not support its answer.
+    assert scoring("Gift cards never expire [1]", shown, [0.8])["support"] == 0.0
