@@ -204,3 +204,37 @@ async def test_an_answer_no_model_gave_has_no_tier(cascade, knowledge, fault_ser
     assert end["cost"] == 0, "a call the server refused costs nothing"
     message = await Message.objects.aget(id=end["message_id"])
     assert message.tier == "" and message.error_code == "http"
+    # Asked once: no silent retry doubles the time before the next tier (or the error).
+    assert [r["model"] for r in fault_server.requests] == ["http500"]
+
+
+async def test_a_budget_that_cannot_afford_escalation_keeps_the_answer_on_its_tier(
+    cascade, knowledge, fault_server, settings
+) -> None:  # noqa: ANN001
+    from chatbot.models import BudgetReservation
+
+    # Room for the small tier's most on this prompt, not for the big one's as well.
+    settings.DAILY_BUDGET_USD = 0.001
+    await ModelTier.objects.filter(name="small").aupdate(threshold=1.0)
+    end = (await ask(QUESTION))[-1]
+    assert [a["tier"] for a in end["attempts"]] == ["small"]
+    assert end["abstained"] and end["abstain_reason"] == "low_score"
+    assert fault_server.requests == [], "the tier the budget did not reserve never ran"
+    assert await BudgetReservation.objects.acount() == 0, "settled with the answer"
+
+
+async def test_at_the_cap_a_refusing_budget_answers_politely_and_spends_nothing(
+    cascade, knowledge, settings
+) -> None:  # noqa: ANN001
+    settings.DAILY_BUDGET_USD = 0.001
+    settings.DAILY_BUDGET_AT_CAP = "refuse"
+    spent = await Conversation.objects.acreate(session_key="earlier")
+    await Message.objects.acreate(
+        conversation=spent, role=Message.Role.ASSISTANT, content="...", cost=Decimal("0.001")
+    )
+    events = await ask(QUESTION)
+    end = events[-1]
+    assert end["status"] == Message.Status.COMPLETE and end["error_code"] == "budget"
+    assert end["attempts"] == [] and end["cost"] == 0 and end["tier"] is None
+    text = "".join(e["text"] for e in events if e["type"] == "answer.delta")
+    assert "today's limit" in text
