@@ -19,7 +19,9 @@ LABEL = "answerable, and F1 >= 0.5 or the answer contains a gold answer"
 
 
 def _labelled(run: EvaluationRun, split: str) -> tuple[list[dict], list[bool]]:
-    results = EvaluationResult.objects.filter(run=run, split=split).exclude(tier=CASCADE)
+    results = (
+        EvaluationResult.objects.filter(run=run, split=split).exclude(tier=CASCADE).order_by("id")
+    )
     answered = [r for r in results if r.signals and not r.error_code]
     labels = [
         answer_right(

@@ -33,7 +33,7 @@ def signals_study(*, run: EvaluationRun, floor: float | None = None) -> dict[str
     """Single-signal AUCs per tier and split, both scorers, the choice on fit and its test figures."""
     results = [
         r
-        for r in EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE)
+        for r in EvaluationResult.objects.filter(run=run).exclude(tier=CASCADE).order_by("id")
         if r.signals and not r.error_code
     ]
     order, fit_rows = question_rows(run=run, split="fit")

@@ -274,7 +274,9 @@ def test_a_confident_answer_stays_and_an_unsure_one_escalates_visibly(
         # The admin raises the small tier's threshold out of reach: the next one escalates.
         ModelTier.objects.filter(name="small").update(threshold=1.0)
         _ask(page, "How long does standard delivery take?")
-        second = page.locator(".msg.assistant").last
+        # Wait for the second answer itself: `.last` would otherwise still match the first.
+        expect(page.locator(".msg.assistant")).to_have_count(2)
+        second = page.locator(".msg.assistant").nth(1)
         expect(second.locator(".details")).to_be_visible(timeout=120_000)
         expect(second.locator(".escalation")).to_contain_text("small")
         expect(second.locator(".escalation")).to_contain_text("remote")

@@ -44,11 +44,9 @@ def _run() -> EvaluationRun:
                 tier=tier,
                 answer="gold" if right else "wrong",
                 f1=1.0 if right else 0.0,
-                signals={
-                    "check_yes": p_yes,
-                    "support": rng.random(),
-                    "top_similarity": 0.6,
-                },
+                # Without the check nothing tells right from wrong: every other signal is the
+                # same on every row (noise would beat chance in some fold orders).
+                signals={"check_yes": p_yes, "support": 0.5, "top_similarity": 0.6},
                 top_similarity=0.6,
                 cost=Decimal(str(220 * price / 1e6)),
                 call_cost=Decimal(str(200 * price / 1e6)),
