@@ -31,13 +31,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-# Starting weights: fitted by `manage.py evaluate --fit` on the fit split of evaluation run 2
-# (40 answerable + 40 unanswerable SQuAD questions and 60 Quora questions, split by passage;
-# medium and large tiers; label: answerable and the answer holds a gold answer). Held-out
-# AUC 0.60: weak. The hand-set weights first tried (support +2, top_similarity +3, mean
-# logprob +1, p_first_i -2, idk -4, bias -3) ranked the fit split at AUC 0.44. With a few
-# dozen labels no combination is reliable yet; refit from larger runs (the weights live in
-# routing.ScorerWeights, these are only the fallback).
+# Starting weights, fitted on evaluation run 2's fit split (medium and large tiers; label:
+# answerable and the answer holds a gold answer). They do not separate right from wrong
+# answers: on run 4's test split they rank answers at AUC 0.54, and run 4's own fit (the
+# minimum log-probability alone, chosen by stratified repeated CV) at 0.56. They stay the
+# default because the policy they belong to (medium >= 0.10, then large) held up better on
+# run 4's test split than the one fitted there (bench/results/evaluation_run4.md). An
+# evaluation's `--fit --apply` replaces them in routing.ScorerWeights.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "bias": 1.562,
     "mean_logprob": -0.145,
