@@ -152,6 +152,11 @@ async def test_the_first_answer_is_stored_and_the_same_question_then_hits(
     assert second[-1]["cached"] is True and second[-1]["cache_similarity"] >= 0.99
     text = "".join(f["text"] for f in second if f["type"] == "answer.delta")
     assert text == entry.answer
+    # A hit costs nothing and records what it avoided: the baseline's typical answer call.
+    hit = second[-1]
+    assert hit["cost"] == 0 and hit["attempts"] == [] and hit["tier"] == "small"
+    assert hit["baseline"] == {"tier": "small", "measured": False}
+    assert hit["cost_if_largest"] > 0
 
 
 async def test_replacing_a_cited_document_invalidates_its_entries(small_tier, help_centre) -> None:  # noqa: ANN001
