@@ -182,6 +182,25 @@ def _money(value: Any) -> Decimal:
     return Decimal(str(value or 0))
 
 
+def _question_fields(*, run: EvaluationRun, item: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """What every stored row of one question carries, whichever pass answered it."""
+    result = answer.result
+    return {
+        "run": run,
+        "question_id": item["id"],
+        "question": item["question"],
+        "source": item["source"],
+        "split": item["split"],
+        "answerable": item["answerable"],
+        "gold_answers": item["answers"],
+        "top_similarity": answer.top_similarity,
+        "cost": result.cost,
+        "abstained": result.abstained,
+        "abstain_reason": result.abstain_reason,
+        "attempts": [a.as_dict() for a in result.attempts],
+    }
+
+
 async def _tier_store(
     *, run: EvaluationRun, item: dict[str, Any], tier: str, answer: Answer
 ) -> None:
@@ -197,13 +216,7 @@ async def _tier_store(
     )
     answered = attempt is not None and not attempt.error and item["answerable"]
     await EvaluationResult.objects.acreate(
-        run=run,
-        question_id=item["id"],
-        question=item["question"],
-        source=item["source"],
-        split=item["split"],
-        answerable=item["answerable"],
-        gold_answers=gold,
+        **_question_fields(run=run, item=item, answer=answer),
         tier=tier,
         answer=text,
         exact_match=exact_match(text, gold) if answered else 0.0,
@@ -213,18 +226,13 @@ async def _tier_store(
         score=(attempt.score or 0.0) if attempt else 0.0,
         signals=dict(attempt.signals) if attempt else {},
         said_dont_know=bool(attempt and attempt.said_dont_know),
-        top_similarity=answer.top_similarity,
         tokens_in=attempt.tokens_in if attempt else 0,
         tokens_out=attempt.tokens_out if attempt else 0,
-        cost=result.cost,
         call_cost=attempt.call_cost if attempt else Decimal("0"),
         check_cost=_money(check.get("cost")),
         latency_ms=attempt.latency_ms if attempt else 0.0,
         check_latency_ms=float(check.get("latency_ms") or 0.0),
         ttft_ms=attempt.ttft_ms if attempt else None,
-        abstained=result.abstained,
-        abstain_reason=result.abstain_reason,
-        attempts=[a.as_dict() for a in result.attempts],
         error_code=(attempt.error if attempt else "")
         or ("" if result.abstained else result.error_code),
     )
@@ -241,13 +249,7 @@ async def _cascade_store(*, run: EvaluationRun, item: dict[str, Any], answer: An
         gold=item["answers"],
     )
     await EvaluationResult.objects.acreate(
-        run=run,
-        question_id=item["id"],
-        question=item["question"],
-        source=item["source"],
-        split=item["split"],
-        answerable=item["answerable"],
-        gold_answers=item["answers"],
+        **_question_fields(run=run, item=item, answer=answer),
         tier=CASCADE,
         answer=answer.text,
         exact_match=grade.exact_match,
@@ -257,19 +259,14 @@ async def _cascade_store(*, run: EvaluationRun, item: dict[str, Any], answer: An
         score=(accepted.score or 0.0) if accepted else 0.0,
         signals=dict(accepted.signals) if accepted else {},
         said_dont_know=bool(accepted and accepted.said_dont_know),
-        top_similarity=answer.top_similarity,
         tokens_in=result.tokens_in,
         tokens_out=result.tokens_out,
-        cost=result.cost,
         call_cost=sum((a.call_cost for a in result.attempts), Decimal("0")),
         check_cost=sum(
             (_money((a.check or {}).get("cost")) for a in result.attempts), Decimal("0")
         ),
         latency_ms=(answer.message.total_ms or 0.0),
         ttft_ms=result.ttft_ms,
-        abstained=result.abstained,
-        abstain_reason=result.abstain_reason,
-        attempts=[a.as_dict() for a in result.attempts],
         error_code=result.error_code,
     )
 
