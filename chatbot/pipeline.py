@@ -42,7 +42,8 @@ from chatbot.prompts import (
     system_prompt,
 )
 from retrieval import cache as answer_cache
-from retrieval.search import Passage, passages_search
+from retrieval.rerank import passages_search_reranked
+from retrieval.search import Passage
 from routing.cascade import (
     CascadeResult,
     CascadeTier,
@@ -178,8 +179,9 @@ async def scorer_weights() -> dict[str, float] | None:
 
 
 async def retrieve(*, question: str, vector: list[float] | None = None) -> list[Passage]:
-    """The passages retrieved for the question, best first (the relevance floor is the caller's)."""
-    return await passages_search(
+    """The passages retrieved for the question, best first (the relevance floor is the caller's);
+    reranked by the cross-encoder when RETRIEVAL_RERANK is on."""
+    return await passages_search_reranked(
         question=question,
         vector=vector,
         k=settings.RETRIEVAL_TOP_K,

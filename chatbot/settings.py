@@ -202,6 +202,10 @@ RETRIEVAL_MODE = os.environ.get("RETRIEVAL_MODE", "hybrid")  # hybrid | vector |
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
 RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 40)
+# Cross-encoder reranking (retrieval/rerank.py): search returns RETRIEVAL_RERANK_CANDIDATES fused
+# passages and the cross-encoder keeps the best RETRIEVAL_TOP_K (bench/retrieval_quality.py).
+RETRIEVAL_RERANK = env_bool("RETRIEVAL_RERANK", False)
+RETRIEVAL_RERANK_CANDIDATES = env_int("RETRIEVAL_RERANK_CANDIDATES", 8)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32)
 # For retrieval.embedders.SentenceTransformerEmbedder: any local sentence-transformers folder.
 EMBEDDER_MODEL_DIR = os.environ.get("EMBEDDER_MODEL_DIR", "")

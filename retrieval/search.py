@@ -41,6 +41,7 @@ class Passage:
     score: float = 0.0  # fused RRF score (the ranking key in hybrid mode)
     vector_rank: int | None = None  # 1-based rank among vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank among full-text matches, None if no match
+    rerank_score: float | None = None  # cross-encoder logit (retrieval.rerank); None: not reranked
 
 
 def text_query(question: str) -> str:
