@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from chatbot.budget import budget_reserve, budget_set_daily_limit
+from chatbot.budget import DEFAULT_TOKENS_IN, budget_reserve, budget_set_daily_limit
 from chatbot.dashboard import dashboard_budget
 from chatbot.models import Conversation, Message
 from routing.models import ModelTier
@@ -58,10 +58,14 @@ def test_spend_counts_customers_and_the_money_held_in_flight(books: dict[str, Me
     assert budget["reserved_now"] == pytest.approx(0.0007)
     assert budget["remaining_today"] == pytest.approx(0.0003)
     assert not budget["reached"] and budget["at_cap"] == "cheapest"
-    # No recent answers: a typical question is priced at 1000 prompt tokens and the full
-    # 100-token allowance: small 0.00014, medium 0.0007, large 0.0021. Only small still fits.
+    # No recent answers: a typical question is priced at the default prompt tokens and the
+    # full 100-token allowance. Only small still fits in the 0.0003 left.
     assert [step["tier"] for step in budget["typical_chain"]] == ["small", "medium", "large"]
-    assert budget["typical_chain"][1]["max_cost"] == pytest.approx(0.0007)
+    medium = ModelTier.objects.get(name="medium")
+    assert budget["typical_chain"][1]["max_cost"] == pytest.approx(
+        float(medium.cost(DEFAULT_TOKENS_IN, 100))
+    )
+    assert budget["typical_chain"][1]["max_cost"] > 0.0003
     assert budget["skipped_tiers"] == ["medium", "large"] and budget["capped"]
 
 
