@@ -25,6 +25,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from chatbot.models import BudgetReservation, BudgetSetting, Message
+from routing.cascade import tiers_from_start
 from routing.models import ModelTier
 
 # A typical answer call before any customer answer exists: the means over evaluation run 4's
@@ -189,9 +190,8 @@ def budget_reserve(*, message_id: int, chain: Sequence[tuple[str, Decimal]]) -> 
     with transaction.atomic():
         # This code MUST run under the lock: the read of the money left and the write of the
         # reservation are one step, or two questions could both spend the same remainder.
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         now = timezone.now()
         BudgetReservation.objects.filter(created_at__lt=now - RESERVATION_STALE_AFTER).delete()
         left = limit - _committed_today(now=now, exclude_message_id=message_id)
@@ -267,7 +267,6 @@ def budget_typical_chain() -> list[tuple[str, Decimal]]:
     tiers = [
         t for t in ModelTier.objects.filter(enabled=True).order_by("order", "name") if t.usable
     ]
-    start = next((t for t in tiers if t.name == settings.CASCADE_START_TIER), None)
-    if start is not None:
-        tiers = [t for t in tiers if (t.order, t.name) >= (start.order, start.name)]
+    names = tiers_from_start([t.name for t in tiers], settings.CASCADE_START_TIER)
+    tiers = [t for t in tiers if t.name in names]
     return [(t.name, t.cost(tokens_in, t.max_answer_tokens)) for t in tiers]

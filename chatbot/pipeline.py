@@ -97,17 +97,11 @@ class Answer:
     sources: list[dict[str, Any]] = field(default_factory=list)
     result: CascadeResult = field(default_factory=CascadeResult)
     top_similarity: float = 0.0  # the best retrieved passage's cosine (0: none)
-    baseline: Baseline | None = None
+    # The tiers the baseline is chosen from (the books choose it when the answer is stored).
+    baseline_pool: list[ModelTier] = field(default_factory=list)
     rewrite: Rewrite | None = None  # the follow-up rewrite (tier "" when no model call ran)
     reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The dearest tier that could really answer: what 'the largest tier alone' is priced on."""
-
-    tier: ModelTier
 
 
 @dataclass(frozen=True)
@@ -164,7 +158,8 @@ async def cascade_tiers(*, options: AnswerOptions, enabled: list[ModelTier]) -> 
 
 
 def baseline_tier(tiers: Sequence[ModelTier]) -> ModelTier | None:
-    """The dearest of the tiers that could really answer (enabled, key present), by price."""
+    """The dearest of the tiers that could really answer (enabled, key present), by price:
+    what "the largest tier alone" is priced on."""
     usable = [t for t in tiers if t.usable]
     if not usable:
         return None
@@ -278,11 +273,10 @@ async def answer_question(
         standalone_question=question,
         origin=options.origin,
     )
-    answer = control.answer = Answer(message=message)
     # The baseline is the dearest usable tier of all, not only those from the starting tier.
-    pool = tiers if options.tiers is not None else enabled
-    baseline = await sync_to_async(baseline_tier)(pool)
-    answer.baseline = Baseline(baseline) if baseline else None
+    answer = control.answer = Answer(
+        message=message, baseline_pool=tiers if options.tiers is not None else enabled
+    )
     finished = False
     try:
         # Read once: the follow-up rewrite and every tier's prompt use these turns.
@@ -325,10 +319,15 @@ async def answer_question(
             answer.text = ABSTAIN_TEXT
             yield {"type": "answer.delta", "text": ABSTAIN_TEXT}
         else:
-            prompts = [
-                await tier_prompt(tier=t, passages=passages, turns=turns, question=question)
-                for t in tiers
-            ]
+            # Each tier's counter asks its own server: all tiers at once.
+            prompts = list(
+                await asyncio.gather(
+                    *(
+                        tier_prompt(tier=t, passages=passages, turns=turns, question=question)
+                        for t in tiers
+                    )
+                )
+            )
             if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
                 allowed = await sync_to_async(budget_reserve)(
                     message_id=message.id, chain=[(p.tier.name, p.max_cost()) for p in prompts]
@@ -454,7 +453,7 @@ def _books(answer: Answer) -> None:
     message.cost = result.cost + rewrite_cost
     message.cost_estimated = result.estimated or bool(rewrite and rewrite.estimated)
     message.rewrite = rewrite.as_dict() if rewrite else None
-    baseline = answer.baseline.tier if answer.baseline else None
+    baseline = baseline_tier(answer.baseline_pool)
     message.baseline_tier = baseline.name if baseline else ""
     message.baseline_measured = False
     if baseline is None:

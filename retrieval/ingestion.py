@@ -139,6 +139,18 @@ def _embed(document_id: int, version: int, title: str, drafts: list[ChunkDraft])
     return vectors
 
 
+def _unfinished_for_update(*, document_id: int, version: int) -> KnowledgeDocument | None:
+    """This version of the document, locked, unless it was replaced or already finished."""
+    document = (
+        KnowledgeDocument.objects.select_for_update()
+        .filter(id=document_id, version=version)
+        .first()
+    )
+    if document is None or document.status in (Status.READY, Status.FAILED):
+        return None
+    return document
+
+
 def _index(
     document_id: int,
     version: int,
@@ -149,12 +161,8 @@ def _index(
 ) -> str:
     # Chunks and READY are written together: a reader sees no passages or all of them.
     with transaction.atomic():
-        document = (
-            KnowledgeDocument.objects.select_for_update()
-            .filter(id=document_id, version=version)
-            .first()
-        )
-        if document is None or document.status in (Status.READY, Status.FAILED):
+        document = _unfinished_for_update(document_id=document_id, version=version)
+        if document is None:
             return "superseded"
         document.chunks.all().delete()
         Chunk.objects.bulk_create(
@@ -184,12 +192,8 @@ def document_retry_or_fail(*, document_id: int, version: int, reason: str, enque
     """Re-queue an interrupted ingestion (with enqueue), or fail it after INGEST_MAX_ATTEMPTS;
     returns the status."""
     with transaction.atomic():
-        document = (
-            KnowledgeDocument.objects.select_for_update()
-            .filter(id=document_id, version=version)
-            .first()
-        )
-        if document is None or document.status in (Status.READY, Status.FAILED):
+        document = _unfinished_for_update(document_id=document_id, version=version)
+        if document is None:
             return "superseded"
         document.chunks.all().delete()
         document.heartbeat_at = None
