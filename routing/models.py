@@ -116,6 +116,9 @@ class ScorerWeights(models.Model):
     fitted_on = models.CharField(
         max_length=200, blank=True, help_text="Where the weights come from (run, split)."
     )
+    version = models.PositiveIntegerField(
+        default=0, help_text="The ScorerWeightsVersion these weights are (0: never versioned)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -123,6 +126,31 @@ class ScorerWeights(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ScorerWeightsVersion(models.Model):
+    """One set of scorer weights as it was written: every fit or edit adds one, so a bad fit can
+    be rolled back to any earlier version (which is written again as a new version)."""
+
+    scorer = models.ForeignKey(ScorerWeights, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    weights = models.JSONField(default=dict)
+    fitted_on = models.CharField(max_length=200, blank=True)
+    calibration = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="On test rows: Brier score, AUC and reliability bins, before and after the fit.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["scorer", "number"], name="scorer_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scorer.name} v{self.number}"
 
 
 class EvaluationRun(models.Model):
