@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 
 
@@ -14,6 +15,14 @@ class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session_key = models.CharField(max_length=64, db_index=True)
     title = models.CharField(max_length=200, blank=True)
+    # The embedding website when the conversation started in its widget (blank: the chat page).
+    site = models.ForeignKey(
+        "WidgetSite",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -30,6 +39,7 @@ class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"
         ASSISTANT = "assistant"
+        AGENT = "agent"  # a person answering during a handoff (chatbot.Handoff)
 
     class Status(models.TextChoices):
         COMPLETE = "complete"
@@ -84,6 +94,14 @@ class Message(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     # The browser's id for a user message: a resend after a reconnect is recognised, not re-asked.
     client_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # Who wrote an agent turn (blank for the customer's and the bot's own turns).
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -129,3 +147,87 @@ class BudgetReservation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} held for message {self.message_id}"
+
+
+class WidgetSite(models.Model):
+    """A website that embeds the chat widget: where it may be framed from and how it looks."""
+
+    class Language(models.TextChoices):
+        ENGLISH = "en", "English"
+        GERMAN = "de", "Deutsch"
+        FRENCH = "fr", "Français"
+
+    name = models.CharField(max_length=100)
+    # The public key in the host page's script tag (data-site); not a secret.
+    key = models.SlugField(max_length=40, unique=True)
+    allowed_origins = models.TextField(
+        help_text="One origin a line, e.g. https://www.example.com (scheme, host, optional port). "
+        "Only pages on these origins may frame the widget and open its socket."
+    )
+    greeting = models.CharField(max_length=300, blank=True)
+    language = models.CharField(max_length=5, choices=Language.choices, default=Language.ENGLISH)
+    primary_color = models.CharField(max_length=7, default="#2f6f4e")
+    text_color = models.CharField(max_length=7, default="#ffffff")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Handoff(models.Model):
+    """A customer's request for a person: waiting for an agent, held by one, or closed.
+
+    While a handoff is waiting or joined the bot stays silent in its conversation; the customer's
+    messages go to the agent instead. At most one open handoff per conversation.
+    """
+
+    class Status(models.TextChoices):
+        WAITING = "waiting"
+        JOINED = "joined"
+        CLOSED = "closed"
+
+    class Reason(models.TextChoices):
+        ASKED = "asked"  # the button, or "can I talk to a human?" in the text
+        DECLINED = "declined"  # accepted after the bot abstained
+        THUMBS_DOWN = "thumbs_down"  # accepted after a thumbs-down
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="handoffs"
+    )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.WAITING, db_index=True
+    )
+    reason = models.CharField(max_length=12, choices=Reason.choices, default=Reason.ASKED)
+    # The standalone question (the follow-up rewrite's output) the bot could not settle.
+    question = models.TextField(blank=True)
+    email = models.EmailField(blank=True)
+    # Asked outside SUPPORT_HOURS: the customer was told when to expect a reply.
+    outside_hours = models.BooleanField(default=False)
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="handoffs",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    joined_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("handle_handoff", "Can take and answer handoffs in the inbox")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status__in=["waiting", "joined"]),
+                name="one_open_handoff_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"handoff {self.id} ({self.status})"
