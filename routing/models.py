@@ -267,6 +267,12 @@ class CascadePolicy(models.Model):
     relevance_floor = models.FloatField(
         null=True, blank=True, help_text="Blank: CASCADE_RELEVANCE_FLOOR from the settings."
     )
+    rerank_floor = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Best passage's cross-encoder relevance (0-1) below this: no model runs. "
+        "Used only when reranking is on. Blank: CASCADE_RERANK_FLOOR from the settings.",
+    )
     applied_from = models.CharField(
         max_length=200, blank=True, help_text="Where the values come from (run, split)."
     )
