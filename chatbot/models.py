@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from pgvector.django import VectorField
 
 
 class Conversation(models.Model):
@@ -102,10 +103,40 @@ class Message(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+
+    class FeedbackReason(models.TextChoices):
+        WRONG = "wrong", "wrong"
+        OUTDATED = "outdated", "outdated"
+        NOT_ASKED = "not_asked", "not what I asked"
+        INCOMPLETE = "incomplete", "incomplete"
+
+    class Label(models.TextChoices):
+        RIGHT = "right"
+        WRONG = "wrong"
+
+    # The customer's optional reason for a thumbs-down (the gap inbox shows it).
+    feedback_reason = models.CharField(max_length=12, blank=True, choices=FeedbackReason.choices)
+    # An admin's verdict in the message explorer: labelled answers are the shop's own evaluation
+    # set (`manage.py evaluate --labelled`), so thresholds are tuned on its real questions.
+    label = models.CharField(max_length=8, blank=True, choices=Label.choices)
+    label_answer = models.TextField(
+        blank=True,
+        help_text="The right answer (for a wrong one; blank there means the bot should have "
+        "said it does not know).",
+    )
+    labelled_at = models.DateTimeField(null=True, blank=True)
+    # The gap inbox (chatbot/gaps.py): the question's vector, stored the first time the inbox
+    # sees it so grouping never embeds a question twice, and whether an admin closed it.
+    question_embedding = VectorField(
+        dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True
+    )
+    gap_closed = models.CharField(max_length=10, blank=True)  # dismissed | curated
+    gap_closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        permissions = [("review_gaps", "Can review knowledge gaps and write curated answers")]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"

@@ -119,7 +119,7 @@ FROM (
   SELECT id, question, answer, sources, tier, document_versions,
          embedding <=> %(v)s::vector AS distance
   FROM {_ENTRY}
-  WHERE active AND created_at >= %(cutoff)s
+  WHERE active AND (created_at >= %(cutoff)s OR curated_id IS NOT NULL)
   ORDER BY embedding <=> %(v)s::vector
   LIMIT %(k)s
 ) AS e
@@ -339,7 +339,8 @@ async def cache_false_hit(*, message_id: int) -> bool:
             return False
         with transaction.atomic():
             CacheHit.objects.filter(id=hit.id).update(false_hit=True)
-            CacheEntry.objects.filter(id=hit.entry_id).update(
+            # An admin's curated answer stays: the thumbs-down reaches the gap inbox instead.
+            CacheEntry.objects.filter(id=hit.entry_id, curated__isnull=True).update(
                 active=False, retired_reason="thumbs_down"
             )
         return True

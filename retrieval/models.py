@@ -91,6 +91,27 @@ class Chunk(models.Model):
         return f"{self.document.title} #{self.ordinal}"
 
 
+class CuratedAnswer(models.Model):
+    """An answer an admin wrote for questions the knowledge lacked, served through the cache.
+
+    Each version is a set of CacheEntry rows (one per phrasing) with the same `version`: editing
+    adds a version and retires the previous rows ("superseded"), so the history stays.
+    """
+
+    question = models.TextField(help_text="The main phrasing of the question.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
 class CacheEntry(models.Model):
     """An accepted, grounded answer that may be served again for the same standalone question."""
 
@@ -108,6 +129,15 @@ class CacheEntry(models.Model):
     retired_reason = models.CharField(max_length=40, blank=True)
     hit_count = models.PositiveIntegerField(default=0)
     last_hit_at = models.DateTimeField(null=True, blank=True)
+    # An admin's curated answer (one version of it): never expires by age and is never retired
+    # by a thumbs-down alone; an edit supersedes it.
+    curated = models.ForeignKey(
+        CuratedAnswer, null=True, blank=True, on_delete=models.CASCADE, related_name="entries"
+    )
+    version = models.PositiveIntegerField(default=0)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
