@@ -6,11 +6,12 @@ import os
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from routing.bundled import BUNDLED_MODELS
 from routing.cascade import CascadeTier
-from routing.providers import ProviderConfig, call_price
+from routing.providers import ProviderConfig, api_key_env_error, call_price
 from routing.tokens import TierCounter
 
 
@@ -59,7 +60,16 @@ class ModelTier(models.Model):
         """The key from the environment; 'local' for keyless tiers; None when the variable is unset."""
         if not self.api_key_env:
             return "local"
+        if api_key_env_error(self.api_key_env):
+            # Never read a variable off the allow-list, not even to say whether it is set.
+            return None
         return os.environ.get(self.api_key_env) or None
+
+    def clean(self) -> None:
+        """Refuse an api_key_env off the allow-list (TIER_API_KEY_ENV_ALLOWED)."""
+        super().clean()
+        if self.api_key_env and (error := api_key_env_error(self.api_key_env)):
+            raise ValidationError({"api_key_env": error})
 
     @property
     def usable(self) -> bool:
@@ -214,6 +224,11 @@ class EvaluationResult(models.Model):
     top_similarity = models.FloatField(
         default=0.0, help_text="Best retrieved passage's cosine similarity (0: none)."
     )
+    top_relevance = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Best passage's cross-encoder relevance (blank: not reranked).",
+    )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(
@@ -276,6 +291,47 @@ class CascadePolicy(models.Model):
     applied_from = models.CharField(
         max_length=200, blank=True, help_text="Where the values come from (run, split)."
     )
+    # Which tier the cascade starts on (see routing.router).
+    router_mode = models.CharField(
+        max_length=10,
+        choices=[
+            ("fixed", "fixed cascade (from CASCADE_START_TIER)"),
+            ("router", "router picks the starting tier, then cascade"),
+            ("single", "a single tier, no cascade"),
+        ],
+        default="fixed",
+    )
+    single_tier = models.CharField(
+        max_length=40, blank=True, help_text="The tier answering alone when the mode is 'single'."
+    )
+    router_learner = models.CharField(
+        max_length=10,
+        choices=[
+            ("sla", "stochastic learning automaton (linear reward-inaction)"),
+            ("qlearning", "stateless Q-learning, epsilon-greedy"),
+        ],
+        default="qlearning",
+    )
+    router_scope = models.CharField(
+        max_length=10,
+        choices=[("cluster", "one learner per question cluster"), ("global", "one learner")],
+        default="cluster",
+    )
+    reward_accuracy_weight = models.FloatField(
+        default=1.0, help_text="w_acc, per unit of accuracy."
+    )
+    reward_cost_weight = models.FloatField(
+        default=200.0, help_text="w_cost, per US dollar the answer paid (all its calls)."
+    )
+    reward_latency_weight = models.FloatField(
+        default=0.05, help_text="w_lat, per unit of log(answer time in seconds)."
+    )
+    router_learning_rate = models.FloatField(
+        default=0.1, help_text="SLA step size and Q-learning's alpha, in (0, 1]."
+    )
+    router_epsilon = models.FloatField(
+        default=0.1, help_text="Q-learning: share of questions sent to a random starting tier."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -283,3 +339,89 @@ class CascadePolicy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RouterCluster(models.Model):
+    """One cluster of question vectors (k-means, refreshed by 'manage.py router_clusters')."""
+
+    index = models.PositiveSmallIntegerField(unique=True)
+    centroid = models.JSONField(
+        default=list, help_text="Unit-length mean of its questions' vectors."
+    )
+    size = models.PositiveIntegerField(default=0, help_text="Questions it was fitted on.")
+    examples = models.JSONField(default=list, blank=True, help_text="Questions nearest its centre.")
+    fitted_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"cluster {self.index}"
+
+
+class RouterLearner(models.Model):
+    """One learner's state over the starting tiers: a cluster's (cluster >= 0) or global (-1).
+
+    `values` is tier name to probability (SLA) or Q-value (Q-learning). Updated only inside a
+    transaction holding this row's lock (routing.router), so processes never lose an update.
+    """
+
+    GLOBAL = -1
+
+    kind = models.CharField(
+        max_length=10, choices=[("sla", "SLA (LRI)"), ("qlearning", "Q-learning")]
+    )
+    cluster = models.SmallIntegerField(help_text="RouterCluster.index, or -1: all questions.")
+    values = models.JSONField(default=dict, blank=True)
+    counts = models.JSONField(default=dict, blank=True, help_text="Updates per tier.")
+    updates = models.PositiveIntegerField(default=0)
+    reward_low = models.FloatField(null=True, blank=True, help_text="Lowest reward seen (SLA).")
+    reward_high = models.FloatField(null=True, blank=True, help_text="Highest reward seen (SLA).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["cluster", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "cluster"], name="router_learner_unique")
+        ]
+
+    def __str__(self) -> str:
+        where = "global" if self.cluster == self.GLOBAL else f"cluster {self.cluster}"
+        return f"{self.kind} {where}"
+
+
+class RouterDecision(models.Model):
+    """One routed customer answer: the starting tier chosen, its reward, and what corrected it.
+
+    `message_id` is the chat answer's id (routing does not import chatbot, so no foreign key).
+    Accuracy in force: `label` (an admin's), else `thumbs` (1 up, 0 down), else `score`.
+    """
+
+    message_id = models.BigIntegerField(unique=True)
+    question = models.TextField(blank=True)
+    vector = models.JSONField(default=list, blank=True, help_text="The question's embedding.")
+    cluster = models.SmallIntegerField(default=-1, help_text="-1: no cluster matched.")
+    learner = models.CharField(max_length=10, help_text="The learner that chose.")
+    start_tier = models.CharField(max_length=40)
+    explored = models.BooleanField(default=False, help_text="Chosen at random (exploration).")
+    learned = models.BooleanField(
+        default=True, help_text="False: recorded only (fixed or single-tier policy)."
+    )
+    score = models.FloatField(default=0.0, help_text="The scorer's accuracy of the outcome.")
+    thumbs = models.FloatField(null=True, blank=True, help_text="Customer's thumbs: 1 or 0.")
+    label = models.FloatField(
+        null=True, blank=True, help_text="An admin's accuracy for this answer, in [0, 1]."
+    )
+    cost = models.DecimalField(max_digits=14, decimal_places=10, default=Decimal("0"))
+    latency_ms = models.FloatField(default=0.0)
+    reward = models.FloatField(default=0.0, help_text="The reward the learners were given.")
+    betas = models.JSONField(
+        default=dict, blank=True, help_text="SLA learner id to the normalised reward it was given."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"answer {self.message_id} from {self.start_tier}"
