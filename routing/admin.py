@@ -1,7 +1,20 @@
+from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 
-from routing.models import EvaluationResult, EvaluationRun, ModelTier, ScorerWeights
+from routing.models import (
+    CascadePolicy,
+    EvaluationResult,
+    EvaluationRun,
+    ModelTier,
+    RouterCluster,
+    RouterDecision,
+    RouterLearner,
+    ScorerWeights,
+)
+from routing.router import GLOBAL, decision_accuracy_set, learners_reset
 
 
 @admin.register(ModelTier)
@@ -53,3 +66,195 @@ class EvaluationRunAdmin(admin.ModelAdmin):
 class EvaluationResultAdmin(admin.ModelAdmin):
     list_display = ("run", "question_id", "tier", "source", "split", "f1", "score", "abstained")
     list_filter = ("tier", "source", "split", "abstained")
+
+
+class CascadePolicyForm(forms.ModelForm):
+    """The policy row, with the router's settings checked before they reach the router."""
+
+    class Meta:
+        model = CascadePolicy
+        fields = (
+            "name",
+            "relevance_floor",
+            "rerank_floor",
+            "applied_from",
+            "router_mode",
+            "single_tier",
+            "router_learner",
+            "router_scope",
+            "reward_accuracy_weight",
+            "reward_cost_weight",
+            "reward_latency_weight",
+            "router_learning_rate",
+            "router_epsilon",
+        )
+
+    def clean(self) -> dict:
+        """A single-tier policy names an existing tier; weights >= 0; rates in range."""
+        data = super().clean()
+        if data.get("router_mode") == "single":
+            name = data.get("single_tier", "")
+            if not ModelTier.objects.filter(name=name, enabled=True).exists():
+                enabled = ", ".join(
+                    ModelTier.objects.filter(enabled=True).values_list("name", flat=True)
+                )
+                self.add_error("single_tier", f"Name an enabled tier ({enabled}).")
+        for name in ("reward_accuracy_weight", "reward_cost_weight", "reward_latency_weight"):
+            if data.get(name) is not None and data[name] < 0:
+                self.add_error(name, "A weight is 0 or more (the reward's signs are fixed).")
+        rate = data.get("router_learning_rate")
+        if rate is not None and not 0 < rate <= 1:
+            self.add_error("router_learning_rate", "The learning rate lies in (0, 1].")
+        epsilon = data.get("router_epsilon")
+        if epsilon is not None and not 0 <= epsilon <= 1:
+            self.add_error("router_epsilon", "Epsilon lies in [0, 1].")
+        return data
+
+
+@admin.register(CascadePolicy)
+class CascadePolicyAdmin(admin.ModelAdmin):
+    form = CascadePolicyForm
+    list_display = ("name", "router_mode", "router_learner", "router_scope", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "relevance_floor", "rerank_floor", "applied_from")}),
+        (
+            "Starting tier",
+            {
+                "fields": ("router_mode", "single_tier", "router_learner", "router_scope"),
+                "description": "Fixed cascade: from CASCADE_START_TIER upwards. Router then "
+                "cascade: the learner picks the starting tier per question. Single tier: that "
+                "tier alone answers.",
+            },
+        ),
+        (
+            "Router reward and learning",
+            {
+                "fields": (
+                    "reward_accuracy_weight",
+                    "reward_cost_weight",
+                    "reward_latency_weight",
+                    "router_learning_rate",
+                    "router_epsilon",
+                ),
+                "description": "reward = w_acc * accuracy - w_cost * cost (USD) "
+                "- w_lat * log(seconds); accuracy is the scorer's, a thumbs or an admin label.",
+            },
+        ),
+    )
+
+
+@admin.register(RouterLearner)
+class RouterLearnerAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "kind", "cluster", "state", "updates", "examples", "updated_at")
+    list_filter = ("kind",)
+    readonly_fields = (
+        "kind",
+        "cluster",
+        "state",
+        "examples",
+        "updates",
+        "counts",
+        "reward_low",
+        "reward_high",
+        "updated_at",
+    )
+    exclude = ("values",)
+    actions = ["reset"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Learners are made by the router, never by hand."""
+        return False
+
+    @admin.display(description="probabilities / Q-values per tier")
+    def state(self, learner: RouterLearner) -> str:
+        """Each tier's value and how often it was updated."""
+        label = "p" if learner.kind == "sla" else "Q"
+        return format_html_join(
+            ", ",
+            "{} {}={} (n={})",
+            (
+                (tier, label, f"{value:.3f}", (learner.counts or {}).get(tier, 0))
+                for tier, value in (learner.values or {}).items()
+            ),
+        )
+
+    @admin.display(description="example questions")
+    def examples(self, learner: RouterLearner) -> str:
+        """A few questions nearest the cluster's centre (all questions for the global learner)."""
+        if learner.cluster == GLOBAL:
+            return "(all questions)"
+        cluster = RouterCluster.objects.filter(index=learner.cluster).first()
+        if cluster is None:
+            return "(cluster gone: refit)"
+        return format_html_join(" | ", "{}", ((q,) for q in cluster.examples))
+
+    @admin.action(description="Reset the selected learners (forget what they learned)")
+    def reset(self, request: HttpRequest, queryset: QuerySet[RouterLearner]) -> None:
+        """Start the selected learners again from uniform / zero."""
+        count = learners_reset(learner_ids=queryset.values_list("id", flat=True))
+        self.message_user(request, f"{count} learner(s) reset.", messages.SUCCESS)
+
+
+@admin.register(RouterCluster)
+class RouterClusterAdmin(admin.ModelAdmin):
+    list_display = ("index", "size", "example_questions", "fitted_at")
+    readonly_fields = ("index", "size", "examples", "fitted_at")
+    exclude = ("centroid",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Clusters come from 'manage.py router_clusters'."""
+        return False
+
+    @admin.display(description="examples")
+    def example_questions(self, cluster: RouterCluster) -> str:
+        """The questions nearest its centre."""
+        return format_html_join(" | ", "{}", ((q,) for q in cluster.examples))
+
+
+@admin.register(RouterDecision)
+class RouterDecisionAdmin(admin.ModelAdmin):
+    list_display = (
+        "message_id",
+        "start_tier",
+        "cluster",
+        "learner",
+        "explored",
+        "learned",
+        "score",
+        "thumbs",
+        "label",
+        "reward",
+        "created_at",
+    )
+    list_filter = ("start_tier", "learned", "cluster")
+    search_fields = ("question",)
+    fields = (
+        "message_id",
+        "question",
+        "start_tier",
+        "cluster",
+        "learner",
+        "explored",
+        "learned",
+        "score",
+        "thumbs",
+        "label",
+        "cost",
+        "latency_ms",
+        "reward",
+        "created_at",
+    )
+    readonly_fields = tuple(f for f in fields if f != "label")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Decisions are recorded by the pipeline."""
+        return False
+
+    def save_model(self, request: HttpRequest, obj: RouterDecision, form, change: bool) -> None:  # noqa: ANN001
+        """An admin's label replaces the accuracy, and the learners are corrected by it."""
+        if "label" in form.changed_data:
+            label = obj.label
+            if label is not None and not 0.0 <= label <= 1.0:
+                messages.error(request, "A label is an accuracy in [0, 1]; nothing changed.")
+                return
+            decision_accuracy_set(message_id=obj.message_id, label=label)
