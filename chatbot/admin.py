@@ -14,7 +14,9 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("title", "session_key", "created_at", "updated_at")
+    # No session_key: it is the customer's login cookie (anyone who reads it can act as them).
+    list_display = ("title", "created_at", "updated_at")
+    exclude = ("session_key",)
     inlines = [MessageInline]
 
 

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels."""
 
 import os
+from urllib.parse import urlparse
 
 from django.core.asgi import get_asgi_application
 
@@ -10,7 +11,7 @@ django_asgi_app = get_asgi_application()
 # Imported after get_asgi_application() so that the app registry is ready.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
@@ -21,11 +22,40 @@ if settings.SERVE_STATIC:
 
     http_app = ASGIStaticFilesHandler(django_asgi_app)
 
+
+def _allowed_origins(scope: dict) -> list[str] | None:
+    """ALLOWED_HOSTS as origins on the port the socket was opened on (the Host header's; 80 or
+    443 when it names none); None when the Host header is malformed."""
+    host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin1")
+    try:
+        port = urlparse("//" + host).port if host else None
+    except ValueError:
+        return None
+    origins = []
+    for name in settings.ALLOWED_HOSTS:
+        if name == "*":
+            origins.append("*")
+            continue
+        origins += [f"http://{name}:{port or 80}", f"https://{name}:{port or 443}"]
+    return origins
+
+
+def SameSiteOriginValidator(application):  # noqa: ANN001, ANN201, N802 - an ASGI app, like Channels'
+    """Channels' AllowedHostsOriginValidator, but the Origin's port must also match: a page on
+    another port of an allowed host (another app on localhost) is another site."""
+
+    async def validate(scope, receive, send):  # noqa: ANN001, ANN202
+        origins = _allowed_origins(scope)
+        if origins is None:
+            return await WebsocketDenier()(scope, receive, send)
+        return await OriginValidator(application, origins)(scope, receive, send)
+
+    return validate
+
+
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameSiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -43,20 +43,83 @@ def _secret_key() -> str:
     # Local default: a random key generated once and kept in the git-ignored var/ folder.
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        owner_only_write(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
+
+
+def owner_only_write(path: Path, text: str) -> None:
+    """Write a secret to a new file that only its owner can read (mode 0600 from the start)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Django's test runner adds "testserver" itself; a deployment names its own host names.
 ALLOWED_HOSTS = [
-    h
-    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
-    if h
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+    if h.strip()
 ]
 CSRF_TRUSTED_ORIGINS = [
     o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]
+
+# HTTPS deployment (README "Running in production"). DJANGO_HTTPS=1 when customers reach the
+# site over https:// only: http:// is redirected, cookies are sent over HTTPS only, and browsers
+# are told to use HTTPS for DJANGO_HSTS_SECONDS. Off by default, because `make run` serves
+# plain http://127.0.0.1:8000 and secure cookies would break its sessions and admin forms.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+# The preload flag only asks; a domain is preloaded once it is submitted to hstspreload.org.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+# A load balancer's health probe speaks plain HTTP to the app.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Behind a TLS-terminating proxy, the header it sets to say the request came over HTTPS, as
+# NAME=VALUE (e.g. X-Forwarded-Proto=https). Only with a proxy that always sets (and so
+# overwrites) it: otherwise a client could claim HTTPS. Daphne then also trusts the proxy's
+# X-Forwarded-For for the client address (run_stack passes --proxy-headers).
+_proxy_ssl_header = os.environ.get("DJANGO_PROXY_SSL_HEADER", "").strip()
+SECURE_PROXY_SSL_HEADER = None
+if _proxy_ssl_header:
+    _name, _, _value = _proxy_ssl_header.partition("=")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): scripts and styles from this site only, no plugins, no
+# framing. The pages have no inline scripts (JSON data sits in <script type="application/json">,
+# which is never executed); inline style attributes remain in a few admin templates.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# Admin login throttling (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failed logins from one
+# address for one user name, that pair is refused for ADMIN_LOGIN_COOLOFF_MINUTES. Kept in the
+# database, so every Daphne process counts together.
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_float("ADMIN_LOGIN_COOLOFF_MINUTES", 15.0) / 60
+AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AUTHENTICATION_BACKENDS = [
+    "chatbot.login_throttle.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 INSTALLED_APPS = [
@@ -71,6 +134,8 @@ INSTALLED_APPS = [
     "channels",
     "django_tasks",
     "django_tasks_db",
+    "axes",
+    "csp",
     "chatbot",
     "retrieval",
     "routing",
@@ -84,6 +149,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatbot.urls"
@@ -183,6 +251,10 @@ LOCAL_MODEL_HOST = os.environ.get("LOCAL_MODEL_HOST", "127.0.0.1")
 LOCAL_MODEL_PORT_BASE = env_int("LOCAL_MODEL_PORT_BASE", 8101)
 LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2)
 LOCAL_MODEL_PARALLEL = env_int("LOCAL_MODEL_PARALLEL", 1)
+# Environment variables a tier's api_key_env may name (comma-separated shell patterns): a tier
+# sends its key to its base URL, so no other secret (DJANGO_SECRET_KEY, DATABASE_URL) may be.
+_key_env_allowed = os.environ.get("TIER_API_KEY_ENV_ALLOWED", "OPENAI_API_KEY,REMOTE_*_API_KEY")
+TIER_API_KEY_ENV_ALLOWED = [p.strip() for p in _key_env_allowed.split(",") if p.strip()]
 
 # Embedder: a dotted path to an Embedder class (retrieval.embedders).
 EMBEDDER = os.environ.get("EMBEDDER", "retrieval.embedders.MiniLMEmbedder")
@@ -218,6 +290,13 @@ INGEST_PARSE_TIMEOUT_SECONDS = env_int("INGEST_PARSE_TIMEOUT_SECONDS", 60)
 INGEST_STALE_SECONDS = env_int("INGEST_STALE_SECONDS", 300)
 INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 3)
 INGEST_REAP_INTERVAL_SECONDS = env_int("INGEST_REAP_INTERVAL_SECONDS", 60)
+# A document yields at most this much extracted text and this many passages; a larger one is
+# refused with the reason (a 20 MB upload can inflate to far more text than anyone reads).
+INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 5_000_000)
+INGEST_MAX_CHUNKS = env_int("INGEST_MAX_CHUNKS", 5_000)
+# CPU seconds the parse child may use (RLIMIT_CPU, set in the child itself): a looping parser
+# is killed by the kernel even if the worker that started it is gone.
+INGEST_PARSE_CPU_SECONDS = env_int("INGEST_PARSE_CPU_SECONDS", 60)
 
 # Chat.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
@@ -226,6 +305,11 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 65536)
 # answers `frame_too_large` and the socket stays open.
 CHAT_SOCKET_MAX_BYTES = env_int("CHAT_SOCKET_MAX_BYTES", 1048576)
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
+# An answer still `streaming` this long after it began was left by a process that died (no
+# answer may run longer: CASCADE_DEADLINE_SECONDS plus the follow-up rewrite, with a margin);
+# run_stack marks such answers interrupted at start and every CHAT_SWEEP_INTERVAL_SECONDS.
+CHAT_STREAMING_GRACE_SECONDS = env_int("CHAT_STREAMING_GRACE_SECONDS", 300)
+CHAT_SWEEP_INTERVAL_SECONDS = env_int("CHAT_SWEEP_INTERVAL_SECONDS", 60)
 CHAT_DEFAULT_TIER = os.environ.get("CHAT_DEFAULT_TIER", "medium")
 # History sent to a tier: at most this many stored turns are considered, then trimmed to the
 # tier's context window (chatbot/history.py) leaving this safety margin in tokens.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -23,6 +25,31 @@ def call_price(
         Decimal(str(price_input_per_mtok)) * Decimal(tokens_in)
         + Decimal(str(price_output_per_mtok)) * Decimal(tokens_out)
     ) / Decimal(1_000_000)
+
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def api_key_env_error(name: str, *, allowed: Iterable[str] | None = None) -> str | None:
+    """Why a tier may not read its key from the variable `name`, or None when it may.
+
+    A tier sends its key as a Bearer token to its own base URL, so the name is checked against
+    TIER_API_KEY_ENV_ALLOWED (shell-style patterns): without it, anyone allowed to edit a tier
+    could have DJANGO_SECRET_KEY or DATABASE_URL sent to a host of their choosing.
+    """
+    if allowed is None:
+        from django.conf import settings
+
+        allowed = settings.TIER_API_KEY_ENV_ALLOWED
+    patterns = list(allowed)
+    if not _ENV_NAME.fullmatch(name):
+        return f"{name!r} is not an environment variable name (capitals, digits and _ only)"
+    if not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+        return (
+            f"{name} is not an allowed key variable; allowed: {', '.join(patterns) or 'none'} "
+            "(TIER_API_KEY_ENV_ALLOWED)"
+        )
+    return None
 
 
 class ProviderError(Exception):
@@ -85,6 +112,9 @@ class OpenAICompatibleProvider(ChatProvider):
     supports_logprobs = True
 
     def __init__(self, config: ProviderConfig) -> None:
+        refused = api_key_env_error(config.api_key_env) if config.api_key_env else None
+        if refused:
+            raise ProviderError("key_not_allowed", f"Tier {config.name!r}: {refused}.")
         if not config.api_key:
             where = config.api_key_env or "its api_key_env"
             raise ProviderError("missing_key", f"Tier {config.name!r} has no API key: set {where}.")

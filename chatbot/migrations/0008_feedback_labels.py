@@ -7,6 +7,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("chatbot", "0007_handoff"),
+        # The vector column needs pgvector's extension, created by retrieval's first migration.
+        ("retrieval", "0001_vector_extension"),
     ]
 
     operations = [
