@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -56,3 +59,51 @@ def wait_until_healthy(base_url: str, timeout: float = 120.0) -> None:
             last = exc
         time.sleep(0.25)
     raise TimeoutError(f"model server at {root} not healthy after {timeout:.0f}s ({last})")
+
+
+def port_holder(port: int) -> str:
+    """Who listens on a TCP port, as 'pid N (command line)', from /proc; '' when unknown."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    # State 0A is LISTEN; the local address ends in the port in hex.
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{fields[9]}]")
+        except OSError:
+            continue
+    if not inodes:
+        return ""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = " ".join(
+                    handle.read().decode(errors="replace").replace("\0", " ").split()
+                )
+        except OSError:
+            continue
+        return f"pid {pid} ({command[:120]})"
+    return ""
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """None when host:port can be listened on now, else a sentence naming the port and its holder."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As servers bind: a port left in TIME_WAIT by a stopped server counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+        else:
+            return None
+    holder = port_holder(port)
+    return f"port {port} on {host} is already in use" + (f" by {holder}" if holder else "")

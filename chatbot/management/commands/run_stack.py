@@ -1,25 +1,48 @@
-"""Run the whole product on one machine: model servers, task worker, Daphne; stop all together."""
+"""Run the whole product on one machine: model servers, task worker and Daphne, supervised.
+
+A child that dies is restarted (with a growing pause, logged) while the others keep serving.
+SIGTERM or Ctrl-C stops every child, each in its own process group, within STOP_SECONDS.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
 
+from chatbot.sweep import messages_sweep_streaming
 from routing.models import ModelTier
-from routing.servers import wait_until_healthy
+from routing.servers import port_in_use
+
+log = logging.getLogger("chatbot.run_stack")
+
+# SIGTERM to every child's group, then SIGKILL to what is left after this many seconds: within
+# the 10 s that systemd, Docker and Kubernetes wait before they kill everything themselves.
+STOP_SECONDS = 7.0
+# Pause before restarting a child that died: doubles per quick death, up to the maximum; a
+# child that ran RESTART_STABLE_SECONDS counts as healthy again.
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+RESTART_STABLE_SECONDS = 60.0
 
 
 def daphne_command(*, bind: str, port: int) -> list[str]:
     """Daphne's command line. Its socket limit sits above the consumer's frame limit, so an
     oversized frame gets a `frame_too_large` error and the socket stays open; only a frame over
     CHAT_SOCKET_MAX_BYTES closes the connection (code 1009) before any of it is parsed."""
-    return [
+    command = [
         sys.executable,
         "-m",
         "daphne",
@@ -31,13 +54,61 @@ def daphne_command(*, bind: str, port: int) -> list[str]:
         str(max(settings.CHAT_SOCKET_MAX_BYTES, settings.CHAT_MAX_FRAME_BYTES + 1)),
         "--application-close-timeout",
         "5",
-        "chatbot.asgi:application",
     ]
+    if settings.SECURE_PROXY_SSL_HEADER:
+        # Behind the proxy that DJANGO_PROXY_SSL_HEADER trusts: its X-Forwarded-For is the
+        # client's address (login throttling and rate limits key on it).
+        command.append("--proxy-headers")
+    return [*command, "chatbot.asgi:application"]
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        # Runs in the child before exec: a new session (its own process group, so a stop
+        # reaches its children too), and SIGTERM if the supervisor itself is killed.
+        os.setsid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart state."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, preexec_fn=_die_with_parent(os.getpid()))
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info("%s started (pid %s)", self.name, self.process.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 class Command(BaseCommand):
     help = (
-        "Start serve_models, the task worker and Daphne on 127.0.0.1:8000; Ctrl-C stops them all."
+        "Start serve_models, the task worker and Daphne on 127.0.0.1:8000; a child that dies "
+        "is restarted; SIGTERM or Ctrl-C stops them all."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,35 +116,131 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        bind, port = options["bind"], options["port"]
         python = sys.executable
-        procs: list[subprocess.Popen] = []
         local = list(ModelTier.objects.filter(enabled=True).exclude(local_model=""))
+        self._ports_check(bind, port, local)
+        self._sweep()
+        self.stop_requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._request_stop)
+        children: list[Child] = []
         try:
             if local:
-                procs.append(subprocess.Popen([python, "manage.py", "serve_models"]))
-                for tier in local:
-                    wait_until_healthy(tier.base_url, timeout=300)
-            procs.append(subprocess.Popen([python, "manage.py", "db_worker"]))
-            procs.append(
-                subprocess.Popen(daphne_command(bind=options["bind"], port=options["port"]))
-            )
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"\n  Chat: http://{options['bind']}:{options['port']}/   Admin: /admin/\n"
+                models = Child("serve_models", [python, "manage.py", "serve_models"])
+                children.append(models)
+                models.start()
+                self._wait_models(models, local)
+            if not self.stop_requested:
+                for child in (
+                    Child("db_worker", [python, "manage.py", "db_worker"]),
+                    Child("daphne", daphne_command(bind=bind, port=port)),
+                ):
+                    children.append(child)
+                    child.start()
+                self.stdout.write(
+                    self.style.SUCCESS(f"\n  Chat: http://{bind}:{port}/   Admin: /admin/\n")
                 )
-            )
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-            while all(p.poll() is None for p in procs):
-                time.sleep(0.5)
-            self.stderr.write("a process exited; stopping the others")
-        except KeyboardInterrupt:
-            pass
+                self.stdout.flush()
+            self._supervise(children)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
+            self._stop(children)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.stop_requested = True
+
+    def _ports_check(self, bind: str, port: int, local: list[ModelTier]) -> None:
+        wanted = [(bind, port, "--port")]
+        for tier in local:
+            url = urlparse(tier.base_url)
+            wanted.append(
+                (url.hostname or "127.0.0.1", url.port or 80, f"tier {tier.name}'s base URL")
+            )
+        for host, number, where in wanted:
+            taken = port_in_use(host, number)
+            if taken:
+                raise CommandError(
+                    f"{taken}. Stop that process (often one left from an earlier run), or "
+                    f"choose another port ({where})."
+                )
+
+    def _wait_models(self, models: Child, local: list[ModelTier]) -> None:
+        """Until every local tier answers /health; a model server that dies is restarted."""
+        import urllib.request
+
+        pending = {t.base_url.removesuffix("/").removesuffix("/v1") for t in local}
+        while pending and not self.stop_requested:
+            if not models.alive():
+                self._restart_due(models)
+                time.sleep(0.25)
+                continue
+            for root in list(pending):
                 try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                    with urllib.request.urlopen(f"{root}/health", timeout=2) as response:
+                        if response.status == 200:
+                            pending.discard(root)
+                except OSError:
+                    pass
+            time.sleep(0.25)
+
+    def _supervise(self, children: list[Child]) -> None:
+        interval = settings.CHAT_SWEEP_INTERVAL_SECONDS
+        next_sweep = time.monotonic() + interval
+        while not self.stop_requested:
+            for child in children:
+                if not child.alive():
+                    self._restart_due(child)
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + interval
+            time.sleep(0.25)
+
+    def _restart_due(self, child: Child) -> None:
+        """Note a child's death once, then restart it when its pause is over."""
+        now = time.monotonic()
+        if child.restart_at is None:
+            code = child.process.returncode if child.process else None
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            if now - child.started_at >= RESTART_STABLE_SECONDS:
+                child.quick_deaths = 0
+            pause = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2**child.quick_deaths)
+            child.quick_deaths += 1
+            child.restart_at = now + pause
+            log.warning("%s died (%s); restarting in %.0f s", child.name, how, pause)
+        elif now >= child.restart_at:
+            child.restarts += 1
+            log.info("%s: restart %d", child.name, child.restarts)
+            child.start()
+
+    def _sweep(self) -> None:
+        try:
+            swept = messages_sweep_streaming()
+        except Exception:  # noqa: BLE001 - a database outage must not stop the supervisor
+            log.exception("sweeping answers left streaming failed; will retry")
+            return
+        finally:
+            close_old_connections()
+        if swept:
+            log.warning(
+                "%d answer(s) left streaming by a stopped process marked interrupted", swept
+            )
+
+    def _stop(self, children: list[Child]) -> None:
+        """SIGTERM to every child's group, SIGKILL to what is left after STOP_SECONDS."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        running = [c for c in children if c.alive()]
+        for child in running:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline and any(c.alive() for c in running):
+            time.sleep(0.1)
+        for child in running:
+            if child.alive():
+                log.warning("%s did not stop within %.0f s: killed", child.name, STOP_SECONDS)
+        for child in children:
+            # Also what is left of each group (a parse child, a stray grandchild).
+            child.signal_group(signal.SIGKILL)
+            if child.process is not None:
+                child.process.wait()
+        log.info("stopped")

@@ -12,7 +12,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from routing.bundled import ModelFileError, model_path
 from routing.models import ModelTier
-from routing.servers import LocalServerSpec, start_local_server, wait_until_healthy
+from routing.servers import (
+    LocalServerSpec,
+    port_in_use,
+    start_local_server,
+    wait_until_healthy,
+)
 
 
 class Command(BaseCommand):
@@ -28,23 +33,43 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Nothing here is worth a graceful stop: the servers are threads of this process and
+        # hold no state. The kernel's default action ends it at once on SIGTERM or Ctrl-C, even
+        # while llama.cpp loads a model or generates in C code, which would hold back a Python
+        # handler (and a Python exit waits for the server threads): the ports are free at once.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
         specs = self._specs(options["serve"])
         if not specs:
             raise CommandError("No enabled tier has a bundled model; nothing to serve.")
-        servers = []
+        for key, spec in specs:
+            self._port_check(key, spec)
+        servers = []  # kept referenced: a collected xllamacpp.Server stops serving
         for key, spec in specs:
             self.stdout.write(
                 f"serving {key} on http://{spec.host}:{spec.port}/v1 (context {spec.context_window})"
             )
-            servers.append(start_local_server(spec))
+            self.stdout.flush()
+            try:
+                servers.append(start_local_server(spec))
+            except Exception as exc:
+                # llama.cpp says only "Failed to init server": name the port if that is why.
+                self._port_check(key, spec)
+                raise CommandError(f"could not start {key} on port {spec.port}: {exc}") from exc
         for _, spec in specs:
             wait_until_healthy(f"http://{spec.host}:{spec.port}")
         self.stdout.write(self.style.SUCCESS("model servers ready"), ending="\n")
         self.stdout.flush()
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
+        threading.Event().wait()
+
+    def _port_check(self, key: str, spec: LocalServerSpec) -> None:
+        taken = port_in_use(spec.host, spec.port)
+        if taken:
+            raise CommandError(
+                f"cannot serve {key}: {taken}. Stop that process (often a model server left "
+                f"from an earlier run), or serve {key} on another port (its tier's base URL in "
+                "the admin, or --serve MODEL=PORT)."
+            )
 
     def _specs(self, explicit: list[str]) -> list[tuple[str, LocalServerSpec]]:
         common = {

@@ -1,0 +1,109 @@
+"""`serve_models` as a real process: SIGTERM ends it within 10 s while it loads a model or
+generates, and frees its port at once; a taken port is named with what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from routing.servers import port_in_use, wait_until_healthy
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _serve(port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "serve_models", "--serve", f"smollm2-135m={port}:2048"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _stop_time(process: subprocess.Popen) -> float:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("serve_models was still running 15 s after SIGTERM")
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_model_loads_stops_it_and_frees_the_port() -> None:
+    port = free_port()
+    process = _serve(port)
+    # The line is printed just before llama.cpp starts loading the weights.
+    for line in process.stdout:
+        if b"serving smollm2-135m" in line:
+            break
+    assert _stop_time(process) < 10
+    assert port_in_use("127.0.0.1", port) is None
+
+
+@pytest.mark.slow
+def test_sigterm_mid_generation_stops_it_and_frees_the_port() -> None:
+    port = free_port()
+    process = _serve(port)
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    wait_until_healthy(f"http://127.0.0.1:{port}/v1", timeout=180)
+    first_token = threading.Event()
+    ended = threading.Event()
+
+    def generate() -> None:
+        body = {
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": "Write a very long story about a ship."}],
+            "max_tokens": 1500,
+            "stream": True,
+            "ignore_eos": True,
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                for line in response:
+                    if line.startswith(b"data: {"):
+                        first_token.set()
+        except OSError:
+            pass
+        ended.set()
+
+    threading.Thread(target=generate, daemon=True).start()
+    assert first_token.wait(60), "no token streamed"
+    assert not ended.is_set()
+    assert _stop_time(process) < 10
+    assert port_in_use("127.0.0.1", port) is None
+    # The customer's stream ends rather than hanging.
+    assert ended.wait(10)
+
+
+def test_a_taken_port_is_named_with_what_to_do() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        process = _serve(port)
+        output, _ = process.communicate(timeout=120)
+    text = output.decode(errors="replace")
+    assert process.returncode != 0
+    assert f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()}" in text
+    assert "--serve MODEL=PORT" in text
+    assert "Failed to init server" not in text
