@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from chatbot import handoff_admin  # noqa: F401 - registers widget sites and handoffs
 from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin
 from chatbot.models import Conversation, Message
 

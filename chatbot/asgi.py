@@ -15,6 +15,7 @@ from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa
 from django.conf import settings  # noqa: E402
 
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
+from chatbot.widget import SiteOriginValidator  # noqa: E402
 
 http_app = django_asgi_app
 if settings.SERVE_STATIC:
@@ -56,6 +57,12 @@ def SameSiteOriginValidator(application):  # noqa: ANN001, ANN201, N802 - an ASG
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": SameSiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Same-site pages only; a widget's socket also from its site's allowed origins.
+        "websocket": SiteOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+            otherwise=SameSiteOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        ),
     }
 )

@@ -7,6 +7,7 @@ import json
 import logging
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -15,9 +16,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from chatbot.models import Conversation, Message
+from chatbot import handoff as handoffs
+from chatbot.customer_view import customer_frame, details_visible
+from chatbot.handoff_intent import wants_human
+from chatbot.models import Conversation, Handoff, Message, WidgetSite
 from chatbot.pipeline import RunControl, answer_question
 from chatbot.services import FeedbackError, message_feedback
+from chatbot.widget import VISITOR_TOKEN, visitor_session_key
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +30,36 @@ logger = logging.getLogger(__name__)
 class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab's chat socket. Generation runs as its own task so stop/disconnect act at once."""
 
+    # The embedding website (the widget's consumer sets it); new conversations record it.
+    site: WidgetSite | None = None
+    group: str | None = None
+
     async def connect(self) -> None:
         """Called on the WebSocket handshake: bind the socket to the browser's session."""
         self.session_key = await self._ensure_session()
+        await self._start()
+
+    async def _start(self) -> None:
         self.conversation: Conversation | None = None
         self.generation: asyncio.Task[None] | None = None
         self.control = RunControl()
         self.answering_message_id: int | None = None
+        self.show_details = details_visible(self.scope.get("user"))
+        # Agents' words and handoff changes reach every tab of this session through the group.
+        self.group = handoffs.session_group(self.session_key)
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: cancel any answer in flight (its partial text is stored)."""
-        await self._cancel(Message.Status.INTERRUPTED)
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if hasattr(self, "control"):
+            await self._cancel(Message.Status.INTERRUPTED)
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """Called for a channel-layer message to this session's group: forward its frame."""
+        await self._send_json(event["frame"])
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for every frame: validate, then dispatch on its type."""
@@ -56,9 +79,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error("bad_json", "The frame is not valid JSON.")
         if not isinstance(frame, dict):
             return await self._error("bad_json", "A frame must be a JSON object with a 'type'.")
-        handler = {"ask": self._ask, "stop": self._stop, "feedback": self._feedback}.get(
-            frame.get("type")
-        )
+        handler = {
+            "ask": self._ask,
+            "stop": self._stop,
+            "feedback": self._feedback,
+            "handoff": self._handoff,
+        }.get(frame.get("type"))
         if handler is None:
             return await self._error("unknown_type", f"Unknown frame type {frame.get('type')!r}.")
         await handler(frame)
@@ -100,7 +126,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error(
                 "busy", "An answer is still streaming: stop it or wait for it to finish."
             )
-        refused, conversation, user_message = await self._accept_question(
+        refused, conversation, user_message, held = await self._accept_question(
             text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
         )
         if refused == "rate_limited":
@@ -111,6 +137,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error(
                 "not_found", "That conversation does not exist in this session."
             )
+        asks_for_person = held is None and wants_human(text)
         await self._send_json(
             {
                 "type": "ask.ack",
@@ -118,8 +145,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "message_id": user_message.id,
                 "conversation_id": str(conversation.id),
                 "duplicate": False,
+                # No bot answer follows: a person holds the conversation or was asked for.
+                "held": held is not None or asks_for_person,
             }
         )
+        if held is not None:
+            # A person holds this conversation: the bot stays silent, the agent reads it.
+            return await handoffs.handoff_customer_message(handoff=held, message=user_message)
+        if asks_for_person:
+            # Asked for a person in words: no model work at all.
+            return await self._open_handoff(
+                conversation_id=str(conversation.id), reason=Handoff.Reason.ASKED, email=""
+            )
         self.control = RunControl()
         self.generation = asyncio.create_task(
             self._generate(conversation, user_message, self.control)
@@ -142,6 +179,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             {"type": "feedback.ok", "message_id": message.id, "value": message.feedback}
         )
 
+    async def _handoff(self, frame: dict[str, Any]) -> None:
+        await aclose_old_connections()
+        await self._open_handoff(
+            conversation_id=frame.get("conversation_id") or None,
+            reason=frame.get("reason") or Handoff.Reason.ASKED,
+            email=frame.get("email") or "",
+        )
+
+    async def _open_handoff(self, *, conversation_id: Any, reason: Any, email: Any) -> None:
+        try:
+            handoff = await handoffs.handoff_request(
+                session_key=self.session_key,
+                conversation_id=conversation_id,
+                reason=reason,
+                email=email,
+                site=self.site,
+            )
+        except handoffs.HandoffError as exc:
+            return await self._error(exc.code, str(exc))
+        # To every tab of the session, this one included.
+        await handoffs.broadcast(self.group or "", handoffs.status_frame(handoff))
+
     async def _generate(
         self, conversation: Conversation, user_message: Message, control: RunControl
     ) -> None:
@@ -152,7 +211,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             async for event in events:
                 if event["type"] == "answer.start":
                     self.answering_message_id = event["message_id"]
-                await self.send(text_data=json.dumps(event))
+                await self._send_json(event)
         except Exception:
             logger.exception("answer failed")
             await self._error(
@@ -174,29 +233,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reason == Message.Status.STOPPED:
             # What the stopped answer paid, as stored (counted tokens are marked estimated).
             stored = self.control.answer.message if self.control.answer else None
-            await self.send(
-                text_data=json.dumps(
-                    {
-                        "type": "answer.end",
-                        "message_id": self.answering_message_id,
-                        "status": reason,
-                        "cost": float(stored.cost) if stored else 0.0,
-                        "cost_estimated": stored.cost_estimated if stored else False,
-                        "usage": {
-                            "tokens_in": stored.tokens_in if stored else 0,
-                            "tokens_out": stored.tokens_out if stored else 0,
-                        },
-                    }
-                )
+            await self._send_json(
+                {
+                    "type": "answer.end",
+                    "message_id": self.answering_message_id,
+                    "status": reason,
+                    "cost": float(stored.cost) if stored else 0.0,
+                    "cost_estimated": stored.cost_estimated if stored else False,
+                    "usage": {
+                        "tokens_in": stored.tokens_in if stored else 0,
+                        "tokens_out": stored.tokens_out if stored else 0,
+                    },
+                }
             )
 
     @database_sync_to_async
     def _accept_question(
         self, *, text: str, client_id: str, conversation_id: Any
-    ) -> tuple[str, Conversation | None, Message | None]:
+    ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
         """Rate limit, conversation and the stored question in one trip to the database thread
-        and one commit: (refusal code or "", conversation, user message). Stored (committed)
-        before any model work."""
+        and one commit: (refusal code or "", conversation, user message, the conversation's
+        open handoff). Stored (committed) before any model work."""
         with transaction.atomic():
             return self._accept_question_in_transaction(
                 text=text, client_id=client_id, conversation_id=conversation_id
@@ -204,7 +261,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _accept_question_in_transaction(
         self, *, text: str, client_id: str, conversation_id: Any
-    ) -> tuple[str, Conversation | None, Message | None]:
+    ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
         since = timezone.now() - timedelta(minutes=1)
         recent = Message.objects.filter(
             conversation__session_key=self.session_key,
@@ -212,7 +269,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             created_at__gte=since,
         ).count()
         if recent >= settings.CHAT_RATE_LIMIT_PER_MINUTE:
-            return "rate_limited", None, None
+            return "rate_limited", None, None, None
         # No conversation_id starts a new conversation: the browser owns which thread is open.
         if conversation_id:
             try:
@@ -220,9 +277,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     id=conversation_id, session_key=self.session_key
                 )
             except (Conversation.DoesNotExist, ValueError, ValidationError):
-                return "not_found", None, None
+                return "not_found", None, None, None
         else:
-            conversation = Conversation.objects.create(session_key=self.session_key)
+            conversation = Conversation.objects.create(session_key=self.session_key, site=self.site)
         self.conversation = conversation
         user_message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
@@ -230,7 +287,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not conversation.title:
             conversation.title = text[:80]
         conversation.save()
-        return "", conversation, user_message
+        held = (
+            Handoff.objects.select_related("agent", "conversation__site")
+            .filter(conversation=conversation, status__in=handoffs.OPEN)
+            .first()
+        )
+        return "", conversation, user_message, held
 
     @database_sync_to_async
     def _ensure_session(self) -> str:
@@ -247,4 +309,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_json({"type": "error", "code": code, "message": message})
 
     async def _send_json(self, frame: dict[str, Any]) -> None:
+        if not self.show_details:
+            frame = customer_frame(frame)
         await self.send(text_data=json.dumps(frame))
+
+
+class WidgetConsumer(ChatConsumer):
+    """The widget's chat socket: the chat consumer, owned by a visitor token of one site."""
+
+    async def connect(self) -> None:
+        """Called on the handshake: find the site and the visitor, else refuse the socket."""
+        key = self.scope["url_route"]["kwargs"]["key"]
+        self.site = await WidgetSite.objects.filter(key=key, enabled=True).afirst()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        visitor = (query.get("visitor") or [""])[0]
+        if self.site is None or not VISITOR_TOKEN.match(visitor):
+            await self.close(code=4403)
+            return
+        self.session_key = visitor_session_key(site=self.site, visitor=visitor)
+        await self._start()

@@ -366,3 +366,20 @@ CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 7 * 24 * 3600)
 CACHE_CANDIDATES = env_int("CACHE_CANDIDATES", 5)
 # Question vectors kept in memory by exact text (a repeated question skips embedding; 0: off).
 CACHE_VECTOR_MEMORY = env_int("CACHE_VECTOR_MEMORY", 2048)
+
+# Human handoff and the widget (chatbot/handoff.py, chatbot/widget.py). Opening hours of the
+# people behind the bot, e.g. "Mon-Fri 09:00-17:00; Sat 10:00-14:00 Europe/Berlin" (blank:
+# always staffed). Outside them customers are told when to expect a reply and agents are e-mailed.
+SUPPORT_HOURS = os.environ.get("SUPPORT_HOURS", "")
+# The inbox link in those e-mails (the address agents reach this app at).
+SUPPORT_INBOX_URL = os.environ.get("SUPPORT_INBOX_URL", "http://127.0.0.1:8000/admin/inbox/")
+# Customers see tier names, tokens and costs only when this is on (staff always see them).
+CHAT_SHOW_DETAILS = env_bool("CHAT_SHOW_DETAILS", False)
+# Mail: Django's console backend prints mails to the log until SMTP is configured.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "support@localhost")

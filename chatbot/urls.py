@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from chatbot import dashboard_views, views
+from chatbot import dashboard_views, inbox_views, views, widget_views
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),
@@ -13,13 +13,37 @@ urlpatterns = [
         views.conversation_json,
         name="conversation",
     ),
+    path(
+        "api/conversations/<uuid:conversation_id>/handoff/",
+        widget_views.handoff_json,
+        name="conversation-handoff",
+    ),
     path("passages/<int:chunk_id>/", views.passage_page, name="passage"),
+    # The embeddable widget: the loader script, the framed chat and its visitor's API.
+    path("widget.js", widget_views.widget_js, name="widget-js"),
+    path("widget/<slug:key>/", widget_views.widget_page, name="widget"),
+    path(
+        "widget/<slug:key>/api/conversations/",
+        widget_views.widget_conversations_json,
+        name="widget-conversations",
+    ),
+    path(
+        "widget/<slug:key>/api/conversations/<uuid:conversation_id>/",
+        widget_views.widget_conversation_json,
+        name="widget-conversation",
+    ),
+    path(
+        "widget/<slug:key>/api/conversations/<uuid:conversation_id>/handoff/",
+        widget_views.widget_handoff_json,
+        name="widget-conversation-handoff",
+    ),
     path("healthz", views.healthz, name="healthz"),
     # Admin dashboard, tuning and evaluation pages (staff only; before admin/ so they win).
     path("admin/dashboard/", dashboard_views.dashboard_page, name="dashboard"),
     path("admin/dashboard/data.json", dashboard_views.dashboard_json, name="dashboard-data"),
     path("admin/dashboard/export.csv", dashboard_views.dashboard_csv, name="dashboard-export"),
     path("admin/tuning/", dashboard_views.tuning_page, name="tuning"),
+    path("admin/inbox/", inbox_views.inbox_page, name="inbox"),
     path("admin/evaluations/", dashboard_views.evaluation_runs_page, name="evaluation-runs"),
     path(
         "admin/evaluations/<int:run_id>/",

@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from chatbot.customer_view import conversation_for_viewer
 from chatbot.selectors import conversation_detail, conversation_list
 from retrieval.models import Chunk
 
@@ -39,7 +40,7 @@ def conversation_json(request: HttpRequest, conversation_id: UUID) -> JsonRespon
     data = conversation_detail(session_key=_session_key(request), conversation_id=conversation_id)
     if data is None:
         raise Http404("No such conversation in this session.")
-    return JsonResponse(data)
+    return JsonResponse(conversation_for_viewer(data, user=request.user))
 
 
 @require_GET

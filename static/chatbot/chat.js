@@ -11,8 +11,32 @@
   const banner = document.getElementById("offline-banner");
   const sidebar = document.getElementById("conversations");
   const titleEl = document.getElementById("chat-title");
-  const OUTBOX_KEY = "chat.outbox";
-  const LAST_KEY = "chat.conversation";
+  // The widget keeps each site's conversations apart from the chat page's (same origin storage).
+  const PREFIX = root.dataset.storagePrefix || "";
+  const OUTBOX_KEY = PREFIX + "chat.outbox";
+  const LAST_KEY = PREFIX + "chat.conversation";
+  const handoffButton = document.getElementById("handoff-button");
+  const handoffBanner = document.getElementById("handoff-banner");
+  const stringsEl = document.getElementById("chat-strings");
+  const T = Object.assign({
+    handoff: "Talk to a person",
+    offer: "Talk to a person?",
+    waiting: "We are getting a person to help you…",
+    joined: "{agent} has joined the conversation.",
+    closed: "The conversation with {agent} has ended; the assistant answers again.",
+    away: "Our team is away right now. Expect a reply from {when}.",
+    email_prompt: "Your e-mail (optional), so we can answer you there:",
+    email_save: "Save",
+    email_saved: "Thank you, we will write to this address.",
+    agent: "Support",
+  }, stringsEl ? JSON.parse(stringsEl.textContent) : {});
+  // A widget visitor is a random token in this frame's storage: a third-party cookie would not last.
+  let visitor = null;
+  if (root.dataset.visitor) {
+    visitor = localStorage.getItem(PREFIX + "chat.visitor");
+    if (!visitor) { visitor = newId().replace(/[^A-Za-z0-9_-]/g, ""); localStorage.setItem(PREFIX + "chat.visitor", visitor); }
+  }
+  let handoff = null; // the open conversation's latest handoff.status frame
 
   let socket = null;
   let retries = 0;
@@ -103,6 +127,8 @@
       note.className = "escalation";
       li.insertBefore(note, li.querySelector(".body"));
     }
+    // Customers are not told tier names (CHAT_SHOW_DETAILS): the frame carries none then.
+    if (!fromTier) { note.textContent = "The first draft was not sure enough; a more careful answer follows."; return; }
     note.textContent = toTier
       ? "The " + fromTier + " model was not sure; the " + toTier + " model answers instead."
       : "The " + fromTier + " model was not sure, and no larger model is left.";
@@ -141,6 +167,7 @@
       });
       li.appendChild(div);
     }
+    if (m.usage === undefined) { if (m.id) li.appendChild(thumbs(m.id, m.feedback)); return; }
     const details = document.createElement("details");
     details.className = "details";
     addText(details, "summary", "Details");
@@ -183,6 +210,91 @@
     });
     return div;
   }
+  function agentBubble(text, name, messageId) {
+    const li = bubble("agent");
+    if (messageId) li.dataset.messageId = messageId;
+    addText(li, "p", name || T.agent, "agent-name");
+    li.appendChild(li.querySelector(".body"));
+    li.querySelector(".body").textContent = text;
+    return li;
+  }
+
+  // --- A person: the handoff banner, the offer after a decline or a thumbs-down ---
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (_, k) { return values[k] || ""; });
+  }
+  function requestHandoff(reason, email) {
+    const frame = { type: "handoff", reason: reason || "asked" };
+    if (conversationId) frame.conversation_id = conversationId;
+    if (email) frame.email = email;
+    if (!send(frame)) notice("You are offline; ask again once we are back.");
+  }
+  function offerHandoff(li, reason) {
+    if (!li || li.querySelector(".offer-handoff") || (handoff && handoff.status !== "closed")) return;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "offer-handoff";
+    b.textContent = T.offer;
+    b.addEventListener("click", function () { b.disabled = true; requestHandoff(reason); });
+    li.appendChild(b);
+  }
+  function showHandoff(frame) {
+    handoff = frame;
+    if (!handoffBanner) return;
+    handoffBanner.innerHTML = "";
+    if (!frame) { handoffBanner.hidden = true; if (handoffButton) handoffButton.hidden = false; return; }
+    const open = frame.status !== "closed";
+    if (handoffButton) handoffButton.hidden = open;
+    handoffBanner.hidden = false;
+    handoffBanner.dataset.status = frame.status;
+    const values = { agent: frame.agent || T.agent };
+    addText(handoffBanner, "p", fill(T[frame.status] || frame.status, values), "handoff-state");
+    if (frame.status === "waiting" && !frame.open_now && frame.reply_expected) {
+      const when = new Date(frame.reply_expected).toLocaleString([], { weekday: "long", hour: "2-digit", minute: "2-digit" });
+      addText(handoffBanner, "p", fill(T.away, { when: when }), "handoff-away");
+    }
+    if (frame.status === "waiting" && frame.email) addText(handoffBanner, "p", T.email_saved, "handoff-email-saved");
+    if (frame.status === "waiting" && !frame.email) {
+      const form = document.createElement("form");
+      form.className = "handoff-email";
+      const label = addText(form, "label", T.email_prompt);
+      const inputEmail = document.createElement("input");
+      inputEmail.type = "email";
+      inputEmail.name = "email";
+      inputEmail.required = true;
+      inputEmail.autocomplete = "email";
+      label.appendChild(inputEmail);
+      const save = addText(form, "button", T.email_save);
+      save.type = "submit";
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        requestHandoff(frame.reason || "asked", inputEmail.value.trim());
+      });
+      handoffBanner.appendChild(form);
+    }
+  }
+  async function loadHandoff() {
+    if (!conversationId) { showHandoff(null); return; }
+    try {
+      const response = await apiFetch(root.dataset.api + encodeURIComponent(conversationId) + "/handoff/");
+      if (!response.ok) return;
+      const data = await response.json();
+      showHandoff(data.handoff && data.handoff.status !== "closed" ? data.handoff : null);
+      Object.keys(data.agents || {}).forEach(function (id) {
+        const name = list.querySelector('.msg.agent[data-message-id="' + CSS.escape(id) + '"] .agent-name');
+        if (name) name.textContent = data.agents[id];
+      });
+    } catch (e) { /* offline: shown again after reconnecting */ }
+  }
+  function greet() {
+    if (root.dataset.greeting && !list.children.length) {
+      bubble("assistant greeting").querySelector(".body").textContent = root.dataset.greeting;
+    }
+  }
+  function apiFetch(url) {
+    return fetch(url, { credentials: "same-origin", headers: visitor ? { "X-Chat-Visitor": visitor } : {} });
+  }
+
   function assistantFromStored(m) {
     const li = bubble("assistant");
     li.dataset.messageId = m.id;
@@ -204,7 +316,7 @@
   }
   async function refreshSidebar() {
     try {
-      const response = await fetch(root.dataset.api, { credentials: "same-origin" });
+      const response = await apiFetch(root.dataset.api);
       if (!response.ok) return;
       const data = await response.json();
       sidebar.innerHTML = "";
@@ -232,7 +344,7 @@
     if (!conversationId) { renderPendingOnly(); return; }
     let data;
     try {
-      const response = await fetch(root.dataset.api + encodeURIComponent(conversationId) + "/", { credentials: "same-origin" });
+      const response = await apiFetch(root.dataset.api + encodeURIComponent(conversationId) + "/");
       if (response.status === 404) { setConversation(null); localStorage.removeItem(LAST_KEY); renderPendingOnly(); return; }
       if (!response.ok) return;
       data = await response.json();
@@ -242,14 +354,16 @@
     titleEl.textContent = data.title;
     data.messages.forEach(function (m) {
       if (m.role === "user") userBubble(m.content, m.client_id, false);
+      else if (m.role === "agent") agentBubble(m.content, null, m.id);
       else assistantFromStored(m);
     });
     renderPendingOnly(true);
     pinned = true;
     follow();
+    loadHandoff();
   }
   function renderPendingOnly(keep) {
-    if (!keep) { list.innerHTML = ""; titleEl.textContent = "Help chat"; }
+    if (!keep) { list.innerHTML = ""; titleEl.textContent = root.dataset.title || "Help chat"; showHandoff(null); greet(); }
     const thread = conversationId || newThread;
     outbox.forEach(function (entry) {
       if (!thread || entry.thread !== thread) return;
@@ -268,6 +382,8 @@
     history.replaceState(null, "", url);
     list.innerHTML = "";
     titleEl.textContent = "New conversation";
+    showHandoff(null);
+    greet();
     refreshSidebar();
     input.focus();
   }
@@ -354,6 +470,20 @@
     switch (frame.type) {
       case "ask.ack":
         acknowledged(frame);
+        // A person holds the conversation (or was just asked for): no bot answer follows.
+        if (frame.held && inFlight && inFlight.client_id === frame.client_id) { inFlight = null; flush(); }
+        break;
+      case "handoff.status":
+        if (!conversationId || frame.conversation_id === conversationId) {
+          if (!conversationId) { newThread = null; setConversation(frame.conversation_id); refreshSidebar(); }
+          showHandoff(frame);
+        }
+        break;
+      case "agent.message":
+        if (frame.conversation_id === conversationId) {
+          agentBubble(frame.text, frame.agent, frame.message_id);
+          follow();
+        } else refreshSidebar();
         break;
       case "answer.start": {
         const li = bubble("assistant");
@@ -386,6 +516,7 @@
           state.li.querySelector(".body").classList.remove("typing");
           statusLabel(state.li, frame.status);
           showDetails(state.li, Object.assign({ id: frame.message_id }, frame));
+          if (frame.abstained) offerHandoff(state.li, "declined");
           follow();
         }
         // A stop's end frame is short: the stored message has the full details.
@@ -397,6 +528,7 @@
         list.querySelectorAll('[data-message-id="' + frame.message_id + '"] .thumb').forEach(function (b) {
           b.setAttribute("aria-pressed", Number(b.dataset.value) === frame.value ? "true" : "false");
         });
+        if (frame.value === -1) offerHandoff(list.querySelector('.msg.assistant[data-message-id="' + frame.message_id + '"]'), "thumbs_down");
         break;
       case "error":
         if (inFlight && !inFlight.acked && !answering) { askFailed(frame); break; }
@@ -408,7 +540,7 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + root.dataset.wsPath);
+    socket = new WebSocket(scheme + location.host + root.dataset.wsPath + (visitor ? "?visitor=" + encodeURIComponent(visitor) : ""));
     socket.onopen = async function () {
       retries = 0;
       statusEl.textContent = "online";
@@ -463,6 +595,7 @@
     if (event.key === "Escape") stop();
   });
   stopButton.addEventListener("click", stop);
+  if (handoffButton) handoffButton.addEventListener("click", function () { requestHandoff("asked"); });
   document.getElementById("new-conversation").addEventListener("click", startNewConversation);
 
   const fromUrl = new URL(location.href).searchParams.get("c");

@@ -26,6 +26,13 @@ HELP_CENTRE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _details_shown(settings) -> None:  # noqa: ANN001
+    """Most chat tests check an answer's tiers, tokens and costs, which only staff see by default;
+    the tests of what customers see turn CHAT_SHOW_DETAILS off again."""
+    settings.CHAT_SHOW_DETAILS = True
+
+
 @pytest.fixture
 def help_centre(tmp_path: Path, django_db_blocker) -> Path:  # noqa: ANN001
     """Three short help documents indexed with real embeddings (one holds an HTML injection)."""

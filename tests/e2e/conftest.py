@@ -76,7 +76,8 @@ def _test_database_url() -> str:
 class LiveServer:
     """A Daphne process serving chatbot.asgi on loopback against the test database."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
@@ -91,6 +92,9 @@ class LiveServer:
             "CHAT_DEFAULT_TIER": "small",
             "CHAT_RATE_LIMIT_PER_MINUTE": "1000",
             "SERVE_STATIC": "1",
+            # The chat tests check tiers, tokens and costs, which customers see only with this.
+            "CHAT_SHOW_DETAILS": "1",
+            **self.extra_env,
         }
         from chatbot.management.commands.run_stack import daphne_command
 
