@@ -53,6 +53,7 @@ from routing.cascade import (
 )
 from routing.models import ModelTier, ScorerWeights
 from routing.policy import arelevance_floor
+from routing.router import Route, route_choose, route_observe
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Answer:
     # The tiers the baseline is chosen from (the books choose it when the answer is stored).
     baseline_pool: list[ModelTier] = field(default_factory=list)
     rewrite: Rewrite | None = None  # the follow-up rewrite (tier "" when no model call ran)
+    route: Route | None = None  # how the starting tier was chosen (the router learns from it)
     reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
 
@@ -148,13 +150,25 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
 # --- Steps ----------------------------------------------------------------------------------
 
 
-async def cascade_tiers(*, options: AnswerOptions, enabled: list[ModelTier]) -> list[ModelTier]:
-    """The tiers this answer may use, cheapest first: from the starting tier upwards."""
+async def cascade_tiers(
+    *, options: AnswerOptions, enabled: list[ModelTier], vector: list[float] | None = None
+) -> tuple[list[ModelTier], Route | None]:
+    """The tiers this answer may use, cheapest first, and the route that chose them: from the
+    starting tier upwards (the router's pick for this question's vector when the policy says
+    so), or one tier alone."""
     if options.tiers is not None:
         by_name = {t.name: t async for t in ModelTier.objects.filter(name__in=options.tiers)}
-        return [by_name[name] for name in options.tiers if name in by_name]
-    names = tiers_from_start([t.name for t in enabled], settings.CASCADE_START_TIER)
-    return [t for t in enabled if t.name in names]
+        return [by_name[name] for name in options.tiers if name in by_name], None
+    if not enabled:
+        return [], None
+    route = await sync_to_async(route_choose)(
+        tiers=[t.name for t in enabled], vector=vector, default_start=settings.CASCADE_START_TIER
+    )
+    if route.cascade:
+        names = tiers_from_start([t.name for t in enabled], route.start)
+    else:
+        names = [route.start]
+    return [t for t in enabled if t.name in names], route
 
 
 def baseline_tier(tiers: Sequence[ModelTier]) -> ModelTier | None:
@@ -264,7 +278,6 @@ async def answer_question(
     options = options or AnswerOptions()
     question = user_message.content
     enabled = [t async for t in ModelTier.objects.filter(enabled=True).order_by("order", "name")]
-    tiers = await cascade_tiers(options=options, enabled=enabled)
     message = await Message.objects.acreate(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -274,9 +287,7 @@ async def answer_question(
         origin=options.origin,
     )
     # The baseline is the dearest usable tier of all, not only those from the starting tier.
-    answer = control.answer = Answer(
-        message=message, baseline_pool=tiers if options.tiers is not None else enabled
-    )
+    answer = control.answer = Answer(message=message, baseline_pool=enabled)
     finished = False
     try:
         # Read once: the follow-up rewrite and every tier's prompt use these turns.
@@ -293,6 +304,12 @@ async def answer_question(
             if use_cache
             else answer_cache.CacheLookup(bypass_reason="evaluation")
         )
+        # Chosen here, with the question's vector (the router learns per cluster of questions).
+        tiers, answer.route = await cascade_tiers(
+            options=options, enabled=enabled, vector=lookup.vector
+        )
+        if options.tiers is not None:
+            answer.baseline_pool = tiers
         hit = lookup.hit if tiers else None
         yield {
             "type": "answer.start",
@@ -495,7 +512,28 @@ def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:
         message.save()
         if answer.reserved:
             budget_settle(message_id=message.id)
+    if answer.route is not None and message.origin == Message.Origin.CUSTOMER:
+        _route_observe(answer)
     return _conversation_totals_sync(message.conversation_id) if totals else None
+
+
+def _route_observe(answer: Answer) -> None:
+    """Record a customer's answer for the router (it learns when it chose the start); only a
+    complete answer says how good the start was. A failure is logged: the answer stands."""
+    message = answer.message
+    if answer.route is None or message.status != Message.Status.COMPLETE:
+        return
+    try:
+        route_observe(
+            message_id=message.id,
+            route=answer.route,
+            question=message.standalone_question,
+            attempts=message.attempts,
+            abstained=message.abstained,
+            tiers=[t.name for t in answer.baseline_pool],
+        )
+    except Exception:
+        logger.exception("the router could not learn from answer %s", message.id)
 
 
 def _end_event(answer: Answer, *, totals: dict[str, Any] | None) -> Event:

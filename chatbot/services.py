@@ -60,3 +60,16 @@ async def _cache_feedback_hook(*, message: Message, previous: Any) -> None:
 
 
 feedback_hook_register(hook=_cache_feedback_hook)
+
+
+async def _router_feedback_hook(*, message: Message, previous: Any) -> None:
+    # A thumbs replaces the scorer's accuracy in the reward the router learned from the answer.
+    if message.feedback != previous:
+        from asgiref.sync import sync_to_async
+
+        from routing.router import router_feedback
+
+        await sync_to_async(router_feedback)(message_id=message.id, feedback=message.feedback)
+
+
+feedback_hook_register(hook=_router_feedback_hook)

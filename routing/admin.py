@@ -211,8 +211,24 @@ class RouterClusterAdmin(admin.ModelAdmin):
         return format_html_join(" | ", "{}", ((q,) for q in cluster.examples))
 
 
+class RouterDecisionForm(forms.ModelForm):
+    """Only the label is edited: an accuracy in [0, 1], or blank."""
+
+    class Meta:
+        model = RouterDecision
+        fields = ("label",)
+
+    def clean_label(self) -> float | None:
+        """A label is an accuracy in [0, 1]."""
+        label = self.cleaned_data.get("label")
+        if label is not None and not 0.0 <= label <= 1.0:
+            raise forms.ValidationError("A label is an accuracy in [0, 1] (1: right, 0: wrong).")
+        return label
+
+
 @admin.register(RouterDecision)
 class RouterDecisionAdmin(admin.ModelAdmin):
+    form = RouterDecisionForm
     list_display = (
         "message_id",
         "start_tier",
@@ -253,8 +269,4 @@ class RouterDecisionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: RouterDecision, form, change: bool) -> None:  # noqa: ANN001
         """An admin's label replaces the accuracy, and the learners are corrected by it."""
         if "label" in form.changed_data:
-            label = obj.label
-            if label is not None and not 0.0 <= label <= 1.0:
-                messages.error(request, "A label is an accuracy in [0, 1]; nothing changed.")
-                return
-            decision_accuracy_set(message_id=obj.message_id, label=label)
+            decision_accuracy_set(message_id=obj.message_id, label=obj.label)
