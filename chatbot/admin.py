@@ -1,7 +1,12 @@
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from chatbot import handoff_admin  # noqa: F401 - registers widget sites and handoffs
 from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin
+from chatbot.evaluation.labelled import LABEL_FIELDS, message_label, messages_label
 from chatbot.models import Conversation, Message
 
 
@@ -34,10 +39,48 @@ class MessageAdmin(MessageExplorerMixin, admin.ModelAdmin):
         "cost",
         "ttft_ms",
         "feedback",
+        "label",
         "created_at",
     )
-    list_filter = ("role", "status", "tier", "cached", "abstained", "feedback", CostFilter)
+    list_filter = (
+        "role",
+        "status",
+        "tier",
+        "cached",
+        "abstained",
+        "feedback",
+        "feedback_reason",
+        "label",
+        CostFilter,
+    )
     search_fields = ("content", "standalone_question")
+    # Labels are the one thing edited here: right or wrong, and the right answer (an evaluation set).
+    fieldsets = (
+        *MessageExplorerMixin.fieldsets,
+        ("Label", {"fields": ("feedback_reason", "label", "label_answer", "labelled_at")}),
+    )
+    actions = ["label_right", "label_wrong"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Message | None = None) -> list[str]:
+        """Everything but an answer's label stays read-only."""
+        fields = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.role == Message.Role.ASSISTANT:
+            return [f for f in fields if f not in LABEL_FIELDS]
+        return fields
+
+    def save_model(self, request: HttpRequest, obj: Message, form: Any, change: bool) -> None:
+        """Only the label is written (the answer's stored history is never re-saved)."""
+        message_label(message=obj, label=obj.label, right_answer=obj.label_answer)
+
+    @admin.action(description="Label the chosen answers right")
+    def label_right(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        n = messages_label(queryset=queryset, label=Message.Label.RIGHT)
+        self.message_user(request, f"{n} answers labelled right.")
+
+    @admin.action(description="Label the chosen answers wrong (no right answer given)")
+    def label_wrong(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        n = messages_label(queryset=queryset, label=Message.Label.WRONG)
+        self.message_user(request, f"{n} answers labelled wrong.")
 
     @admin.display(description="content")
     def short(self, obj: Message) -> str:

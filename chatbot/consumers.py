@@ -172,11 +172,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 session_key=self.session_key,
                 message_id=frame.get("message_id"),
                 value=frame.get("value"),
+                reason=frame.get("reason"),
             )
         except FeedbackError as exc:
             return await self._error(exc.code, str(exc))
         await self._send_json(
-            {"type": "feedback.ok", "message_id": message.id, "value": message.feedback}
+            {
+                "type": "feedback.ok",
+                "message_id": message.id,
+                "value": message.feedback,
+                "reason": message.feedback_reason,
+            }
         )
 
     async def _handoff(self, frame: dict[str, Any]) -> None:

@@ -218,11 +218,14 @@ def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
     """Stored evaluation runs; POST uploads a dataset and starts a run in the background."""
     if request.method == "POST":
         try:
-            note = evaluations.evaluation_start_from_upload(
-                upload=request.FILES.get("questions"),
-                limit=request.POST.get("limit") or None,
-                user=request.user,
-            )
+            if request.POST.get("dataset") == "labelled":
+                note = evaluations.evaluation_start_labelled()
+            else:
+                note = evaluations.evaluation_start_from_upload(
+                    upload=request.FILES.get("questions"),
+                    limit=request.POST.get("limit") or None,
+                    user=request.user,
+                )
         except ValueError as exc:
             messages.error(request, str(exc))
         else:
@@ -231,7 +234,12 @@ def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "admin/chatbot/evaluation_runs.html",
-        _context(request, "Evaluation runs", runs=evaluations.evaluation_runs_list()),
+        _context(
+            request,
+            "Evaluation runs",
+            runs=evaluations.evaluation_runs_list(),
+            labelled=evaluations.labelled_count(),
+        ),
     )
 
 

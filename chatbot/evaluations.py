@@ -216,6 +216,26 @@ def evaluation_start_from_upload(*, upload: Any, limit: str | None, user: Any) -
     )
 
 
+def labelled_count() -> int:
+    """Distinct questions among the answers admins labelled (the shop's own evaluation set)."""
+    from chatbot.evaluation.labelled import labelled_questions
+
+    return len(labelled_questions())
+
+
+def evaluation_start_labelled() -> str:
+    """Write the labelled answers as a questions file and queue an evaluation run on it."""
+    from chatbot.dashboard_tasks import evaluation_run_task
+    from chatbot.evaluation.labelled import labelled_dataset_write
+
+    questions_path, count = labelled_dataset_write()
+    evaluation_run_task.enqueue(questions_path=questions_path)
+    return (
+        f"Queued an evaluation of {count} labelled questions; "
+        "it appears below once the worker starts it, and the tuning page can then use it."
+    )
+
+
 # --- Tuning ------------------------------------------------------------------------------------
 
 

@@ -28,10 +28,19 @@ def feedback_hook_register(*, hook: FeedbackHook) -> None:
         FEEDBACK_HOOKS.append(hook)
 
 
-async def message_feedback(*, session_key: str, message_id: Any, value: Any) -> Message:
-    """Store a thumbs (1 or -1; None clears it) on an assistant answer of this session's conversations."""
+async def message_feedback(
+    *, session_key: str, message_id: Any, value: Any, reason: Any = None
+) -> Message:
+    """Store a thumbs (1 or -1; None clears it) on an assistant answer of this session's conversations.
+
+    A thumbs-down may carry a reason (Message.FeedbackReason); a thumbs-down without one keeps
+    the reason already given, anything else clears it.
+    """
     if value not in (1, -1, None) or isinstance(value, bool):
         raise FeedbackError("bad_feedback", "Feedback value must be 1 (up) or -1 (down).")
+    if reason is not None and reason not in Message.FeedbackReason.values:
+        choices = ", ".join(Message.FeedbackReason.values)
+        raise FeedbackError("bad_feedback", f"Feedback reason must be one of: {choices}.")
     if isinstance(message_id, bool) or not isinstance(message_id, int):
         raise FeedbackError("bad_feedback", "Feedback needs the numeric message_id of an answer.")
     try:
@@ -45,7 +54,13 @@ async def message_feedback(*, session_key: str, message_id: Any, value: Any) -> 
         raise FeedbackError("not_found", "That answer does not exist in this session.") from None
     previous = message.feedback
     message.feedback = value
-    await message.asave(update_fields=["feedback"])
+    if value != -1:
+        message.feedback_reason = ""
+    elif reason is not None:
+        message.feedback_reason = reason
+    elif previous != -1:
+        message.feedback_reason = ""
+    await message.asave(update_fields=["feedback", "feedback_reason"])
     for hook in FEEDBACK_HOOKS:
         await hook(message=message, previous=previous)
     return message

@@ -383,3 +383,13 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "support@localhost")
+
+# What the knowledge lacks (chatbot/gaps.py): customers' questions the bot declined, answered
+# with a score less than GAP_LOW_SCORE_MARGIN above its tier's threshold, or got a thumbs-down
+# on, from the last GAP_WINDOW_DAYS (at most GAP_MAX_QUESTIONS, newest first), grouped by
+# meaning: average-linkage clusters whose members lie within GAP_CLUSTER_DISTANCE (cosine;
+# with MiniLM, rewordings of one question measured 0.1-0.5 apart, different questions 0.6 and more).
+GAP_WINDOW_DAYS = env_int("GAP_WINDOW_DAYS", 30)
+GAP_LOW_SCORE_MARGIN = env_float("GAP_LOW_SCORE_MARGIN", 0.05)
+GAP_CLUSTER_DISTANCE = env_float("GAP_CLUSTER_DISTANCE", 0.5)
+GAP_MAX_QUESTIONS = env_int("GAP_MAX_QUESTIONS", 5000)

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from chatbot import dashboard_views, inbox_views, views, widget_views
+from chatbot import dashboard_views, gaps_views, inbox_views, views, widget_views
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),

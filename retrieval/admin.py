@@ -111,7 +111,12 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
         """Upload one or many files; each is checked, stored and queued for ingestion."""
         if not self.has_add_permission(request):
             return HttpResponseRedirect(reverse("admin:index"))
-        form = UploadForm(request.POST or None, request.FILES or None)
+        # ?title= prefills the title (the gap inbox links here with a group's question).
+        form = UploadForm(
+            request.POST or None,
+            request.FILES or None,
+            initial={"title": request.GET.get("title", "")[:300]},
+        )
         if request.method == "POST" and form.is_valid():
             files = form.cleaned_data["files"]
             title = form.cleaned_data["title"] if len(files) == 1 else ""

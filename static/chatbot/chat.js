@@ -295,6 +295,35 @@
     return fetch(url, { credentials: "same-origin", headers: visitor ? { "X-Chat-Visitor": visitor } : {} });
   }
 
+  // After a thumbs-down: one optional reason, sent as the same feedback with a `reason`.
+  const REASONS = [["wrong", "Wrong"], ["outdated", "Outdated"], ["not_asked", "Not what I asked"], ["incomplete", "Incomplete"]];
+  function showReasons(frame) {
+    list.querySelectorAll('[data-message-id="' + frame.message_id + '"] .thumbs').forEach(function (div) {
+      let picker = div.querySelector(".reasons");
+      if (frame.value !== -1) { if (picker) picker.remove(); return; }
+      if (!picker) {
+        picker = document.createElement("span");
+        picker.className = "reasons";
+        picker.setAttribute("role", "group");
+        picker.setAttribute("aria-label", "What was wrong? (optional)");
+        REASONS.forEach(function (r) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "reason";
+          b.dataset.reason = r[0];
+          b.textContent = r[1];
+          b.addEventListener("click", function () {
+            send({ type: "feedback", message_id: frame.message_id, value: -1, reason: r[0] });
+          });
+          picker.appendChild(b);
+        });
+        div.appendChild(picker);
+      }
+      picker.querySelectorAll(".reason").forEach(function (b) {
+        b.setAttribute("aria-pressed", b.dataset.reason === frame.reason ? "true" : "false");
+      });
+    });
+  }
   function assistantFromStored(m) {
     const li = bubble("assistant");
     li.dataset.messageId = m.id;
@@ -528,6 +557,7 @@
         list.querySelectorAll('[data-message-id="' + frame.message_id + '"] .thumb').forEach(function (b) {
           b.setAttribute("aria-pressed", Number(b.dataset.value) === frame.value ? "true" : "false");
         });
+        showReasons(frame);
         if (frame.value === -1) offerHandoff(list.querySelector('.msg.assistant[data-message-id="' + frame.message_id + '"]'), "thumbs_down");
         break;
       case "error":

@@ -79,6 +79,7 @@ async def test_each_bad_frame_gets_its_code_and_the_socket_stays_open(settings) 
         "type": "feedback.ok",
         "message_id": answer.id,
         "value": 1,
+        "reason": "",
     }
     await ws.disconnect()
     after = [m async for m in Message.objects.order_by("id").values_list("id", "content")]

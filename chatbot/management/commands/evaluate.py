@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from chatbot.evaluation.labelled import labelled_dataset_write
 from chatbot.evaluation.report import report_table
 from chatbot.evaluation.run import EvaluationRequest, evaluation_report_store, evaluation_run
 from routing.models import EvaluationRun
@@ -44,6 +45,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--apply", action="store_true", help="With --fit: write the choice to the live cascade"
         )
+        parser.add_argument(
+            "--labelled",
+            action="store_true",
+            help="The answers admins labelled in the message explorer as the questions "
+            "(written to a JSONL file first; right answers are the gold)",
+        )
         parser.add_argument("--name", default="")
         parser.add_argument("--json", help="Also write the report to this file")
 
@@ -55,6 +62,13 @@ class Command(BaseCommand):
                     raise ValueError(f"No evaluation run {options['report']}.")
                 report = evaluation_report_store(run=run)
             else:
+                if options["labelled"]:
+                    if options["questions"] or options["passages"]:
+                        raise ValueError(
+                            "--labelled reads its questions from the labelled answers."
+                        )
+                    options["questions"], count = labelled_dataset_write()
+                    options["name"] = options["name"] or f"labelled answers ({count})"
                 request = EvaluationRequest(
                     questions=options["questions"] or "",
                     passages=options["passages"] or "",
