@@ -65,77 +65,19 @@ class Outcome:
 
 def load(run_id: int | None) -> tuple[Any, list[str], list[Any], list[str], float]:
     """The run, its tiers (cheapest first), its questions answered by all, their texts, floor."""
-    from routing.evaluation.replay import QuestionRow, TierRow
+    from chatbot.evaluation.rows import question_rows
     from routing.models import EvaluationResult, EvaluationRun
 
     runs = EvaluationRun.objects.order_by("-started_at")
     run = runs.get(id=run_id) if run_id else runs.filter(status="complete").first()
     if run is None:
-        raise SystemExit("No evaluation run in this database (set DATABASE_NAME).")
-    order = [
-        t["name"]
-        for t in sorted(run.tiers or [], key=lambda t: (t.get("order", 0), t.get("name")))
-        if isinstance(t, dict) and t.get("name")
-    ]
-    fields = [
-        "question_id", "question", "source", "split", "answerable", "tier", "f1",
-        "exact_match", "score", "signals", "said_dont_know", "error_code", "abstain_reason",
-        "call_cost", "check_cost", "cost", "latency_ms", "check_latency_ms", "top_similarity",
-    ]  # fmt: skip
-    # Only these columns: the run may predate later columns of the table.
-    results = (
-        EvaluationResult.objects.filter(run=run)
-        .exclude(tier=EvaluationResult.CASCADE)
-        .order_by("question_id", "tier")
-        .values(*fields)
+        raise SystemExit("No complete evaluation run in this database (set DATABASE_NAME).")
+    order, rows = question_rows(run=run)
+    texts = dict(
+        EvaluationResult.objects.filter(run=run).values_list("question_id", "question").distinct()
     )
-    tiers: dict[str, dict[str, Any]] = {}
-    meta: dict[str, dict[str, Any]] = {}
-    for r in results:
-        error = r["error_code"] or ("no_passages" if r["abstain_reason"] == "no_passages" else "")
-        call_cost = float(r["call_cost"]) or (
-            0.0 if error else float(r["cost"]) - float(r["check_cost"])
-        )
-        tiers.setdefault(r["question_id"], {})[r["tier"]] = TierRow(
-            signals=dict(r["signals"] or {}),
-            score=float(r["score"]),
-            said_dont_know=bool(r["said_dont_know"] or (r["signals"] or {}).get("idk")),
-            error=error,
-            f1=float(r["f1"]),
-            exact_match=float(r["exact_match"]),
-            call_cost=call_cost,
-            check_cost=float(r["check_cost"]),
-            latency_ms=float(r["latency_ms"] or 0.0),
-            check_latency_ms=float(r["check_latency_ms"] or 0.0),
-        )
-        entry = meta.setdefault(r["question_id"], {**r, "top": 0.0})
-        entry["top"] = max(
-            entry["top"],
-            float(r["top_similarity"] or 0.0),
-            float((r["signals"] or {}).get("top_similarity", 0.0)),
-        )
-    rows, texts = [], []
-    for qid, answers in tiers.items():
-        if all(t in answers for t in order):
-            m = meta[qid]
-            rows.append(
-                QuestionRow(
-                    question_id=qid,
-                    source=m["source"],
-                    answerable=m["answerable"],
-                    split=m["split"],
-                    top_similarity=m["top"],
-                    tiers=answers,
-                )
-            )
-            texts.append(m["question"])
-    settings = run.settings or {}
-    floor = float(
-        settings.get("relevance_floor", settings.get("floor", 0.0))
-        or (settings.get("policy") or {}).get("floor", 0.0)
-        or 0.0
-    )
-    return run, order, rows, texts, floor
+    floor = float((run.settings or {}).get("relevance_floor") or 0.0)
+    return run, order, rows, [texts[r.question_id] for r in rows], floor
 
 
 def outcome(row: Any, policy: Any) -> Outcome:

@@ -368,7 +368,8 @@ def route_choose(
             return Route(start=policy.single_tier, mode="single")
         logger.warning("single tier %r is not enabled: fixed cascade", policy.single_tier)
         return Route(start=fixed, mode="fixed")
-    vector_list = [float(x) for x in vector] if vector is not None else None
+    # Rounded: the stored copy is for clustering, where 5 decimals are plenty.
+    vector_list = [round(float(x), 5) for x in vector] if vector is not None else None
     if policy.mode != "router":
         return Route(start=fixed, mode="fixed", vector=vector_list)
     cluster = question_cluster(vector_list) if policy.scope == "cluster" else GLOBAL
@@ -577,7 +578,8 @@ class ClustersRefit:
 def clusters_refresh(*, k: int, seed: int = 0, limit: int = 5000) -> ClustersRefit:
     """Refit the question clusters on the latest `limit` recorded questions; start each
     cluster's learners afresh and replay into them, oldest first, the rewards of the routed
-    answers now in that cluster (the global learners are left as they are)."""
+    answers now in that cluster (the global learners are left as they are). Older questions'
+    vectors are dropped."""
     if not 1 <= k <= 32:
         raise ValueError(f"k is the number of clusters, 1 to 32; got {k}.")
     recent = list(
@@ -609,6 +611,8 @@ def clusters_refresh(*, k: int, seed: int = 0, limit: int = 5000) -> ClustersRef
     if not tiers:
         raise ValueError("No tier is enabled: nothing to learn over.")
     with transaction.atomic():
+        # Older questions are never read again by a refit: their vectors go (bounded storage).
+        RouterDecision.objects.exclude(id__in=recent).exclude(vector=[]).update(vector=[])
         RouterCluster.objects.all().delete()
         RouterLearner.objects.exclude(cluster=GLOBAL).delete()
         summary = []

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import random
 import threading
@@ -382,6 +384,20 @@ def test_cluster_refit_reassigns_questions_and_replays_their_rewards(tiers: list
     assert RouterLearner.objects.get(kind="qlearning", cluster=GLOBAL).updates == refit.questions
 
 
-def test_the_refit_command_refuses_too_few_questions(tiers: list[str]) -> None:
+def test_the_refit_command_refuses_too_few_questions_and_keeps_only_recent_vectors(
+    tiers: list[str],
+) -> None:
     with pytest.raises(CommandError, match="too few"):
-        call_command("router_clusters", k=4)
+        call_command("router_clusters", k=4, stdout=io.StringIO())
+    vectors, _labels = groups(seed=2, per=4)
+    for message_id, vector in enumerate(vectors, start=1):
+        observe(message_id, Route(start="medium", mode="fixed", vector=list(vector)))
+    out = io.StringIO()
+    call_command("router_clusters", k=2, limit=8, stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["questions"] == 8 and report["replayed"] == 0  # fixed policy: none learned
+    assert sum(c["size"] for c in report["clusters"]) == 8
+    assert RouterDecision.objects.exclude(vector=[]).count() == 8
+    assert set(
+        RouterDecision.objects.exclude(vector=[]).values_list("message_id", flat=True)
+    ) == set(range(len(vectors) - 7, len(vectors) + 1))
