@@ -19,6 +19,7 @@ from django.utils import timezone
 from chatbot import handoff as handoffs
 from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
+from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
 from chatbot.models import Conversation, Handoff, Message, WidgetSite
 from chatbot.pipeline import RunControl, answer_question
 from chatbot.services import FeedbackError, message_feedback
@@ -202,10 +203,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 email=email,
                 site=self.site,
             )
-        except handoffs.HandoffError as exc:
+        except HandoffError as exc:
             return await self._error(exc.code, str(exc))
         # To every tab of the session, this one included.
-        await handoffs.broadcast(self.group or "", handoffs.status_frame(handoff))
+        await handoffs.broadcast(self.group or "", status_frame(handoff))
 
     async def _generate(
         self, conversation: Conversation, user_message: Message, control: RunControl
@@ -295,7 +296,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation.save()
         held = (
             Handoff.objects.select_related("agent", "conversation__site")
-            .filter(conversation=conversation, status__in=handoffs.OPEN)
+            .filter(conversation=conversation, status__in=OPEN)
             .first()
         )
         return "", conversation, user_message, held

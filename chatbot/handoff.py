@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -27,40 +28,28 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chatbot.handoff_intent import wants_human
+from chatbot.handoff_selectors import (
+    OPEN,
+    HandoffError,
+    agent_name,
+    handoff_get,
+    inbox_row,
+    status_frame,
+    support_hours,
+    transcript_message,
+)
 from chatbot.models import Conversation, Handoff, Message, WidgetSite
-from chatbot.support_hours import SupportHours, parse_support_hours
 
 logger = logging.getLogger(__name__)
 
-OPEN = (Handoff.Status.WAITING, Handoff.Status.JOINED)
 INBOX_GROUP = "handoff.inbox"
 # The channel-layer event type both consumers handle by sending `frame` to their browser.
 FRAME_EVENT = "chat.frame"
 
 
-class HandoffError(Exception):
-    """A handoff action was refused; code is stable ('not_found', 'bad_email', 'taken', ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def session_group(session_key: str) -> str:
     """The group of a browser session's chat sockets (a hash: group names allow few characters)."""
     return "chat.session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
-
-
-def support_hours() -> SupportHours | None:
-    """The parsed SUPPORT_HOURS setting (None: a person is always there)."""
-    return parse_support_hours(settings.SUPPORT_HOURS)
-
-
-def agent_name(user: Any) -> str:
-    """How an agent is named to customers: first name, else user name."""
-    if user is None:
-        return ""
-    return user.first_name or user.get_username()
 
 
 async def broadcast(group: str, frame: dict[str, Any]) -> None:
@@ -69,99 +58,6 @@ async def broadcast(group: str, frame: dict[str, Any]) -> None:
     if layer is None:
         return
     await layer.group_send(group, {"type": FRAME_EVENT, "frame": frame})
-
-
-# --- What each side sees ---------------------------------------------------------------------
-
-
-def status_frame(handoff: Handoff, *, now: Any = None) -> dict[str, Any]:
-    """The customer's `handoff.status` frame: state, agent, and when to expect a reply."""
-    hours = support_hours()
-    now = now or timezone.now()
-    open_now = hours is None or hours.is_open(now)
-    frame: dict[str, Any] = {
-        "type": "handoff.status",
-        "status": handoff.status,
-        "handoff_id": handoff.id,
-        "conversation_id": str(handoff.conversation_id),
-        "agent": agent_name(handoff.agent) or None,
-        "open_now": open_now,
-        "email": bool(handoff.email),
-        "hours": hours.spec if hours else "",
-        "reply_expected": None,
-    }
-    if not open_now and hours is not None:
-        frame["reply_expected"] = hours.next_opening(now).isoformat()
-    return frame
-
-
-def inbox_row(handoff: Handoff) -> dict[str, Any]:
-    """One line of the agents' inbox."""
-    conversation = handoff.conversation
-    return {
-        "id": handoff.id,
-        "status": handoff.status,
-        "reason": handoff.reason,
-        "question": handoff.question or conversation.title,
-        "email": handoff.email,
-        "agent": agent_name(handoff.agent) or None,
-        "agent_id": handoff.agent_id,
-        "site": conversation.site.name if conversation.site_id else "",
-        "outside_hours": handoff.outside_hours,
-        "created_at": handoff.created_at.isoformat(),
-        "conversation_id": str(handoff.conversation_id),
-    }
-
-
-def transcript_message(message: Message) -> dict[str, Any]:
-    """A message as agents see it: everything, including the bot's attempts."""
-    return {
-        "id": message.id,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "agent": agent_name(message.agent) if message.agent_id else None,
-        "standalone_question": message.standalone_question,
-        "tier": message.tier,
-        "attempts": message.attempts,
-        "sources": message.sources,
-        "abstained": message.abstained,
-        "feedback": message.feedback,
-        "cached": message.cached,
-        "created_at": message.created_at.isoformat(),
-    }
-
-
-def _handoff(handoff_id: Any, *, lock: bool = False) -> Handoff:
-    if isinstance(handoff_id, bool) or not isinstance(handoff_id, int):
-        raise HandoffError("bad_handoff", "A handoff_id must be a number.")
-    rows = Handoff.objects.select_related("agent", "conversation__site")
-    if lock:
-        rows = rows.select_for_update(of=("self",))
-    try:
-        return rows.get(id=handoff_id)
-    except Handoff.DoesNotExist:
-        raise HandoffError("not_found", "No such handoff.") from None
-
-
-@database_sync_to_async
-def inbox_list(*, closed_limit: int = 20) -> list[dict[str, Any]]:
-    """Open handoffs (oldest first: they waited longest), then the latest closed ones."""
-    rows = Handoff.objects.select_related("agent", "conversation__site")
-    open_rows = list(rows.filter(status__in=OPEN).order_by("created_at"))
-    closed = list(rows.filter(status=Handoff.Status.CLOSED).order_by("-closed_at")[:closed_limit])
-    return [inbox_row(h) for h in open_rows + closed]
-
-
-@database_sync_to_async
-def handoff_detail(*, handoff_id: Any) -> dict[str, Any]:
-    """What an agent opens: the handoff, its transcript and the bot's attempts."""
-    handoff = _handoff(handoff_id)
-    messages = handoff.conversation.messages.select_related("agent").order_by("id")
-    return {
-        **inbox_row(handoff),
-        "transcript": [transcript_message(m) for m in messages],
-    }
 
 
 # --- Customer side ---------------------------------------------------------------------------
@@ -259,38 +155,27 @@ async def handoff_request(
             validate_email(email)
         except ValidationError:
             raise HandoffError("bad_email", "Please give a valid e-mail address.") from None
-    try:
-        result = await database_sync_to_async(_request_sync)(
+    request = database_sync_to_async(
+        partial(
+            _request_sync,
             session_key=session_key,
             conversation_id=conversation_id,
             reason=reason,
             email=email,
             site=site,
         )
+    )
+    try:
+        result = await request()
     except IntegrityError:
         # Two tabs asked at the same moment: the other request opened it.
-        result = await database_sync_to_async(_request_sync)(
-            session_key=session_key,
-            conversation_id=conversation_id,
-            reason=reason,
-            email=email,
-            site=site,
-        )
+        result = await request()
     handoff = result.handoff
     if result.created or result.email_added:
         await broadcast(INBOX_GROUP, {"type": "handoff.update", "handoff": inbox_row(handoff)})
     if handoff.outside_hours and (result.created or result.email_added):
         await _notify_agents(handoff, first=result.created)
     return handoff
-
-
-async def open_handoff(*, conversation_id: Any) -> Handoff | None:
-    """The conversation's waiting or joined handoff, if any."""
-    return (
-        await Handoff.objects.select_related("agent", "conversation__site")
-        .filter(conversation_id=conversation_id, status__in=OPEN)
-        .afirst()
-    )
 
 
 async def handoff_customer_message(*, handoff: Handoff, message: Message) -> None:
@@ -355,7 +240,7 @@ async def _notify_agents(handoff: Handoff, *, first: bool) -> None:
 
 def _take_sync(*, handoff_id: Any, agent: Any) -> Handoff:
     with transaction.atomic():
-        handoff = _handoff(handoff_id, lock=True)
+        handoff = handoff_get(handoff_id, lock=True)
         if handoff.status == Handoff.Status.CLOSED:
             raise HandoffError("closed", "This handoff is closed.")
         if handoff.status == Handoff.Status.JOINED and handoff.agent_id != agent.id:
@@ -368,7 +253,7 @@ def _take_sync(*, handoff_id: Any, agent: Any) -> Handoff:
 
 def _say_sync(*, handoff_id: Any, agent: Any, text: str) -> tuple[Handoff, Message, str]:
     with transaction.atomic():
-        handoff = _handoff(handoff_id, lock=True)
+        handoff = handoff_get(handoff_id, lock=True)
         if handoff.status != Handoff.Status.JOINED or handoff.agent_id != agent.id:
             raise HandoffError("not_yours", "Take the conversation before writing in it.")
         message = Message.objects.create(
@@ -378,15 +263,12 @@ def _say_sync(*, handoff_id: Any, agent: Any, text: str) -> tuple[Handoff, Messa
             agent=agent,
         )
         Conversation.objects.filter(id=handoff.conversation_id).update(updated_at=timezone.now())
-        session_key = Conversation.objects.values_list("session_key", flat=True).get(
-            id=handoff.conversation_id
-        )
-        return handoff, message, session_key
+        return handoff, message, handoff.conversation.session_key
 
 
 def _close_sync(*, handoff_id: Any, agent: Any) -> tuple[Handoff, str]:
     with transaction.atomic():
-        handoff = _handoff(handoff_id, lock=True)
+        handoff = handoff_get(handoff_id, lock=True)
         if handoff.status == Handoff.Status.CLOSED:
             raise HandoffError("closed", "This handoff is already closed.")
         if handoff.status == Handoff.Status.JOINED and handoff.agent_id != agent.id:
@@ -449,17 +331,3 @@ async def handoff_close(*, handoff_id: Any, agent: Any) -> Handoff:
     await broadcast(session_group(session_key), status_frame(handoff))
     await broadcast(INBOX_GROUP, {"type": "handoff.update", "handoff": inbox_row(handoff)})
     return handoff
-
-
-def handoff_state(*, session_key: str, conversation_id: Any) -> dict[str, Any] | None:
-    """For the customer's page after a reload: the latest handoff's status and agent names by
-    message id; None when the conversation is not this session's."""
-    conversation = Conversation.objects.filter(id=conversation_id, session_key=session_key).first()
-    if conversation is None:
-        return None
-    latest = conversation.handoffs.select_related("agent", "conversation").order_by("-id").first()
-    agents = {
-        str(m.id): agent_name(m.agent)
-        for m in conversation.messages.filter(role=Message.Role.AGENT).select_related("agent")
-    }
-    return {"handoff": status_frame(latest) if latest else None, "agents": agents}

@@ -15,6 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatbot import handoff as handoffs
+from chatbot.handoff_selectors import HandoffError, handoff_detail, inbox_list
 
 PERMISSION = "chatbot.handle_handoff"
 
@@ -44,7 +45,7 @@ class InboxConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(handoffs.INBOX_GROUP, self.channel_name)
         self.joined = True
         await self.accept()
-        await self._send({"type": "inbox.list", "handoffs": await handoffs.inbox_list()})
+        await self._send({"type": "inbox.list", "handoffs": await inbox_list()})
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: leave the inbox group."""
@@ -70,7 +71,7 @@ class InboxConsumer(AsyncWebsocketConsumer):
         await aclose_old_connections()
         try:
             if kind == "open":
-                detail = await handoffs.handoff_detail(handoff_id=handoff_id)
+                detail = await handoff_detail(handoff_id=handoff_id)
                 await self._send({"type": "handoff.detail", "handoff": detail})
             elif kind == "take":
                 await handoffs.handoff_take(handoff_id=handoff_id, agent=self.user)
@@ -82,7 +83,7 @@ class InboxConsumer(AsyncWebsocketConsumer):
                 await handoffs.handoff_close(handoff_id=handoff_id, agent=self.user)
             else:
                 await self._error("unknown_type", f"Unknown frame type {kind!r}.")
-        except handoffs.HandoffError as exc:
+        except HandoffError as exc:
             await self._error(exc.code, str(exc), handoff_id=handoff_id)
 
     async def _error(self, code: str, message: str, **extra: Any) -> None:

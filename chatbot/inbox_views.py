@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from chatbot.handoff import support_hours
+from chatbot.handoff_selectors import support_hours
 from chatbot.inbox import can_handle_handoffs
 
 

@@ -20,7 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
 from chatbot.customer_view import conversation_for_viewer
-from chatbot.handoff import handoff_state
+from chatbot.handoff_selectors import handoff_state
 from chatbot.models import WidgetSite
 from chatbot.selectors import conversation_detail, conversation_list
 from chatbot.widget import VISITOR_TOKEN, frame_ancestors, visitor_session_key
