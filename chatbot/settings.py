@@ -291,8 +291,9 @@ INGEST_STALE_SECONDS = env_int("INGEST_STALE_SECONDS", 300)
 INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 3)
 INGEST_REAP_INTERVAL_SECONDS = env_int("INGEST_REAP_INTERVAL_SECONDS", 60)
 # A document yields at most this much extracted text and this many passages; a larger one is
-# refused with the reason (a 20 MB upload can inflate to far more text than anyone reads).
-INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 5_000_000)
+# refused with the reason. Chunking and embedding run on the worker, about a minute per million
+# characters on two cores, so a bigger document would hold the queue up for everyone.
+INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 1_000_000)
 INGEST_MAX_CHUNKS = env_int("INGEST_MAX_CHUNKS", 5_000)
 # CPU seconds the parse child may use (RLIMIT_CPU, set in the child itself): a looping parser
 # is killed by the kernel even if the worker that started it is gone.

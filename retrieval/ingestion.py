@@ -98,6 +98,12 @@ def document_process(*, document_id: int, version: int, enqueue: Enqueue) -> str
         )
         if not drafts:
             raise DocumentRejected(f"{document.source_name}: no text could be extracted")
+        if len(drafts) > settings.INGEST_MAX_CHUNKS:
+            # Checked before embedding, the step that would hold the queue for long.
+            raise DocumentRejected(
+                f"{document.source_name}: the document makes {len(drafts):,} passages, over the "
+                f"{settings.INGEST_MAX_CHUNKS:,} limit (INGEST_MAX_CHUNKS); split the document"
+            )
         if not _touch(
             document_id, version, status=Status.EMBEDDING, chunks_total=len(drafts), chunks_done=0
         ):

@@ -1,8 +1,10 @@
 """Child process that turns one untrusted file into markdown-like text.
 
-Run as `python -m retrieval.parse_worker TYPE` with the file's bytes on stdin; prints one JSON
-object ({"title", "text"} or {"error"}) on stdout. It imports no Django and nothing heavy:
-the parent sets the memory limit and the timeout (retrieval/parsing.py).
+Run as `python -m retrieval.parse_worker TYPE MEMORY_BYTES CPU_SECONDS MAX_CHARS` with the
+file's bytes on stdin; prints one JSON object ({"title", "text"} or {"error"}) on stdout. It
+imports no Django and nothing heavy. It caps its own memory (RLIMIT_AS) and CPU time
+(RLIMIT_CPU) before it reads a byte, so a looping parser is ended by the kernel even if the
+worker that started it is gone; the parent adds a wall-clock timeout (retrieval/parsing.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import resource
 import sys
+import zipfile
 from html.parser import HTMLParser
 
 
@@ -93,7 +97,7 @@ def _is_utf8(data: bytes) -> bool:
 def parse_pdf(data: bytes) -> tuple[str, str]:
     """Text of every page with pypdf; encrypted and corrupt files fail with a reason."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -115,7 +119,11 @@ def parse_pdf(data: bytes) -> tuple[str, str]:
             title = ""
     except ParseFailure:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except LimitReachedError as exc:
+        raise ParseFailure(f"the PDF inflates beyond what is read ({exc})") from None
+    except RecursionError:
+        raise ParseFailure("the PDF refers to itself in a loop (too deeply nested)") from None
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ParseFailure(f"the PDF is damaged and cannot be read ({exc})") from None
     return title.strip(), "\n\n".join(p.strip() for p in pages if p.strip())
 
@@ -125,6 +133,7 @@ def parse_docx(data: bytes) -> tuple[str, str]:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    _docx_refuse_doctype(data)
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, KeyError, ValueError) as exc:
@@ -151,6 +160,28 @@ def parse_docx(data: bytes) -> tuple[str, str]:
     return title, "\n\n".join(lines)
 
 
+def _docx_refuse_doctype(data: bytes) -> None:
+    """Refuse XML with a document type declaration: Word never writes one, and it is how
+    entity attacks (external entities reading files, "billion laughs") begin."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise ParseFailure(f"the .docx file is damaged and cannot be read ({exc})") from None
+    with archive:
+        for member in archive.infolist():
+            if not member.filename.endswith((".xml", ".rels")):
+                continue
+            with archive.open(member) as handle:
+                tail = b""
+                while block := handle.read(1 << 20):
+                    if b"<!DOCTYPE" in tail + block or b"<!ENTITY" in tail + block:
+                        raise ParseFailure(
+                            f"the .docx part {member.filename} declares a DOCTYPE or entities, "
+                            "which Word never writes (an XML entity attack?)"
+                        )
+                    tail = block[-16:]
+
+
 PARSERS = {
     "txt": parse_text,
     "md": parse_text,
@@ -160,12 +191,26 @@ PARSERS = {
 }
 
 
+def _limit(resource_id: int, soft: int, hard: int) -> None:
+    _, current_hard = resource.getrlimit(resource_id)
+    if current_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current_hard), min(hard, current_hard)
+    resource.setrlimit(resource_id, (soft, hard))
+
+
 def main() -> int:
-    """Read stdin, parse as argv[1], print JSON; exit 0 even for a ParseFailure (it is data)."""
-    kind = sys.argv[1]
+    """Cap memory and CPU, read stdin, parse as argv[1], print JSON; exit 0 even for a
+    ParseFailure (it is data). Past the CPU limit the kernel sends SIGXCPU, then SIGKILL."""
+    kind, memory, cpu, max_chars = sys.argv[1], *map(int, sys.argv[2:5])
+    _limit(resource.RLIMIT_AS, memory, memory)
+    _limit(resource.RLIMIT_CPU, cpu, cpu + 1)
     data = sys.stdin.buffer.read()
     try:
         title, text = PARSERS[kind](data)
+        if len(text) > max_chars:
+            raise ParseFailure(
+                f"the extracted text is over {max_chars:,} characters (INGEST_MAX_TEXT_CHARS)"
+            )
         out = {"title": title, "text": text}
     except ParseFailure as exc:
         out = {"error": str(exc)}

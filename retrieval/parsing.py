@@ -1,8 +1,9 @@
 """Checks on untrusted uploads, and their parsing in a child process with a memory cap and a timeout.
 
 pypdf and python-docx run on attacker-controlled bytes: a crafted file can loop or inflate to
-gigabytes. The parsers therefore run in `retrieval.parse_worker` under RLIMIT_AS and a
-wall-clock timeout; a .docx's declared zip member sizes are checked before it is opened.
+gigabytes. The parsers therefore run in `retrieval.parse_worker` under RLIMIT_AS and RLIMIT_CPU
+(set by the child itself) and a wall-clock timeout; a .docx's declared zip member sizes and
+compression ratio are checked before it is opened; the extracted text is capped.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
+import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,7 @@ def upload_check(*, name: str, data: bytes) -> str:
         )
     if not data.strip():
         raise DocumentRejected(f"{name}: the file is empty")
+    _name_check(name)
     kind = source_type_for(name)
     if kind == "pdf" and not data.lstrip()[:5] == b"%PDF-":
         raise DocumentRejected(
@@ -72,6 +73,25 @@ def upload_check(*, name: str, data: bytes) -> str:
     if kind in ("txt", "md", "html") and b"\x00" in data[:8192]:
         raise DocumentRejected(f"{name}: this is a binary file, not {kind} text; was it renamed?")
     return kind
+
+
+def _name_check(name: str) -> None:
+    # Names are keys, never paths, but they reach logs, the admin and export files: folders are
+    # allowed as a namespace ("demo/returns.md"), climbing out of one or an absolute path is not.
+    parts = name.split("/")
+    if (
+        "\\" in name
+        or any(part in ("", ".", "..") for part in parts)
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
+        raise DocumentRejected(
+            f"{name!r}: the file name contains '..', an absolute path, a backslash or a "
+            "control character; upload the file under a plain name"
+        )
+
+
+# A .docx is XML in a zip: text compresses about 5-10 to 1; far more is a zip bomb.
+_DOCX_MAX_RATIO = 100
 
 
 def _docx_check(*, name: str, data: bytes) -> None:
@@ -95,18 +115,16 @@ def _docx_check(*, name: str, data: bytes) -> None:
                 f"{name}: the .docx would expand to {_mb(total)} (member {biggest.filename} alone "
                 f"{_mb(biggest.file_size)}), over the {_mb(settings.INGEST_DOCX_MAX_UNCOMPRESSED_BYTES)} limit"
             )
+        packed = sum(m.compress_size for m in members) or 1
+        if total > 1_000_000 and total / packed > _DOCX_MAX_RATIO:
+            raise DocumentRejected(
+                f"{name}: the .docx would expand {total / packed:,.0f} to 1 (to {_mb(total)}); "
+                f"real documents stay far below {_DOCX_MAX_RATIO} to 1 (a zip bomb?)"
+            )
 
 
 def _mb(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
-
-
-def _memory_limiter(limit: int) -> Callable[[], None]:
-    def limit_memory() -> None:
-        # Runs in the child between fork and exec: the parser starts already capped.
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return limit_memory
 
 
 def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
@@ -115,6 +133,7 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
     Plain text and markdown are only decoded (bounded by the upload limit), so they skip the
     child process; HTML, PDF and .docx always go through it.
     """
+    max_chars = settings.INGEST_MAX_TEXT_CHARS
     if kind in ("txt", "md"):
         try:
             title, text = parse_text(data)
@@ -122,8 +141,10 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
             raise DocumentRejected(f"{name}: {exc}") from None
         if not text.strip():
             raise DocumentRejected(f"{name}: no text could be extracted")
+        _text_check(name, text, max_chars)
         return ParsedDocument(title=title, text=text.strip())
     timeout = settings.INGEST_PARSE_TIMEOUT_SECONDS
+    cpu = settings.INGEST_PARSE_CPU_SECONDS
     root = Path(__file__).resolve().parent.parent
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -133,11 +154,19 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
     }
     try:
         completed = subprocess.run(
-            [sys.executable, "-I", "-c", _BOOT, kind],
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                _BOOT,
+                kind,
+                str(settings.INGEST_PARSE_MEMORY_BYTES),
+                str(cpu),
+                str(max_chars),
+            ],
             input=data,
             capture_output=True,
             timeout=timeout,
-            preexec_fn=_memory_limiter(settings.INGEST_PARSE_MEMORY_BYTES),
             env=env,
             cwd=str(root),
             check=False,
@@ -146,6 +175,11 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
         raise DocumentRejected(
             f"{name}: parsing took longer than {timeout} s and was stopped (INGEST_PARSE_TIMEOUT_SECONDS)"
         ) from None
+    if completed.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise DocumentRejected(
+            f"{name}: parsing used more than {cpu} s of CPU and was stopped "
+            "(INGEST_PARSE_CPU_SECONDS); the file may loop"
+        )
     memory_mb = settings.INGEST_PARSE_MEMORY_BYTES // 1_000_000
     try:
         result = json.loads(completed.stdout or b"{}")
@@ -168,7 +202,16 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
         raise DocumentRejected(
             f"{name}: no text could be extracted (a scanned or image-only file needs OCR first)"
         )
+    _text_check(name, text, max_chars)
     return ParsedDocument(title=result["title"], text=text)
+
+
+def _text_check(name: str, text: str, max_chars: int) -> None:
+    if len(text) > max_chars:
+        raise DocumentRejected(
+            f"{name}: the extracted text is {len(text):,} characters, over the {max_chars:,} "
+            "limit (INGEST_MAX_TEXT_CHARS); split the document"
+        )
 
 
 # -I (isolated) ignores PYTHONPATH, so the child puts the project root on sys.path itself.
