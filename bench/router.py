@@ -23,7 +23,8 @@ Clusters: k-means (`routing.router.clusters_fit`) over the configured embedder's
 questions. The fixed policies: each tier alone (threshold 0) and the cascade from each starting
 tier. "Reaches 95%": the first question after which the learner's running mean reward stays at
 or above the best fixed policy's running mean minus 5% of its magnitude, to the end (rewards
-can be negative). Prints JSON, writes bench/results/router.json and router_*.png.
+can be negative). Prints JSON, writes it to --out (bench/results/router.json) and plots beside it
+(router_single_pass.png, router_cycled.png).
 """
 
 from __future__ import annotations
@@ -379,11 +380,13 @@ def main() -> None:
         axes.legend(fontsize=8, loc="lower right")
         axes.grid(alpha=0.3)
         figure.tight_layout()
-        suffix = "" if args.train_on == "grade" else f"_{args.train_on}"
-        path = RESULTS / f"router_{label}{suffix}.png"
+        out = Path(args.out).resolve()
+        path = out.with_name(f"{out.stem}_{label}.png")
         figure.savefig(path, dpi=110)
         plt.close(figure)
-        report["passes"][label]["plot"] = str(path.relative_to(ROOT))
+        report["passes"][label]["plot"] = str(
+            path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        )
     report["single_pass_enough"] = any(
         not criteria["running_mean"]["seeds_reaching"].startswith("0 ")
         for learner in report["passes"]["single_pass"]["learners"].values()

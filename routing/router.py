@@ -39,7 +39,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from routing.models import ModelTier, RouterCluster, RouterDecision, RouterLearner
 from routing.policy import RouterPolicy, router_policy
@@ -611,6 +611,10 @@ def clusters_refresh(*, k: int, seed: int = 0, limit: int = 5000) -> ClustersRef
     if not tiers:
         raise ValueError("No tier is enabled: nothing to learn over.")
     with transaction.atomic():
+        # Answers stored meanwhile wait for the refit (a second or so): none may create a
+        # learner for an old cluster number between the delete and the replay below.
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {RouterLearner._meta.db_table} IN EXCLUSIVE MODE")
         # Older questions are never read again by a refit: their vectors go (bounded storage).
         RouterDecision.objects.exclude(id__in=recent).exclude(vector=[]).update(vector=[])
         RouterCluster.objects.all().delete()
