@@ -33,11 +33,12 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-# Paraphrases of QUESTIONS (same order) that the guard accepts: hits that must be embedded.
+# Paraphrases of QUESTIONS (same order) that the learned decision accepts: hits that must be
+# embedded.
 PARAPHRASES = [
     "How many working days does standard delivery take in the UK?",
     "Is it possible to cancel an order after placing it?",
-    "Do you deliver to Canada?",
+    "Is shipping to Canada available?",
     "Can bulky items be sent by express delivery?",
     "What is the cut-off time for dispatch from the EU store?",
     "Is it possible to add items to an existing order?",

@@ -356,11 +356,14 @@ SCORER_WEIGHTS_NAME = os.environ.get("SCORER_WEIGHTS_NAME", "default")
 PROMPT_MARGIN_TOKENS = env_int("PROMPT_MARGIN_TOKENS", 64)
 
 # Semantic answer cache (issue 7; retrieval/cache.py). A cached answer is a candidate from
-# this cosine similarity up; the guard (retrieval/guard.py) then vetoes negation, number,
-# date, entity, opposite and question-kind mismatches and needs its score >= the minimum.
+# this cosine similarity up; the learned decision (retrieval/pair_model.py) then applies its
+# kept vetoes (retrieval/guard.py) and needs P(same question) >= CACHE_GUARD_MIN_SCORE; unset,
+# that is the model file's own cut, chosen on the public pairs' fit half (0: vetoes alone).
 CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
-CACHE_SIMILARITY_THRESHOLD = env_float("CACHE_SIMILARITY_THRESHOLD", 0.88)
-CACHE_GUARD_MIN_SCORE = env_float("CACHE_GUARD_MIN_SCORE", 0.0)
+CACHE_SIMILARITY_THRESHOLD = env_float("CACHE_SIMILARITY_THRESHOLD", 0.7)
+CACHE_GUARD_MIN_SCORE = (
+    env_float("CACHE_GUARD_MIN_SCORE", 0.0) if os.environ.get("CACHE_GUARD_MIN_SCORE") else None
+)
 # Entries older than this are never served (0: no expiry).
 CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 7 * 24 * 3600)
 # Candidates fetched from the HNSW index before the guard looks at them.

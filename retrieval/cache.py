@@ -2,10 +2,12 @@
 
 The pipeline calls `cache_lookup` with the standalone question before retrieval and
 `cache_store` after an accepted, grounded answer, with plain data only. An entry is served
-only when (1) its cosine similarity reaches CACHE_SIMILARITY_THRESHOLD, (2) the guard
-(retrieval/guard.py) finds no negation, number, date, entity, opposite or question-kind
-mismatch, (3) it is younger than CACHE_TTL_SECONDS and (4) every document it cited still has
-the version it cited (checked at lookup, not only when document_changed arrives).
+only when (1) its cosine similarity reaches CACHE_SIMILARITY_THRESHOLD, (2) the learned
+decision (retrieval/pair_model.py) finds none of its kept rule families vetoing (negation,
+numbers, names, opposites, ... in retrieval/guard.py) and puts the probability that both ask
+the same thing at or above its cut, (3) it is younger than CACHE_TTL_SECONDS and (4) every
+document it cited still has the version it cited (checked at lookup, not only when
+document_changed arrives).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from retrieval.embedders import get_embedder
-from retrieval.guard import guard_check
 from retrieval.models import CacheDay, CacheEntry, CacheHit, KnowledgeDocument
+from retrieval.pair_model import guard_check, pair_model
 from retrieval.signals import document_changed
 
 # Questions about the present or about the customer's own things: never shared answers.
@@ -365,6 +367,11 @@ def cache_stats() -> dict[str, Any]:
         "false_hit_rate": round(false_hits / hits, 4) if hits else None,
         "estimated_cost_saved": float(saved),
         "threshold": settings.CACHE_SIMILARITY_THRESHOLD,
-        "guard_min_score": settings.CACHE_GUARD_MIN_SCORE,
+        # Unset, the learned decision's own cut applies: show the number in force.
+        "guard_min_score": (
+            pair_model().threshold
+            if settings.CACHE_GUARD_MIN_SCORE is None
+            else settings.CACHE_GUARD_MIN_SCORE
+        ),
         "ttl_seconds": settings.CACHE_TTL_SECONDS,
     }

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from retrieval.cache import cache_bypass_reason, cache_shareable, cache_stats
-from retrieval.guard import guard_check, question_features, vetoes
+from retrieval.guard import question_features, veto_families, vetoes
 from retrieval.models import CacheDay, CacheEntry, CacheHit
+from retrieval.pair_model import guard_check, pair_model
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,6 @@ def test_vetoes_catch_each_kind_of_look_alike(a: str, b: str, reason: str) -> No
         ("What payment methods do you accept?", "Which payment methods do you accept?"),
         ("How long do I have to change an order?", "How much time do I have to change an order?"),
         ("How much does shipping cost?", "What does shipping cost?"),
-        ("How do I log in?", "How do I sign in?"),
         ("Where do I turn on alerts?", "Where can I switch on alerts?"),
         ("How do I install the app on my phone?", "How can I install the app on a phone?"),
         ("Can I add a gift note?", "Is it possible to add a gift note?"),
@@ -71,6 +71,21 @@ def test_vetoes_catch_each_kind_of_look_alike(a: str, b: str, reason: str) -> No
 )
 def test_paraphrases_pass_the_vetoes(a: str, b: str) -> None:
     assert vetoes(question_features(a), question_features(b)) == []
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ("How do I log in?", "How do I sign in?"),
+        ("Do you ship to Canada?", "Do you deliver to Canada?"),
+    ],
+)
+def test_a_one_word_swap_is_a_miss_even_when_it_means_the_same(a: str, b: str) -> None:
+    # The price of the swap veto (kept: without it the team's look-alike pairs get wrong hits,
+    # "increase" / "reduce"): a saving lost, never a wrong answer served.
+    assert veto_families(question_features(a), question_features(b)) == ["swap"]
+    assert "swap" in pair_model().vetoes
+    assert not guard_check(question=a, cached_question=b, cosine=0.95).accept
 
 
 def test_negating_prefix_needs_a_real_word_on_both_sides() -> None:
