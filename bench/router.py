@@ -19,7 +19,7 @@ reward = w_acc * accuracy - w_cost * cost_usd - w_lat * log(latency_seconds), th
 shuffled order per seed; with --cycles N the shuffled questions are replayed N times (each pass
 reshuffled): that is cycling, the same questions again, not new ones.
 
-Clusters: k-means (`routing.router.clusters_fit`) over the configured embedder's vectors of the
+Clusters: k-means (`routing.router_learners.clusters_fit`) over the configured embedder's vectors of the
 questions. The fixed policies: each tier alone (threshold 0) and the cascade from each starting
 tier. "Reaches 95%": the first question after which the learner's running mean reward stays at
 or above the best fixed policy's running mean minus 5% of its magnitude, to the end (rewards
@@ -133,7 +133,7 @@ def simulate(
     epsilon: float,
 ) -> tuple[np.ndarray, list[str]]:
     """The true rewards a learner earns on questions in this order, and the tiers it chose."""
-    from routing.router import GLOBAL, learner_choose, learner_new, learner_update
+    from routing.router_learners import GLOBAL, learner_choose, learner_new, learner_update
 
     states: dict[int, Any] = {}
     earned, chosen = [], []
@@ -167,7 +167,12 @@ def main() -> None:
     django.setup()
     from retrieval.embedders import get_embedder
     from routing.evaluation.replay import Policy, question_replay
-    from routing.router import RewardWeights, cluster_assign, clusters_fit, reward_compute
+    from routing.router_learners import (
+        RewardWeights,
+        cluster_assign,
+        clusters_fit,
+        reward_compute,
+    )
 
     run, tier_order, all_rows, all_texts, floor = load(args.run)
     thresholds = {t: float(run.thresholds.get(t, 0.0)) for t in tier_order}
