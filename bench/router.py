@@ -147,6 +147,40 @@ def simulate(
     return np.asarray(earned), chosen
 
 
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The convergence figures in plain words, one line per pass and learner."""
+    lines = [
+        f"{report['questions']} questions above the relevance floor "
+        f"({report['left_out_below_floor']} below it left out); best fixed policy "
+        f"{report['best_fixed_policy']!r}, best fixed starting tier "
+        f"{report['best_fixed_starting_tier']!r}."
+    ]
+    for label, data in report["passes"].items():
+        how = (
+            f"cycling: {data['questions_replayed']} questions = the same questions replayed"
+            if data["cycling"]
+            else f"one pass of {data['questions_replayed']} questions"
+        )
+        for name, learner in data["learners"].items():
+            parts = []
+            for target, rules in learner["reaches_95pct_of"].items():
+                for rule, found in rules.items():
+                    where = (
+                        f"after {found['median_questions']} questions (median)"
+                        if found["median_questions"] is not None
+                        else "never"
+                    )
+                    parts.append(
+                        f"95% of the {target} by {rule.replace('_', ' ')}: "
+                        f"{found['seeds_reaching']} seeds, {where}"
+                    )
+            lines.append(
+                f"{label} ({how}) {name}: mean reward {learner['mean_reward']} "
+                f"(best fixed {data['best_fixed_mean_reward']}); " + "; ".join(parts)
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=int, default=None)
@@ -397,6 +431,7 @@ def main() -> None:
         for learner in report["passes"]["single_pass"]["learners"].values()
         for criteria in learner["reaches_95pct_of"].values()
     )
+    report["summary"] = summary_lines(report)
     text = json.dumps(report, indent=2, default=float)
     Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
