@@ -296,6 +296,16 @@ def main() -> None:
         "clusters": {
             "k": int(len(centroids)),
             "sizes": [int((clusters == c).sum()) for c in range(len(centroids))],
+            "examples": {
+                str(c): [
+                    texts[i]
+                    for i in sorted(
+                        np.flatnonzero(clusters == c),
+                        key=lambda i: -float(vectors[i] @ centroids[c]),
+                    )[:3]
+                ]
+                for c in range(len(centroids))
+            },
             "best_start_per_cluster": {
                 str(c): max(arms, key=lambda a: arm_true[a][clusters == c].mean())
                 for c in range(len(centroids))
@@ -332,6 +342,7 @@ def main() -> None:
         }
         starts: dict[str, list[float]] = {name: [] for name in names}
         late: dict[str, list[float]] = {name: [] for name in names}
+        by_cluster: dict[str, dict[int, list[float]]] = {name: {} for name in names}
         for seed in range(args.seeds):
             shuffler = random.Random(seed)
             order: list[int] = []
@@ -366,6 +377,12 @@ def main() -> None:
                         at = reached_at(window_mean(earned, n), window_mean(fixed, n))
                         found["last_pass_window"].append(None if at is None else at + n - 1)
                 starts[name].append(chosen.count(arms[0]) / len(chosen))
+                for c in range(len(centroids)):
+                    last = [
+                        a for q, a in zip(order[-n:], chosen[-n:], strict=True) if clusters[q] == c
+                    ]
+                    if last:
+                        by_cluster[name].setdefault(c, []).append(last.count(arms[0]) / len(last))
                 late[name].append(float(earned[-n:].mean()))
         best_final = float(np.mean([c[-1] for c in fixed_curves[best_fixed]]))
         learners_json = {}
@@ -389,6 +406,10 @@ def main() -> None:
                 "last_pass_mean_reward": round(float(np.mean(late[name])), 4),
                 "minus_best_fixed": round(mean - best_final, 4),
                 f"share_starting_on_{arms[0]}": round(float(np.mean(starts[name])), 3),
+                # Last pass: do easy topics start cheap and hard ones high?
+                f"last_pass_share_starting_on_{arms[0]}_per_cluster": {
+                    str(c): round(float(np.mean(v)), 3) for c, v in by_cluster[name].items()
+                },
                 "reaches_95pct_of": criteria,
             }
         report["passes"][label] = {
