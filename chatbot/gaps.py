@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection
 from django.db.models import BooleanField, F, OuterRef, Q, QuerySet, Subquery, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, NullIf
@@ -40,6 +40,13 @@ SPARK_DAYS = 14
 EXAMPLES = 5
 _CACHE_PREFIX = "chatbot.gaps:"
 _TABLE = f'"{Message._meta.db_table}"'
+_STATE_KEY = _CACHE_PREFIX + "grouping"
+# New questions beyond this share of those already grouped trigger a full recluster.
+RECLUSTER_SHARE = 0.25
+# More questions without a vector than this are embedded by a background task, not the page
+# (a backlog of thousands takes minutes on a small CPU).
+EMBED_INLINE_MAX = 200
+FILL_QUEUED_KEY = _CACHE_PREFIX + "fill-queued"
 
 
 @dataclass
@@ -115,6 +122,12 @@ def _reason(row: dict[str, Any]) -> str:
     return "low score"
 
 
+_STORE_VECTORS_SQL = (
+    f"UPDATE {_TABLE} AS m SET question_embedding = v.e::vector "
+    "FROM unnest(%s::bigint[], %s::text[]) AS v(id, e) WHERE m.id = v.id"
+)
+
+
 def _vectors(rows: list[dict[str, Any]]) -> np.ndarray:
     """Each row's question vector: stored ones read back, missing ones embedded once and stored."""
     ids = [r["id"] for r in rows]
@@ -126,12 +139,17 @@ def _vectors(rows: list[dict[str, Any]]) -> np.ndarray:
     missing = [r for r in rows if r["id"] not in stored]
     if missing:
         vectors = get_embedder().embed([r["question"] for r in missing])
-        updates = []
         for row, vector in zip(missing, vectors, strict=True):
             stored[row["id"]] = vector
-            updates.append(Message(id=row["id"], question_embedding=vector.tolist()))
-        with transaction.atomic():
-            Message.objects.bulk_update(updates, ["question_embedding"], batch_size=500)
+        # One statement for all of them: a CASE per row (bulk_update) is quadratic in Postgres.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _STORE_VECTORS_SQL,
+                [
+                    [r["id"] for r in missing],
+                    ["[" + ",".join(f"{x:.7g}" for x in v) + "]" for v in vectors],
+                ],
+            )
     return np.asarray([np.asarray(stored[i], dtype=np.float32) for i in ids])
 
 
@@ -145,6 +163,80 @@ def cluster_labels(vectors: np.ndarray, *, distance: float) -> np.ndarray:
         n_clusters=None, metric="cosine", linkage="average", distance_threshold=distance
     )
     return model.fit_predict(vectors)
+
+
+def _assign(
+    old_vectors: np.ndarray, old_labels: np.ndarray, new_vectors: np.ndarray, *, distance: float
+) -> np.ndarray:
+    """Labels for new questions without reclustering the rest: the new ones are clustered among
+    themselves, then each of their clusters joins the existing group nearest on average (the
+    average-linkage distance) when within `distance`, else becomes a group of its own."""
+    local = cluster_labels(new_vectors, distance=distance)
+    size = int(old_labels.max()) + 1 if len(old_labels) else 0
+    labels = np.empty(len(new_vectors), dtype=int)
+    if size:
+        members = np.zeros((len(old_labels), size), dtype=np.float32)
+        members[np.arange(len(old_labels)), old_labels] = 1.0
+        # Summed similarity of every new question to every existing group's members.
+        sums = (new_vectors @ old_vectors.T) @ members
+        counts = members.sum(axis=0)
+    for cluster in np.unique(local):
+        idx = np.flatnonzero(local == cluster)
+        if size:
+            mean = sums[idx].sum(axis=0) / (len(idx) * np.maximum(counts, 1.0))
+            mean[counts == 0] = -np.inf
+            best = int(np.argmax(mean))
+            if 1.0 - mean[best] <= distance:
+                labels[idx] = best
+                continue
+        labels[idx] = size
+        size += 1
+    return labels
+
+
+def _clustered(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors and group labels aligned with rows: new questions join the cached grouping, and
+    everything is reclustered only when there is no grouping yet (or it is a day old) or the new
+    questions are more than a quarter of those already grouped (groups would drift)."""
+    distance = settings.GAP_CLUSTER_DISTANCE
+    state = cache.get(_STATE_KEY)
+    index = {} if state is None or state["distance"] != distance else state["index"]
+    known = [r for r in rows if r["id"] in index]
+    new = [r for r in rows if r["id"] not in index]
+    if not known or len(new) > RECLUSTER_SHARE * len(known):
+        vectors = _vectors(rows)
+        labels = cluster_labels(vectors, distance=distance)
+    else:
+        positions = [index[r["id"]] for r in known]
+        old_vectors, old_labels = state["vectors"][positions], state["labels"][positions]
+        if new:
+            new_vectors = _vectors(new)
+            new_labels = _assign(old_vectors, old_labels, new_vectors, distance=distance)
+            by_id = {
+                r["id"]: (v, label)
+                for r, v, label in zip(
+                    known + new,
+                    np.concatenate([old_vectors, new_vectors]),
+                    np.concatenate([old_labels, new_labels]),
+                    strict=True,
+                )
+            }
+            vectors = np.asarray([by_id[r["id"]][0] for r in rows])
+            labels = np.asarray([by_id[r["id"]][1] for r in rows], dtype=int)
+        else:
+            vectors, labels = old_vectors, old_labels
+    if state is None or new or len(rows) != len(index):
+        cache.set(
+            _STATE_KEY,
+            {
+                "index": {r["id"]: n for n, r in enumerate(rows)},
+                "vectors": vectors,
+                "labels": labels,
+                "distance": distance,
+            },
+            timeout=24 * 3600,
+        )
+    return vectors, labels
 
 
 def _sparkline(values: list[int], *, width: int = 84, height: int = 18) -> str:
@@ -200,16 +292,12 @@ def _fingerprint(rows: list[dict[str, Any]], today: date) -> str:
     return _CACHE_PREFIX + digest.hexdigest()
 
 
-def gap_groups(*, include_closed: bool = False, now: datetime | None = None) -> list[GapGroup]:
-    """The gap inbox: groups with a question still open (all with include_closed), biggest first.
-
-    Cached under a fingerprint of the selection; a miss embeds new questions and reclusters
-    (CPU work: call from a worker thread, never the event loop).
-    """
-    now = now or timezone.now()
-    rows = [
+def _rows(now: datetime) -> list[dict[str, Any]]:
+    return [
         r
-        for r in gap_messages(now=now).values(
+        for r in gap_messages(now=now)
+        .annotate(has_vector=Q(question_embedding__isnull=False))
+        .values(
             "id",
             "question",
             "created_at",
@@ -217,17 +305,53 @@ def gap_groups(*, include_closed: bool = False, now: datetime | None = None) -> 
             "feedback",
             "feedback_reason",
             "gap_closed",
+            "has_vector",
         )[: settings.GAP_MAX_QUESTIONS]
         if r["question"].strip()
     ]
+
+
+def gap_vectors_fill(*, batch: int = 256) -> int:
+    """Embed and store every gap question of the window that has no vector yet; how many."""
+    missing = [r for r in _rows(timezone.now()) if not r["has_vector"]]
+    for start in range(0, len(missing), batch):
+        _vectors(missing[start : start + batch])
+    return len(missing)
+
+
+def gap_vectors_pending(*, now: datetime | None = None) -> int:
+    """Gap questions without a vector. Beyond EMBED_INLINE_MAX they are embedded by a background
+    task (queued here, once) rather than in the page's request; how many are waiting."""
+    missing = sum(1 for r in _rows(now or timezone.now()) if not r["has_vector"])
+    if missing <= EMBED_INLINE_MAX:
+        return 0
+    if cache.add(FILL_QUEUED_KEY, True, timeout=600):
+        from chatbot.gaps_tasks import gap_vectors_task
+
+        gap_vectors_task.enqueue()
+    return missing
+
+
+def gap_groups(
+    *, include_closed: bool = False, embedded_only: bool = False, now: datetime | None = None
+) -> list[GapGroup]:
+    """The gap inbox: groups with a question still open (all with include_closed), biggest first.
+
+    Cached under a fingerprint of the selection; a miss embeds new questions (none with
+    embedded_only: those wait for the background task) and joins them to the grouping or
+    reclusters (CPU work: call from a worker thread, never the event loop).
+    """
+    now = now or timezone.now()
+    rows = _rows(now)
+    if embedded_only:
+        rows = [r for r in rows if r["has_vector"]]
     today = timezone.localdate(now)
     key = _fingerprint(rows, today)
     groups: list[GapGroup] | None = cache.get(key)
     if groups is None:
         groups = []
         if rows:
-            vectors = _vectors(rows)
-            labels = cluster_labels(vectors, distance=settings.GAP_CLUSTER_DISTANCE)
+            vectors, labels = _clustered(rows)
             week_start = now - timedelta(days=7)
             for label in np.unique(labels):
                 members = np.flatnonzero(labels == label)

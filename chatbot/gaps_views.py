@@ -68,7 +68,8 @@ def gaps_page(request: HttpRequest) -> HttpResponse:
                 request, f"Dismissed {n} questions; the group returns when a new one joins it."
             )
         return redirect("gaps")
-    groups = gaps.gap_groups()
+    pending = gaps.gap_vectors_pending()
+    groups = gaps.gap_groups(embedded_only=bool(pending))
     return render(
         request,
         "admin/chatbot/gaps.html",
@@ -80,6 +81,7 @@ def gaps_page(request: HttpRequest) -> HttpResponse:
             upload_url=reverse("admin:retrieval_knowledgedocument_upload"),
             curated_count=CuratedAnswer.objects.count(),
             window_days=settings.GAP_WINDOW_DAYS,
+            pending=pending,
         ),
     )
 

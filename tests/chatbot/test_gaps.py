@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
@@ -84,6 +85,22 @@ def test_declined_questions_are_grouped_by_meaning(declined: None) -> None:
     assert gift.question in GIFT
     assert sum(gift.per_day) == 3 and len(gift.per_day) == 14
     assert gift.this_week + gift.last_week == 3
+    # A few new questions join the grouping without reclustering: one of a known meaning joins
+    # its group, one of a new meaning makes a group of its own.
+    ask("Could you gift wrap it for me?")
+    ask("Can I hire a van?")
+    groups = gap_groups()
+    assert sorted(map(sorted, grouped(groups))) == sorted(
+        map(
+            sorted,
+            [
+                [*GIFT, "Could you gift wrap it for me?"],
+                CRYPTO,
+                DOGS,
+                ["Can I hire a van?"],
+            ],
+        )
+    )
     # Every question's vector is kept: the next grouping embeds nothing again.
     assert not Message.objects.filter(
         role=Message.Role.ASSISTANT, question_embedding__isnull=True
@@ -208,3 +225,24 @@ def test_dismiss_and_curate_from_the_page(client, staff, declined: None) -> None
     assert "In service" in page and 'class="version"' in page
     assert CacheEntry.objects.filter(active=True, tier="curated").count() == 3
     assert "gift" not in client.get(reverse("gaps")).content.decode().lower()
+
+
+def test_a_backlog_is_embedded_in_the_background(
+    client, staff, declined: None, monkeypatch
+) -> None:  # noqa: ANN001
+    from django_tasks_db.models import DBTaskResult
+
+    from chatbot import gaps
+
+    staff.user_permissions.add(Permission.objects.get(codename="review_gaps"))
+    monkeypatch.setattr(gaps, "EMBED_INLINE_MAX", 2)
+    cache.delete(gaps.FILL_QUEUED_KEY)
+    page = client.get(reverse("gaps")).content.decode()
+    assert "8 questions are being read in the background" in page
+    assert 'class="gap-group"' not in page  # the page did not embed them itself
+    assert DBTaskResult.objects.filter(task_path__endswith="gap_vectors_task").count() == 1
+    client.get(reverse("gaps"))
+    assert DBTaskResult.objects.count() == 1  # queued once
+    assert gaps.gap_vectors_fill() == 8  # what the task does
+    page = client.get(reverse("gaps")).content.decode()
+    assert "background" not in page and page.count('class="gap-group"') == 3
