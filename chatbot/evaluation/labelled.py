@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, OuterRef, QuerySet, Subquery, TextField, Value
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from chatbot.gaps import asked_question
 from chatbot.models import Message
+from routing.router import decision_accuracy_set
 
 LABEL_FIELDS = ("label", "label_answer")
 SOURCE = "labelled"
@@ -39,6 +40,7 @@ def message_label(*, message: Message, label: str, right_answer: str = "") -> Me
     message.label_answer = right_answer.strip() if label else ""
     message.labelled_at = timezone.now() if label else None
     message.save(update_fields=["label", "label_answer", "labelled_at"])
+    _router_label(message_ids=[message.id], label=label)
     return message
 
 
@@ -46,27 +48,26 @@ def messages_label(*, queryset: QuerySet[Message], label: str) -> int:
     """Label many answers at once (their right answers stay as they were); how many."""
     if label not in Message.Label.values:
         raise ValueError(f"A label is one of: {', '.join(Message.Label.values)}.")
-    return queryset.filter(role=Message.Role.ASSISTANT).update(
-        label=label, labelled_at=timezone.now()
-    )
+    ids = list(queryset.filter(role=Message.Role.ASSISTANT).values_list("id", flat=True))
+    count = Message.objects.filter(id__in=ids).update(label=label, labelled_at=timezone.now())
+    _router_label(message_ids=ids, label=label)
+    return count
+
+
+def _router_label(*, message_ids: list[int], label: str) -> None:
+    # The router's reward for these answers takes the label as their accuracy (right 1,
+    # wrong 0; cleared: back to the thumbs or the scorer's), above the customer's thumbs.
+    accuracy = {Message.Label.RIGHT: 1.0, Message.Label.WRONG: 0.0}.get(label)
+    for message_id in message_ids:
+        decision_accuracy_set(message_id=message_id, label=accuracy)
 
 
 def labelled_messages() -> QuerySet[Message]:
     """Labelled answers (never an evaluation run's own), with the question they answered."""
-    asked = Message.objects.filter(
-        conversation_id=OuterRef("conversation_id"), role=Message.Role.USER, id__lt=OuterRef("id")
-    ).order_by("-id")
     return (
         Message.objects.filter(role=Message.Role.ASSISTANT, label__in=Message.Label.values)
         .exclude(origin=Message.Origin.EVALUATION)
-        .annotate(
-            question=Coalesce(
-                NullIf(F("standalone_question"), Value("")),
-                Subquery(asked.values("content")[:1]),
-                Value(""),
-                output_field=TextField(),
-            )
-        )
+        .annotate(question=asked_question())
         .order_by("labelled_at", "id")
     )
 

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
+from chatbot.evaluation.labelled import message_label
 from chatbot.models import Conversation, Message
 from chatbot.pipeline import AnswerOptions, answer_question
 from chatbot.services import message_feedback
@@ -114,6 +116,18 @@ async def test_router_starts_high_and_the_stored_answer_trains_every_learner(tie
     q_after = await RouterLearner.objects.aget(kind="qlearning", cluster=GLOBAL)
     assert q_after.values["big"] == pytest.approx(q.values["big"] - 0.1 * decision.score)
     assert q_after.updates == q.updates
+
+    # An admin's label in the message explorer counts above the thumbs; cleared, the thumbs again.
+    message = await Message.objects.aget(id=end["message_id"])
+    await sync_to_async(message_label)(message=message, label=Message.Label.RIGHT)
+    labelled = await RouterDecision.objects.aget(message_id=end["message_id"])
+    assert labelled.label == 1.0
+    assert labelled.reward == pytest.approx(decision.reward - decision.score + 1.0)
+    q_label = await RouterLearner.objects.aget(kind="qlearning", cluster=GLOBAL)
+    assert q_label.values["big"] == pytest.approx(q_after.values["big"] + 0.1)
+    await sync_to_async(message_label)(message=message, label="")
+    cleared = await RouterDecision.objects.aget(message_id=end["message_id"])
+    assert cleared.label is None and cleared.reward == pytest.approx(corrected.reward)
 
 
 async def test_the_question_s_cluster_chooses_its_own_start(tiers) -> None:  # noqa: ANN001
