@@ -87,13 +87,23 @@ def _low_score_sql() -> tuple[str, list[Any]]:
     return ("(" + " OR ".join(clauses) + ")" if clauses else "false"), params
 
 
+def asked_question() -> Coalesce:
+    """An answer's question: its standalone question, else the customer's message before it."""
+    asked = Message.objects.filter(
+        conversation_id=OuterRef("conversation_id"), role=Message.Role.USER, id__lt=OuterRef("id")
+    ).order_by("-id")
+    return Coalesce(
+        NullIf(F("standalone_question"), Value("")),
+        Subquery(asked.values("content")[:1]),
+        Value(""),
+        output_field=TextField(),
+    )
+
+
 def gap_messages(*, now: datetime | None = None) -> QuerySet[Message]:
     """Customers' declined, barely accepted and thumbed-down answers of the window, newest first."""
     now = now or timezone.now()
     low_sql, low_params = _low_score_sql()
-    asked = Message.objects.filter(
-        conversation_id=OuterRef("conversation_id"), role=Message.Role.USER, id__lt=OuterRef("id")
-    ).order_by("-id")
     return (
         Message.objects.filter(
             role=Message.Role.ASSISTANT,
@@ -102,14 +112,7 @@ def gap_messages(*, now: datetime | None = None) -> QuerySet[Message]:
         )
         .annotate(low_score=RawSQL(low_sql, low_params, output_field=BooleanField()))
         .filter(Q(abstained=True) | Q(feedback=-1) | Q(low_score=True, cached=False))
-        .annotate(
-            question=Coalesce(
-                NullIf(F("standalone_question"), Value("")),
-                Subquery(asked.values("content")[:1]),
-                Value(""),
-                output_field=TextField(),
-            )
-        )
+        .annotate(question=asked_question())
         .order_by("-created_at", "-id")
     )
 

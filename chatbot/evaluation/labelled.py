@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, OuterRef, QuerySet, Subquery, TextField, Value
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from chatbot.gaps import asked_question
 from chatbot.models import Message
 from routing.router import decision_accuracy_set
 
@@ -64,20 +64,10 @@ def _router_label(*, message_ids: list[int], label: str) -> None:
 
 def labelled_messages() -> QuerySet[Message]:
     """Labelled answers (never an evaluation run's own), with the question they answered."""
-    asked = Message.objects.filter(
-        conversation_id=OuterRef("conversation_id"), role=Message.Role.USER, id__lt=OuterRef("id")
-    ).order_by("-id")
     return (
         Message.objects.filter(role=Message.Role.ASSISTANT, label__in=Message.Label.values)
         .exclude(origin=Message.Origin.EVALUATION)
-        .annotate(
-            question=Coalesce(
-                NullIf(F("standalone_question"), Value("")),
-                Subquery(asked.values("content")[:1]),
-                Value(""),
-                output_field=TextField(),
-            )
-        )
+        .annotate(question=asked_question())
         .order_by("labelled_at", "id")
     )
 

@@ -12,21 +12,11 @@ from playwright.sync_api import Page, expect
 from chatbot.models import Conversation, Message
 from retrieval.models import CacheEntry
 from routing.models import ModelTier
+from tests.chatbot.test_gaps import CRYPTO, DOGS, GIFT
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
-GIFT = [
-    "Do you offer gift wrapping?",
-    "Can you gift wrap a present?",
-    "Is gift wrapping available?",
-]
-CRYPTO = [
-    "Can I pay with bitcoin?",
-    "Do you accept cryptocurrency payments?",
-    "Is paying in Ethereum possible?",
-]
-DOGS = ["Are dogs allowed in your stores?", "Can I bring my dog into the shop?"]
 
 
 def _declined(question: str) -> None:
