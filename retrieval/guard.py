@@ -289,7 +289,7 @@ class QuestionFeatures:
     words: frozenset[str] = field(default_factory=frozenset)
     # Tokens, their hyphen-split parts and their stems: what opposites and entities look up.
     forms: frozenset[str] = field(default_factory=frozenset)
-    # Content words as written (lower case), for the word-alignment check.
+    # Content words as written (lower case).
     content_words: tuple[str, ...] = ()
     extremes: frozenset[str] = field(default_factory=frozenset)
 
