@@ -11,6 +11,7 @@ from django.test import Client
 from playwright.sync_api import Browser, Page, expect
 
 from chatbot.models import Handoff, Message
+from tests.e2e.conftest import OUTPUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -71,6 +72,8 @@ def test_customer_and_agent_talk_through_a_handoff(
     )
     expect(page.locator(".msg.user.pending")).to_have_count(0)
     assert not Message.objects.filter(role=Message.Role.ASSISTANT).exists()
+    page.screenshot(path=str(OUTPUT / "handoff-customer.png"))
+    agent.screenshot(path=str(OUTPUT / "handoff-inbox.png"))
 
     # After a reload the agent's words and the state are still there.
     page.reload()

@@ -13,6 +13,7 @@ from playwright.sync_api import Frame, Page, expect
 
 from chatbot.models import Conversation, WidgetSite
 from tests.conftest import free_port
+from tests.e2e.conftest import OUTPUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -139,6 +140,7 @@ def test_host_page_embeds_the_widget_and_gets_a_streamed_answer(
     assert "small" not in answer.inner_text()
     conversation = Conversation.objects.get()
     assert conversation.site.key == "shop"
+    page.screenshot(path=str(OUTPUT / "widget-answer.png"))
 
     # Another page load on the host site: the chat is still open with the conversation.
     page.reload()
