@@ -13,15 +13,15 @@ pytestmark = [pytest.mark.django_db]
 def test_remote_tier_from_environment_without_its_key(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("REMOTE_TIER_BASE_URL", "https://api.example.invalid/v1")
     monkeypatch.setenv("REMOTE_TIER_MODEL", "gpt-4o-mini")
-    monkeypatch.setenv("REMOTE_TIER_KEY_ENV", "EXAMPLE_KEY_FOR_TEST")
+    monkeypatch.setenv("REMOTE_TIER_KEY_ENV", "REMOTE_EXAMPLE_API_KEY")
     monkeypatch.setenv("REMOTE_TIER_PRICE_IN", "0.15")
-    monkeypatch.delenv("EXAMPLE_KEY_FOR_TEST", raising=False)
+    monkeypatch.delenv("REMOTE_EXAMPLE_API_KEY", raising=False)
     created = {t.name for t in tiers_ensure_defaults()}
     assert {"small", "medium", "large", "remote"} <= created
     remote = ModelTier.objects.get(name="remote")
-    assert remote.api_key_env == "EXAMPLE_KEY_FOR_TEST" and remote.api_key is None
+    assert remote.api_key_env == "REMOTE_EXAMPLE_API_KEY" and remote.api_key is None
     assert str(remote.price_input_per_mtok) == "0.150000"
-    monkeypatch.setenv("EXAMPLE_KEY_FOR_TEST", "sk-test")
+    monkeypatch.setenv("REMOTE_EXAMPLE_API_KEY", "sk-test")
     assert remote.api_key == "sk-test"
     # Idempotent: an admin's edit survives the next set-up.
     ModelTier.objects.filter(name="medium").update(threshold=0.42)
