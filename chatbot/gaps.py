@@ -322,32 +322,37 @@ def gap_vectors_fill(*, batch: int = 256) -> int:
     return len(missing)
 
 
-def gap_vectors_pending(*, now: datetime | None = None) -> int:
-    """Gap questions without a vector. Beyond EMBED_INLINE_MAX they are embedded by a background
-    task (queued here, once) rather than in the page's request; how many are waiting."""
-    missing = sum(1 for r in _rows(now or timezone.now()) if not r["has_vector"])
+def gap_inbox(*, now: datetime | None = None) -> tuple[list[GapGroup], int]:
+    """The page's view: the open groups, and how many questions still wait for their vector.
+
+    Beyond EMBED_INLINE_MAX questions without a vector, a background task embeds them (queued
+    here, once) and the groups are made of the others meanwhile: the page never waits minutes.
+    """
+    now = now or timezone.now()
+    rows = _rows(now)
+    missing = sum(1 for r in rows if not r["has_vector"])
     if missing <= EMBED_INLINE_MAX:
-        return 0
+        return _grouped(rows, now), 0
     if cache.add(FILL_QUEUED_KEY, True, timeout=600):
         from chatbot.gaps_tasks import gap_vectors_task
 
         gap_vectors_task.enqueue()
-    return missing
+    return _grouped([r for r in rows if r["has_vector"]], now), missing
 
 
-def gap_groups(
-    *, include_closed: bool = False, embedded_only: bool = False, now: datetime | None = None
-) -> list[GapGroup]:
-    """The gap inbox: groups with a question still open (all with include_closed), biggest first.
-
-    Cached under a fingerprint of the selection; a miss embeds new questions (none with
-    embedded_only: those wait for the background task) and joins them to the grouping or
-    reclusters (CPU work: call from a worker thread, never the event loop).
-    """
+def gap_groups(*, include_closed: bool = False, now: datetime | None = None) -> list[GapGroup]:
+    """Groups with a question still open (all with include_closed), biggest first; embeds what
+    it must (CPU work: call from a worker thread, never the event loop)."""
     now = now or timezone.now()
-    rows = _rows(now)
-    if embedded_only:
-        rows = [r for r in rows if r["has_vector"]]
+    groups = _grouped(_rows(now), now, include_closed=True)
+    return groups if include_closed else [g for g in groups if g.open_ids]
+
+
+def _grouped(
+    rows: list[dict[str, Any]], now: datetime, *, include_closed: bool = False
+) -> list[GapGroup]:
+    """Rows grouped by meaning, cached under a fingerprint of the selection: a miss embeds new
+    questions and joins them to the grouping or reclusters."""
     today = timezone.localdate(now)
     key = _fingerprint(rows, today)
     groups: list[GapGroup] | None = cache.get(key)

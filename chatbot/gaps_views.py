@@ -68,8 +68,7 @@ def gaps_page(request: HttpRequest) -> HttpResponse:
                 request, f"Dismissed {n} questions; the group returns when a new one joins it."
             )
         return redirect("gaps")
-    pending = gaps.gap_vectors_pending()
-    groups = gaps.gap_groups(embedded_only=bool(pending))
+    groups, pending = gaps.gap_inbox()
     return render(
         request,
         "admin/chatbot/gaps.html",
@@ -90,9 +89,9 @@ def gaps_page(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def gap_curate_page(request: HttpRequest) -> HttpResponse:
     """Write a curated answer for a group (?ids=...), prefilled with its questions."""
-    raw_ids = (
-        request.POST.getlist("ids") if request.method == "POST" else request.GET.get("ids", "")
-    )
+    source = request.POST if request.method == "POST" else request.GET
+    # A curated answer may be written without a group (the "Write one" link): no ids then.
+    raw_ids = ",".join(source.getlist("ids")).strip(", ")
     try:
         ids = gaps.parse_ids(raw_ids) if raw_ids else []
     except ValueError as exc:

@@ -246,3 +246,15 @@ def test_a_backlog_is_embedded_in_the_background(
     assert gaps.gap_vectors_fill() == 8  # what the task does
     page = client.get(reverse("gaps")).content.decode()
     assert "background" not in page and page.count('class="gap-group"') == 3
+
+
+def test_a_curated_answer_without_a_group(client, staff, declined: None) -> None:  # noqa: ANN001
+    staff.user_permissions.add(Permission.objects.get(codename="review_gaps"))
+    form = {"ids": "", "question": "Do you sell kites?", "answer": ""}
+    response = client.post(reverse("gap-curate"), form)
+    # Nothing lost: the question typed comes back with the error.
+    assert response.status_code == 200 and 'value="Do you sell kites?"' in response.content.decode()
+    response = client.post(reverse("gap-curate"), {**form, "answer": "Yes, in spring."})
+    assert response.status_code == 302
+    assert CacheEntry.objects.get(active=True).answer == "Yes, in spring."
+    assert client.get(reverse("gaps")).content.decode().count('class="gap-group"') == 3
