@@ -82,6 +82,27 @@ def test_the_labelled_file_goes_through_the_one_dataset_loader(tmp_path: Path) -
     assert {q["split"] for q in selected.values()} <= {"fit", "test"}
 
 
+@pytest.mark.django_db
+def test_the_evaluation_page_starts_a_run_on_the_labelled_answers(
+    client, settings, tmp_path
+) -> None:  # noqa: ANN001
+    from django_tasks_db.models import DBTaskResult
+
+    settings.MEDIA_ROOT = tmp_path
+    client.force_login(User.objects.create_superuser("admin", password="pw"))
+    url = reverse("evaluation-runs")
+    assert "the 0 answers labelled" in client.get(url).content.decode()
+    client.post(url, {"dataset": "labelled"})
+    assert not DBTaskResult.objects.exists()  # nothing labelled: nothing queued
+    answer("What does express cost?", "3 euros.", label="wrong", label_answer="6 euros.")
+    assert "the 1 answers labelled" in client.get(url).content.decode()
+    client.post(url, {"dataset": "labelled"})
+    task = DBTaskResult.objects.get()
+    assert task.task_path.endswith("evaluation_run_task")
+    path = Path(task.args_kwargs["kwargs"]["questions_path"])
+    assert json.loads(path.read_text())["answers"] == ["6 euros."]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_evaluate_labelled_runs_the_shops_own_questions(
     help_centre,  # noqa: ANN001
