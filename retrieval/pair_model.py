@@ -98,7 +98,14 @@ class PairModel:
 @functools.cache
 def pair_model() -> PairModel:
     """The shipped model, read once per process."""
-    return PairModel.from_json(MODEL_PATH.read_text(encoding="utf-8"))
+    try:
+        text = MODEL_PATH.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise RuntimeError(
+            f"{MODEL_PATH} is missing: the cache cannot decide without it; restore it from the "
+            "repository or run `python manage.py cache_pair_model_fit`."
+        ) from error
+    return PairModel.from_json(text)
 
 
 @dataclass(frozen=True)

@@ -299,8 +299,11 @@ def load_pairs(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        row = json_loads(line)
-        if not {"q1", "q2", "duplicate"} <= set(row):
+        try:
+            row = json_loads(line)
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: not a JSON line ({error})") from error
+        if not isinstance(row, dict) or not {"q1", "q2", "duplicate"} <= set(row):
             raise ValueError(f"{path}:{number}: a pair needs q1, q2 and duplicate")
         rows.append(row)
     return rows

@@ -6,11 +6,13 @@ domain's pair files, the public paraphrase pairs beside the checkout (as CI has 
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from retrieval.guard import FAMILIES, question_features, veto_families
 from retrieval.pair_model import MODEL_PATH, PairModel, guard_check, pair_model
@@ -155,3 +157,28 @@ def test_new_rule_families(a: str, b: str, family: str) -> None:
 def test_qualifier_and_swap_leave_rewordings_alone(a: str, b: str) -> None:
     families = veto_families(question_features(a), question_features(b))
     assert "qualifier" not in families and "swap" not in families
+
+
+def test_the_command_refits_and_checks_a_model_file(tmp_path: Path) -> None:
+    public = tmp_path / "pairs.jsonl"
+    public.write_text("".join(json.dumps(p) + "\n" for p in load_pairs(PUBLIC)[:200]))
+    team = ROOT / "bench" / "data" / "cache_pairs_help.jsonl"
+    out = tmp_path / "model.json"
+    args = ["--pairs", str(public), "--team-pairs", str(team), "--out", str(out)]
+    call_command("cache_pair_model_fit", *args, stdout=io.StringIO())
+    model = PairModel.from_json(out.read_text())
+    assert model.fitted["pairs"] == 200 and model.fitted["team_pairs"] == {
+        team.name: data_digest(load_pairs(team))
+    }
+    checked = io.StringIO()
+    call_command("cache_pair_model_fit", *args, "--check", stdout=checked)
+    assert "is what a refit gives" in checked.getvalue()
+    out.write_text(out.read_text().replace(str(model.threshold), "0.5"))
+    with pytest.raises(CommandError, match="differs from a refit"):
+        call_command("cache_pair_model_fit", *args, "--check", stdout=io.StringIO())
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"q1": "a", "q2": "b", "duplicate": true}\n{"q1": "only one"}\nnot json\n')
+    with pytest.raises(CommandError, match="broken.jsonl:2: a pair needs q1, q2 and duplicate"):
+        call_command("cache_pair_model_fit", "--pairs", str(broken), "--team-pairs")
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("cache_pair_model_fit", "--pairs", str(tmp_path / "none.jsonl"))

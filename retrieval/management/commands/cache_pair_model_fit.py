@@ -41,12 +41,15 @@ class Command(BaseCommand):
         for path in paths:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
-        refit = pair_model_refit(
-            public=paths[0],
-            team=paths[1:],
-            seed=options["seed"],
-            store_dir=settings.VAR_DIR,
-        )
+        try:
+            refit = pair_model_refit(
+                public=paths[0],
+                team=paths[1:],
+                seed=options["seed"],
+                store_dir=settings.VAR_DIR,
+            )
+        except ValueError as error:  # a bad line in a pair file, named with its number
+            raise CommandError(str(error)) from error
         text = refit.model.to_json()
         out = Path(options["out"])
         if options["check"]:
