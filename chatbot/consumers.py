@@ -85,6 +85,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "stop": self._stop,
             "feedback": self._feedback,
             "handoff": self._handoff,
+            "handoff.cancel": self._handoff_cancel,
         }.get(frame.get("type"))
         if handler is None:
             return await self._error("unknown_type", f"Unknown frame type {frame.get('type')!r}.")
@@ -193,6 +194,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             reason=frame.get("reason") or Handoff.Reason.ASKED,
             email=frame.get("email") or "",
         )
+
+    async def _handoff_cancel(self, frame: dict[str, Any]) -> None:
+        await aclose_old_connections()
+        try:
+            await handoffs.handoff_cancel(
+                session_key=self.session_key, conversation_id=frame.get("conversation_id")
+            )
+        except HandoffError as exc:
+            await self._error(exc.code, str(exc))
 
     async def _open_handoff(self, *, conversation_id: Any, reason: Any, email: Any) -> None:
         try:

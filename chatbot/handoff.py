@@ -280,6 +280,27 @@ def _close_sync(*, handoff_id: Any, agent: Any) -> tuple[Handoff, str]:
         return handoff, handoff.conversation.session_key
 
 
+def _cancel_sync(*, session_key: str, conversation_id: Any) -> Handoff:
+    with transaction.atomic():
+        try:
+            handoff = (
+                Handoff.objects.select_for_update(of=("self",))
+                .select_related("agent", "conversation__site")
+                .get(
+                    conversation_id=conversation_id,
+                    conversation__session_key=session_key,
+                    status__in=OPEN,
+                )
+            )
+        except (Handoff.DoesNotExist, ValueError, ValidationError):
+            raise HandoffError(
+                "not_found", "No one is being asked for in that conversation."
+            ) from None
+        handoff.status, handoff.closed_at = Handoff.Status.CLOSED, timezone.now()
+        handoff.save(update_fields=["status", "closed_at"])
+        return handoff
+
+
 async def handoff_take(*, handoff_id: Any, agent: Any) -> Handoff:
     """An agent takes a waiting handoff: the customer is told a person joined."""
     handoff = await database_sync_to_async(_take_sync)(handoff_id=handoff_id, agent=agent)
@@ -324,10 +345,23 @@ async def handoff_say(*, handoff_id: Any, agent: Any, text: Any) -> Message:
 
 
 async def handoff_close(*, handoff_id: Any, agent: Any) -> Handoff:
-    """Close a handoff: the bot answers this conversation again."""
+    """An agent closes a handoff: the bot answers this conversation again."""
     handoff, session_key = await database_sync_to_async(_close_sync)(
         handoff_id=handoff_id, agent=agent
     )
+    await _closed(handoff, session_key)
+    return handoff
+
+
+async def handoff_cancel(*, session_key: str, conversation_id: Any) -> Handoff:
+    """The customer no longer waits for a person (or leaves one): the bot answers again."""
+    handoff = await database_sync_to_async(_cancel_sync)(
+        session_key=session_key, conversation_id=conversation_id
+    )
+    await _closed(handoff, session_key)
+    return handoff
+
+
+async def _closed(handoff: Handoff, session_key: str) -> None:
     await broadcast(session_group(session_key), status_frame(handoff))
     await broadcast(INBOX_GROUP, {"type": "handoff.update", "handoff": inbox_row(handoff)})
-    return handoff

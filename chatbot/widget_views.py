@@ -56,6 +56,7 @@ STRINGS = {
         "email_save": "Speichern",
         "email_saved": "Danke, wir schreiben Ihnen an diese Adresse.",
         "offer": "Mit einem Menschen sprechen?",
+        "cancel": "Zurück zum Assistenten",
     },
     "fr": {
         "title": "Aide",
@@ -74,6 +75,7 @@ STRINGS = {
         "email_save": "Enregistrer",
         "email_saved": "Merci, nous vous écrirons à cette adresse.",
         "offer": "Parler à une personne ?",
+        "cancel": "Revenir à l'assistant",
     },
 }
 

@@ -28,6 +28,7 @@
     email_prompt: "Your e-mail (optional), so we can answer you there:",
     email_save: "Save",
     email_saved: "Thank you, we will write to this address.",
+    cancel: "Back to the assistant",
     agent: "Support",
   }, stringsEl ? JSON.parse(stringsEl.textContent) : {});
   // A widget visitor is a random token in this frame's storage: a third-party cookie would not last.
@@ -252,6 +253,14 @@
     if (frame.status === "waiting" && !frame.open_now && frame.reply_expected) {
       const when = new Date(frame.reply_expected).toLocaleString([], { weekday: "long", hour: "2-digit", minute: "2-digit" });
       addText(handoffBanner, "p", fill(T.away, { when: when }), "handoff-away");
+    }
+    if (open) {
+      const cancel = addText(handoffBanner, "button", T.cancel, "handoff-cancel");
+      cancel.type = "button";
+      cancel.addEventListener("click", function () {
+        cancel.disabled = true;
+        send({ type: "handoff.cancel", conversation_id: frame.conversation_id });
+      });
     }
     if (frame.status === "waiting" && frame.email) addText(handoffBanner, "p", T.email_saved, "handoff-email-saved");
     if (frame.status === "waiting" && !frame.email) {

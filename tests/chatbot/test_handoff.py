@@ -292,3 +292,41 @@ async def test_the_bot_answers_again_after_the_agent_closes(
     assert stored.tier == "small" and stored.tokens_out > 0  # stored for staff all the same
     await customer.disconnect()
     await agent.disconnect()
+
+
+async def test_the_customer_can_stop_waiting_and_the_bot_answers_again(settings) -> None:  # noqa: ANN001
+    settings.SUPPORT_HOURS = ""
+    agent = await agent_socket()
+    session = await new_session()
+    customer = await chat_socket(session)
+    await customer.send_json_to({"type": "handoff.cancel"})
+    assert (await _until(customer, "error"))["code"] == "not_found"
+    await customer.send_json_to({"type": "handoff"})
+    waiting = await _until(customer, "handoff.status")
+    stranger = await chat_socket(await new_session())
+    await stranger.send_json_to(
+        {"type": "handoff.cancel", "conversation_id": waiting["conversation_id"]}
+    )
+    assert (await _until(stranger, "error"))["code"] == "not_found"
+
+    await customer.send_json_to(
+        {"type": "handoff.cancel", "conversation_id": waiting["conversation_id"]}
+    )
+    closed = await _until(customer, "handoff.status")
+    assert closed["status"] == "closed" and closed["handoff_id"] == waiting["handoff_id"]
+    await _update(agent, id=waiting["handoff_id"], status="closed")
+    await customer.send_json_to(
+        {
+            "type": "ask",
+            "text": "Where is my parcel?",
+            "client_id": "c4",
+            "conversation_id": waiting["conversation_id"],
+        }
+    )
+    ack = await _until(customer, "ask.ack")
+    assert ack["held"] is False
+    # The pipeline runs again (no tier is enabled here, so it ends in an error frame).
+    frames = await frames_until(customer, ("answer.start",), timeout=180)
+    assert frames[-1]["conversation_id"] == waiting["conversation_id"]
+    for communicator in (customer, stranger, agent):
+        await communicator.disconnect()

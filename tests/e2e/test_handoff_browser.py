@@ -120,3 +120,10 @@ def test_outside_hours_the_customer_is_told_when_and_leaves_an_email(
     expect(banner).to_contain_text("we will write to this address", timeout=20_000)
     handoff = Handoff.objects.get()
     assert handoff.email == "kim@example.com" and handoff.outside_hours
+
+    # The customer stops waiting: the assistant is back.
+    banner.get_by_role("button", name="Back to the assistant").click()
+    expect(banner).to_contain_text("has ended", timeout=20_000)
+    expect(page.get_by_role("button", name="Talk to a person")).to_be_visible()
+    handoff.refresh_from_db()
+    assert handoff.status == Handoff.Status.CLOSED
