@@ -213,6 +213,24 @@ def test_sigterm_stops_every_child_within_ten_seconds(stack: Stack, stack_tier) 
 
 
 @pytest.mark.slow
+def test_sigterm_while_the_models_load_stops_within_ten_seconds(stack_tier) -> None:  # noqa: ANN001
+    stack = Stack()
+    try:
+        stack.wait_for(r"serving small on")
+        [models] = stack.pids("serve_models")
+        started = time.monotonic()
+        os.kill(stack.process.pid, signal.SIGTERM)
+        stack.process.wait(timeout=15)
+        took = time.monotonic() - started
+    finally:
+        stack.kill()
+    assert took < 10, f"run_stack took {took:.1f} s to stop"
+    assert not _alive(models)
+    # Daphne and the worker were never started: the stop came first.
+    assert not stack.pids("daphne") and not stack.pids("db_worker")
+
+
+@pytest.mark.slow
 def test_a_supervisor_killed_outright_takes_its_children_with_it(stack: Stack, stack_tier) -> None:  # noqa: ANN001
     children = [stack.pids(n)[-1] for n in ("serve_models", "db_worker", "daphne")]
     os.kill(stack.process.pid, signal.SIGKILL)
