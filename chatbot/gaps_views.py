@@ -53,6 +53,16 @@ def _document_ids(request: HttpRequest) -> list[int]:
         raise CuratedError("Choose sources from the list.") from exc
 
 
+def _posted(request: HttpRequest) -> dict[str, Any]:
+    """The curated-answer form as typed (shown again, whole, when it cannot be saved)."""
+    return {
+        "question": request.POST.get("question", ""),
+        "phrasings": request.POST.get("phrasings", ""),
+        "answer": request.POST.get("answer", ""),
+        "documents": request.POST.getlist("documents"),
+    }
+
+
 @gaps_permission_required
 @require_http_methods(["GET", "POST"])
 def gaps_page(request: HttpRequest) -> HttpResponse:
@@ -99,12 +109,7 @@ def gap_curate_page(request: HttpRequest) -> HttpResponse:
         return redirect("gaps")
     form = {"question": "", "phrasings": "", "answer": "", "documents": []}
     if request.method == "POST":
-        form = {
-            "question": request.POST.get("question", ""),
-            "phrasings": request.POST.get("phrasings", ""),
-            "answer": request.POST.get("answer", ""),
-            "documents": request.POST.getlist("documents"),
-        }
+        form = _posted(request)
         try:
             curated = gaps.gap_curate(
                 ids=ids,
@@ -172,12 +177,7 @@ def gap_curated_page(request: HttpRequest, curated_id: int) -> HttpResponse:
             curated_withdraw(curated=curated)
             messages.success(request, "Withdrawn: customers no longer get this answer.")
             return redirect("gap-curated", curated_id=curated.id)
-        form = {
-            "question": request.POST.get("question", ""),
-            "phrasings": request.POST.get("phrasings", ""),
-            "answer": request.POST.get("answer", ""),
-            "documents": request.POST.getlist("documents"),
-        }
+        form = _posted(request)
         try:
             gaps.gap_curate(
                 ids=[],

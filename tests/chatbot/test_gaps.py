@@ -225,6 +225,17 @@ def test_dismiss_and_curate_from_the_page(client, staff, declined: None) -> None
     assert "In service" in page and 'class="version"' in page
     assert CacheEntry.objects.filter(active=True, tier="curated").count() == 3
     assert "gift" not in client.get(reverse("gaps")).content.decode().lower()
+    # Editing makes a new version and keeps the old one; withdrawing stops serving it.
+    url = response["Location"]
+    client.post(url, {"question": GIFT[0], "answer": "Yes, for 4 euros."})
+    page = client.get(url).content.decode()
+    assert page.count('class="version"') == 2 and "Yes, for 4 euros." in page
+    assert set(CacheEntry.objects.filter(active=True).values_list("answer", flat=True)) == {
+        "Yes, for 4 euros."
+    }
+    client.post(url, {"action": "withdraw"})
+    assert not CacheEntry.objects.filter(active=True).exists()
+    assert "Withdrawn" in client.get(url).content.decode()
 
 
 def test_a_backlog_is_embedded_in_the_background(
