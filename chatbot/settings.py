@@ -76,8 +76,9 @@ SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000) if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
-# The preload flag only asks; a domain is preloaded once it is submitted to hstspreload.org.
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+# Off unless chosen: with the flag anyone may submit the domain to the browsers' preload lists,
+# which bind it and every subdomain to HTTPS for months (check --deploy warns, W021, until set).
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 # A load balancer's health probe speaks plain HTTP to the app.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # Behind a TLS-terminating proxy, the header it sets to say the request came over HTTPS, as

@@ -24,6 +24,7 @@ PRODUCTION_ENV = {
     "DJANGO_CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
     "DJANGO_HTTPS": "1",
     "DJANGO_PROXY_SSL_HEADER": "X-Forwarded-Proto=https",
+    "DJANGO_HSTS_PRELOAD": "1",
     # The checks never connect: any well-formed URL keeps the embedded server from starting.
     "DATABASE_URL": "postgresql://chatbot@db.invalid/chatbot",
 }
@@ -43,6 +44,13 @@ def _check_deploy(**env: str) -> subprocess.CompletedProcess:
 def test_check_deploy_passes_under_the_production_environment() -> None:
     result = _check_deploy(**PRODUCTION_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hsts_preload_is_a_choice_the_check_reminds_of() -> None:
+    result = _check_deploy(**{**PRODUCTION_ENV, "DJANGO_HSTS_PRELOAD": "0"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "security.W021" in output
+    assert "security.W004" not in output
 
 
 def test_check_deploy_fails_without_https_settings() -> None:
