@@ -67,8 +67,9 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
         # Runs in the child before exec: a new session (its own process group, so a stop
         # reaches its children too), and SIGTERM if the supervisor itself is killed.
         os.setsid()
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGTERM)
 
