@@ -521,6 +521,8 @@
         if (frame.conversation_id === conversationId) {
           agentBubble(frame.text, frame.agent, frame.message_id);
           follow();
+          // A person wrote: the widget opens itself if it was folded into its bubble.
+          root.dispatchEvent(new CustomEvent("chat:attention"));
         } else refreshSidebar();
         break;
       case "answer.start": {

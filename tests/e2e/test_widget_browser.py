@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.sync_api import Frame, Page, expect
+from playwright.sync_api import Browser, Frame, Page, expect
 
 from chatbot.models import Conversation, WidgetSite
 from tests.conftest import free_port
@@ -170,3 +170,36 @@ def test_a_host_that_is_not_allowed_gets_no_chat_and_no_socket(
     visitor = "e2e-visitor-0123456789"
     ws = widget_server.url.replace("http://", "ws://") + f"/ws/widget/shop/?visitor={visitor}"
     assert page.evaluate(TRY_SOCKET, ws) == "refused"
+
+
+def test_an_agents_reply_opens_the_folded_widget(
+    page: Page, chromium: Browser, widget_server, hosts
+) -> None:  # noqa: ANN001
+    from tests.e2e.test_handoff_browser import _agent_page
+
+    allowed, _ = hosts
+    page.goto(allowed.url + "/")
+    frame = _widget_frame(page)
+    frame.locator("#widget-open").click()
+    expect(frame.locator("#status")).to_have_text("online", timeout=20_000)
+    frame.get_by_role("button", name="Talk to a person").click()
+    expect(frame.locator("#handoff-banner")).to_contain_text("getting a person", timeout=20_000)
+    frame.locator("#widget-close").click()
+    iframe = page.locator("iframe.chat-widget-frame")
+    page.wait_for_function(
+        "() => document.querySelector('iframe.chat-widget-frame').getBoundingClientRect().width < 100"
+    )
+
+    agent = _agent_page(chromium, widget_server.url)
+    row = agent.locator("#inbox-list li[data-status='waiting']")
+    expect(row).to_contain_text("Shop", timeout=20_000)  # the site it came from
+    row.click()
+    agent.get_by_role("button", name="Take this conversation").click()
+    agent.fill(".inbox-compose textarea", "Hi, Ada here.")
+    agent.press(".inbox-compose textarea", "Enter")
+    expect(frame.locator(".msg.agent .body")).to_have_text("Hi, Ada here.", timeout=20_000)
+    page.wait_for_function(
+        "() => document.querySelector('iframe.chat-widget-frame').getBoundingClientRect().width > 300"
+    )
+    assert iframe.bounding_box()["width"] > 300
+    agent.context.close()
