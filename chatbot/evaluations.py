@@ -268,7 +268,7 @@ def tuning_from_run(
         )
         return out
     weights = dict(weights) if weights is not None else live_weights()
-    support_check = bool(settings.CASCADE_SUPPORT_CHECK)
+    support_check = settings.CASCADE_SUPPORT_CHECK != "off"
     live_floor = relevance_floor()
     collected = float((run.settings or {}).get("relevance_floor", 0.0))
     result = policies_search(

@@ -34,7 +34,8 @@ from chatbot.history import (
 from chatbot.models import Conversation, Message
 from chatbot.prompts import (
     ABSTAIN_TEXT,
-    SUPPORT_CHECK_PROMPT,
+    SUPPORT_CHECK_SYSTEM,
+    SUPPORT_CHECK_USER,
     build_messages,
     instructions,
     passage_line,
@@ -47,12 +48,13 @@ from retrieval.search import Passage
 from routing.cascade import (
     CascadeResult,
     CascadeTier,
+    SupportCheck,
     below_floor,
     cascade_run,
     tiers_from_start,
 )
 from routing.models import ModelTier, ScorerWeights
-from routing.policy import arelevance_floor
+from routing.policy import arelevance_floors
 from routing.router import Route, route_choose, route_observe
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class Answer:
     sources: list[dict[str, Any]] = field(default_factory=list)
     result: CascadeResult = field(default_factory=CascadeResult)
     top_similarity: float = 0.0  # the best retrieved passage's cosine (0: none)
+    top_relevance: float | None = None  # its cross-encoder relevance (None: not reranked)
     # The tiers the baseline is chosen from (the books choose it when the answer is stored).
     baseline_pool: list[ModelTier] = field(default_factory=list)
     rewrite: Rewrite | None = None  # the follow-up rewrite (tier "" when no model call ran)
@@ -117,21 +120,24 @@ class TierPrompt:
 
     def cascade_tier(self) -> CascadeTier:
         """The tier as the cascade sees it, with this prompt."""
+        relevance = [p.relevance for p in self.passages]
         return self.tier.cascade_tier(
             messages=self.messages,
             passage_texts=[p.text for p in self.passages],
             passage_similarities=[p.similarity for p in self.passages],
+            passage_relevance=[] if None in relevance else relevance,
         )
 
     def sources(self) -> list[dict[str, Any]]:
         """The provenance a citation [n] of this tier's answer refers to."""
         return [_source(n, p) for n, p in enumerate(self.passages, start=1)]
 
-    def max_cost(self) -> Decimal:
-        """The most this tier's call can cost on this prompt (what the daily budget reserves)."""
+    def max_cost(self, check: SupportCheck | None = None) -> Decimal:
+        """The most this tier's call can cost on this prompt (what the daily budget reserves),
+        with the answerability check when one is asked (one passage of this prompt and the
+        question: at most this prompt's tokens, one token out)."""
         cost = self.tier.cost(self.prompt_tokens, self.tier.max_answer_tokens)
-        # The support check re-sends the prompt and the answer for one more token.
-        return cost * 2 if settings.CASCADE_SUPPORT_CHECK else cost
+        return cost + (check.tier.cost(self.prompt_tokens, 1) if check else Decimal("0"))
 
 
 def _source(number: int, passage: Passage) -> dict[str, Any]:
@@ -179,6 +185,25 @@ def baseline_tier(tiers: Sequence[ModelTier]) -> ModelTier | None:
         return None
     tokens_in, tokens_out = expected_call_tokens()
     return max(usable, key=lambda t: (t.cost(tokens_in, tokens_out), t.order))
+
+
+async def support_check() -> SupportCheck | None:
+    """The answerability check CASCADE_SUPPORT_CHECK names: a tier's name (it must be enabled
+    and usable), "on" (the dearest such tier by price) or "off"."""
+    name = settings.CASCADE_SUPPORT_CHECK
+    if name == "off":
+        return None
+    usable = [t async for t in ModelTier.objects.filter(enabled=True) if t.usable]
+    if name in {"on", "1", "true", "yes"}:
+        tier = baseline_tier(usable)
+    else:
+        tier = next((t for t in usable if t.name == name), None)
+    if tier is None:
+        logger.warning("CASCADE_SUPPORT_CHECK=%s names no enabled, usable tier: no check", name)
+        return None
+    return SupportCheck(
+        tier=tier.cascade_tier(), system=SUPPORT_CHECK_SYSTEM, user=SUPPORT_CHECK_USER
+    )
 
 
 async def scorer_weights() -> dict[str, float] | None:
@@ -321,6 +346,9 @@ async def answer_question(
         }
         passages = [] if hit else await retrieve(question=question, vector=lookup.vector)
         answer.top_similarity = max((p.similarity for p in passages), default=0.0)
+        relevance = [p.relevance for p in passages if p.relevance is not None]
+        answer.top_relevance = max(relevance) if relevance else None
+        floor, rerank_floor = await arelevance_floors()
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
             message.tier = hit.tier  # the tier that first produced the answer
@@ -329,7 +357,12 @@ async def answer_question(
         elif not tiers:
             answer.result.error_code = "no_tier"
             yield {"type": "error", "code": "no_tier", "message": "No model tier is enabled."}
-        elif below_floor(top_similarity=answer.top_similarity, floor=await arelevance_floor()):
+        elif below_floor(
+            top_similarity=answer.top_similarity,
+            floor=floor,
+            top_relevance=answer.top_relevance,
+            rerank_floor=rerank_floor,
+        ):
             # Nothing in the knowledge is about this: decline before any model runs.
             answer.result.text, answer.result.abstained = ABSTAIN_TEXT, True
             answer.result.abstain_reason = "no_passages"
@@ -345,9 +378,11 @@ async def answer_question(
                     )
                 )
             )
+            check = await support_check()
             if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
                 allowed = await sync_to_async(budget_reserve)(
-                    message_id=message.id, chain=[(p.tier.name, p.max_cost()) for p in prompts]
+                    message_id=message.id,
+                    chain=[(p.tier.name, p.max_cost(check)) for p in prompts],
                 )
                 answer.reserved = True
                 prompts = prompts[:allowed]
@@ -358,7 +393,11 @@ async def answer_question(
             else:
                 async with aclosing(
                     _cascade_events(
-                        answer=answer, prompts=prompts, question=question, options=options
+                        answer=answer,
+                        prompts=prompts,
+                        question=question,
+                        options=options,
+                        check=check,
                     )
                 ) as events:
                     async for event in events:
@@ -392,7 +431,12 @@ async def answer_question(
 
 
 async def _cascade_events(
-    *, answer: Answer, prompts: list[TierPrompt], question: str, options: AnswerOptions
+    *,
+    answer: Answer,
+    prompts: list[TierPrompt],
+    question: str,
+    options: AnswerOptions,
+    check: SupportCheck | None,
 ) -> AsyncIterator[Event]:
     shown_sources = {p.tier.name: p.sources() for p in prompts}
     async for event in cascade_run(
@@ -402,7 +446,7 @@ async def _cascade_events(
         weights=await scorer_weights(),
         stream_mode=options.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
         accept_last=options.accept_last,
-        support_check=SUPPORT_CHECK_PROMPT if settings.CASCADE_SUPPORT_CHECK else None,
+        support_check=check,
         deadline=asyncio.get_running_loop().time() + settings.CASCADE_DEADLINE_SECONDS,
         result=answer.result,
     ):

@@ -25,10 +25,15 @@ INSTRUCTIONS = (
     'do not contain the answer, reply exactly: "I don\'t know."'
 )
 
-# The support check (CASCADE_SUPPORT_CHECK): asked of the tier that just answered, as the next
-# user turn after its answer (same prefix, so llama.cpp prefills only this turn); the scorer
-# reads P(yes) of the one-token reply.
-SUPPORT_CHECK_PROMPT = "Do the passages above state this answer? Reply yes or no."
+# The answerability check (CASCADE_SUPPORT_CHECK): one passage and the question, before any
+# answer is shown; the scorer reads P(yes) of the one-token reply. Asked this way the 1.5B tier
+# tells answerable questions from near misses at AUC 0.78 (gold passage, public SQuAD).
+SUPPORT_CHECK_SYSTEM = (
+    "Decide whether the passage states the answer to the question. Many questions look "
+    "related but ask for something the passage never says. Reply yes only if the exact answer "
+    "is written in the passage; otherwise no."
+)
+SUPPORT_CHECK_USER = "Passage:\n{passage}\n\nQuestion: {question}\nIs the answer in the passage?"
 
 # Passages shorter than this are not worth a truncated place in the prompt.
 MIN_PASSAGE_TOKENS = 48

@@ -344,10 +344,16 @@ CASCADE_RELEVANCE_FLOOR = env_float("CASCADE_RELEVANCE_FLOOR", 0.30)
 # The whole answer's time limit (every tier together): a tier still running then fails like
 # any provider error, and the customer is told so rather than left waiting.
 CASCADE_DEADLINE_SECONDS = env_float("CASCADE_DEADLINE_SECONDS", 120.0)
-# Support check: after a tier answers, ask it "do the passages state this answer?" (one token,
-# same prompt prefix) and score P(yes) with the other signals. Paid; README, evaluation run 3.
-_support_check = os.environ.get("CASCADE_SUPPORT_CHECK", "off").strip().lower()
-CASCADE_SUPPORT_CHECK = _support_check in {"on", "1", "true", "yes"}
+# Answerability check: after a tier answers, ask this tier (a name; "off": never) whether the
+# passage the answer cites states the answer to the question (one token) and score P(yes) with
+# the other signals. Paid at that tier's prices; README "Evaluation". Read CASCADE_SUPPORT_CHECK
+# through chatbot.pipeline.support_check (a disabled or unknown tier means no check).
+CASCADE_SUPPORT_CHECK = os.environ.get("CASCADE_SUPPORT_CHECK", "off").strip().lower()
+if CASCADE_SUPPORT_CHECK in {"", "0", "false", "no", "none"}:
+    CASCADE_SUPPORT_CHECK = "off"
+# Best passage's cross-encoder relevance (0-1) below this: no model runs (only when reranking;
+# the admin's cascade policy overrides it, as it does the cosine floor).
+CASCADE_RERANK_FLOOR = env_float("CASCADE_RERANK_FLOOR", 0.0)
 # At most this many passages in a prompt (fewer when a tier's window is small): prefill time
 # grows with every passage; the gold SQuAD passage is in the top 3 for 84% of questions.
 PROMPT_MAX_PASSAGES = env_int("PROMPT_MAX_PASSAGES", 3)
@@ -372,6 +378,16 @@ CACHE_CANDIDATES = env_int("CACHE_CANDIDATES", 5)
 # Question vectors kept in memory by exact text (a repeated question skips embedding; 0: off).
 CACHE_VECTOR_MEMORY = env_int("CACHE_VECTOR_MEMORY", 2048)
 
+# What the knowledge lacks (chatbot/gaps.py): customers' questions the bot declined, answered
+# with a score less than GAP_LOW_SCORE_MARGIN above its tier's threshold, or got a thumbs-down
+# on, from the last GAP_WINDOW_DAYS (at most GAP_MAX_QUESTIONS, newest first), grouped by
+# meaning: average-linkage clusters whose members lie within GAP_CLUSTER_DISTANCE (cosine;
+# with MiniLM, rewordings of one question measured 0.1-0.5 apart, different questions 0.6 and more).
+GAP_WINDOW_DAYS = env_int("GAP_WINDOW_DAYS", 30)
+GAP_LOW_SCORE_MARGIN = env_float("GAP_LOW_SCORE_MARGIN", 0.05)
+GAP_CLUSTER_DISTANCE = env_float("GAP_CLUSTER_DISTANCE", 0.5)
+GAP_MAX_QUESTIONS = env_int("GAP_MAX_QUESTIONS", 5000)
+
 # Human handoff and the widget (chatbot/handoff.py, chatbot/widget.py). Opening hours of the
 # people behind the bot, e.g. "Mon-Fri 09:00-17:00; Sat 10:00-14:00 Europe/Berlin" (blank:
 # always staffed). Outside them customers are told when to expect a reply and agents are e-mailed.
@@ -388,13 +404,3 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "support@localhost")
-
-# What the knowledge lacks (chatbot/gaps.py): customers' questions the bot declined, answered
-# with a score less than GAP_LOW_SCORE_MARGIN above its tier's threshold, or got a thumbs-down
-# on, from the last GAP_WINDOW_DAYS (at most GAP_MAX_QUESTIONS, newest first), grouped by
-# meaning: average-linkage clusters whose members lie within GAP_CLUSTER_DISTANCE (cosine;
-# with MiniLM, rewordings of one question measured 0.1-0.5 apart, different questions 0.6 and more).
-GAP_WINDOW_DAYS = env_int("GAP_WINDOW_DAYS", 30)
-GAP_LOW_SCORE_MARGIN = env_float("GAP_LOW_SCORE_MARGIN", 0.05)
-GAP_CLUSTER_DISTANCE = env_float("GAP_CLUSTER_DISTANCE", 0.5)
-GAP_MAX_QUESTIONS = env_int("GAP_MAX_QUESTIONS", 5000)

@@ -14,6 +14,7 @@ cosine similarity, which stays comparable across questions where RRF scores do n
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -42,6 +43,13 @@ class Passage:
     vector_rank: int | None = None  # 1-based rank among vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank among full-text matches, None if no match
     rerank_score: float | None = None  # cross-encoder logit (retrieval.rerank); None: not reranked
+
+    @property
+    def relevance(self) -> float | None:
+        """The cross-encoder's relevance as a probability (sigmoid of its logit); None: not reranked."""
+        if self.rerank_score is None:
+            return None
+        return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, self.rerank_score))))
 
 
 def text_query(question: str) -> str:

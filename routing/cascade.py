@@ -19,19 +19,24 @@ Rules:
   reported usage (stop, disconnect, broken stream) is counted here and marked `estimated`;
 - the whole answer has a deadline (`deadline`, a loop time): a tier still running then fails
   with code "deadline" like any provider error;
-- with `support_check` (a yes/no question, `CASCADE_SUPPORT_CHECK`), after a tier answers the
-  same tier is asked it as a follow-up turn of the same conversation (its prompt is the answer
-  prompt plus the answer: llama.cpp reuses the cached prefix), with max_tokens=1; P(yes)
-  normalised over yes/no becomes the `check_yes` signal. The check is paid (in `attempt.cost`
-  and `attempt.check`, never in the answer call's tokens) and bounded by the tier's timeout;
-  when it fails the answer stands and the signal is missing, which the scorer treats as
-  neutral. It is not asked when it cannot change the decision (an "I don't know", or a
-  threshold of 0), except when `accept_last` is set (the evaluation records it for the replay).
+- with `support_check` (`SupportCheck`, setting `CASCADE_SUPPORT_CHECK`), after a tier answers,
+  the check's tier is asked, with max_tokens=1, whether the one passage the answer cites (the
+  most relevant one when it cites none) states the answer to the question; P(yes) normalised
+  over yes/no becomes the `check_yes` signal. The answer itself is not shown: the question is
+  whether the passage answers the question, which a 1.5B model judges far better (AUC 0.78
+  against near misses) than whether a set of passages supports a given answer (0.52-0.59).
+  The check is paid (in `attempt.cost` and `attempt.check`, never in the answer call's tokens)
+  at the check tier's prices, asked once per passage within an answer (a later tier citing the
+  same passage reuses it at no cost), and bounded by the check tier's timeout; when it fails
+  the answer stands and the signal is missing, which the scorer treats as neutral. It is not
+  asked when it cannot change the decision (an "I don't know", or a threshold of 0), except
+  when `accept_last` is set (the evaluation records it for the replay).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -48,7 +53,13 @@ from routing.providers import (
     ProviderError,
     call_price,
 )
-from routing.scorer import ScoringInput, says_dont_know, score_signals, signals_extract
+from routing.scorer import (
+    ScoringInput,
+    cited_passage,
+    says_dont_know,
+    score_signals,
+    signals_extract,
+)
 from routing.tokens import TierCounter, count_tokens_for_tier
 
 logger = logging.getLogger(__name__)
@@ -57,9 +68,19 @@ Messages = list[dict[str, str]]
 StreamMode = Literal["stream", "buffer"]
 
 
-def below_floor(*, top_similarity: float, floor: float) -> bool:
-    """True when the best passage is too far from the question for any tier to answer from it."""
-    return top_similarity < floor
+def below_floor(
+    *,
+    top_similarity: float,
+    floor: float,
+    top_relevance: float | None = None,
+    rerank_floor: float = 0.0,
+) -> bool:
+    """True when the best passage is too far from the question for any tier to answer from it:
+    its cosine is below `floor`, or (when reranked) its cross-encoder relevance is below
+    `rerank_floor`."""
+    if top_similarity < floor:
+        return True
+    return top_relevance is not None and top_relevance < rerank_floor
 
 
 def tiers_from_start(names: Sequence[str], start: str) -> list[str]:
@@ -95,6 +116,7 @@ class CascadeTier:
     messages: Messages = field(default_factory=list)
     passage_texts: Sequence[str] = ()
     passage_similarities: Sequence[float] = ()
+    passage_relevance: Sequence[float] = ()  # cross-encoder relevance; empty: not reranked
 
     def cost(self, tokens_in: int, tokens_out: int) -> Decimal:
         """Price of one call from its token counts."""
@@ -133,8 +155,9 @@ class Attempt:
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     text: str = ""
-    # The support check when it was asked: p_yes (None when missing), tokens_in, tokens_out,
-    # cost, latency_ms, error ("" or a ProviderError code), estimated.
+    # The support check when it was asked: tier, passage (a key of the passage asked about),
+    # p_yes (None when missing), tokens_in, tokens_out, cost, latency_ms, error ("" or a
+    # ProviderError code), estimated, reused (the same passage's check earlier in this answer).
     check: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -189,6 +212,24 @@ class CascadeResult:
 
 
 @dataclass(frozen=True)
+class SupportCheck:
+    """The answerability check: `tier` (its own prompt, prices and timeout) is asked, as
+    `system` then `user` (a template with {passage} and {question}), whether a passage states
+    the answer to a question."""
+
+    tier: CascadeTier
+    system: str
+    user: str
+
+    def messages(self, *, question: str, passage: str) -> Messages:
+        """The check's prompt for one question and passage."""
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.user.format(passage=passage, question=question)},
+        ]
+
+
+@dataclass(frozen=True)
 class CascadeEvent:
     """kind: 'attempt' (a tier starts), 'delta', 'escalate' (from_tier, to_tier, reason), 'done'."""
 
@@ -209,7 +250,7 @@ async def cascade_run(
     weights: Mapping[str, float] | None = None,
     stream_mode: StreamMode = "stream",
     accept_last: bool = False,
-    support_check: str | None = None,
+    support_check: SupportCheck | None = None,
     deadline: float | None = None,
     result: CascadeResult | None = None,
 ) -> AsyncIterator[CascadeEvent]:
@@ -219,6 +260,7 @@ async def cascade_run(
     shown = ""  # what the customer currently sees
     previous: str | None = None
     previous_reason = ""
+    checks: dict[str, dict[str, Any]] = {}  # passage key -> its check, asked once per answer
     for index, tier in enumerate(tiers):
         last = index == len(tiers) - 1
         attempt = Attempt(tier=tier.name)
@@ -281,17 +323,28 @@ async def cascade_run(
                 first_top_logprobs=generation.first_top_logprobs,
                 passage_texts=tier.passage_texts,
                 passage_similarities=tier.passage_similarities,
+                passage_relevance=tier.passage_relevance,
             )
         )
         attempt.said_dont_know = says_dont_know(generation.text)
-        if support_check and not attempt.said_dont_know and (tier.threshold > 0 or accept_last):
-            check = await support_check_run(
-                provider=provider,
-                tier=tier,
-                messages=tier.messages,
-                answer=generation.text,
-                prompt=support_check,
-            )
+        cited = cited_passage(
+            generation.text, list(tier.passage_relevance or tier.passage_similarities)
+        )
+        if (
+            support_check
+            and cited is not None
+            and not attempt.said_dont_know
+            and (tier.threshold > 0 or accept_last)
+        ):
+            passage = tier.passage_texts[cited]
+            key = passage_key(passage)
+            if key in checks:
+                check = {**checks[key], "cost": 0.0, "tokens_in": 0, "tokens_out": 0}
+                check.update(latency_ms=0.0, estimated=False, reused=True)
+            else:
+                check = checks[key] = await support_check_run(
+                    check=support_check, question=question, passage=passage
+                )
             attempt.check = check
             attempt.cost += Decimal(str(check["cost"]))
             if check["p_yes"] is not None:
@@ -394,29 +447,22 @@ def p_yes_from_top(top_logprobs: Mapping[str, float]) -> float | None:
     return yes / (yes + no) if yes + no > 0 else None
 
 
-async def support_check_run(
-    *,
-    provider: OpenAICompatibleProvider,
-    tier: CascadeTier,
-    messages: Messages,
-    answer: str,
-    prompt: str,
-) -> dict[str, Any]:
-    """Ask the tier whether its passages state its answer; never raises (errors are recorded).
+def passage_key(text: str) -> str:
+    """A short stable key of a passage's text (checks are asked once per passage)."""
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
-    The answer's messages, then the answer as the assistant's turn, then `prompt`: the prefix
-    is the answer call's, so a llama.cpp server prefills only the last turn.
-    """
-    check_messages = [
-        *messages,
-        {"role": "assistant", "content": answer},
-        {"role": "user", "content": prompt},
-    ]
+
+async def support_check_run(*, check: SupportCheck, question: str, passage: str) -> dict[str, Any]:
+    """Ask the check's tier whether `passage` states the answer to `question`; never raises
+    (errors are recorded, and the signal is then missing)."""
+    tier = check.tier
+    check_messages = check.messages(question=question, passage=passage)
     generation = Generation()
     error = ""
     started = time.perf_counter()
 
     async def drain() -> None:
+        provider = OpenAICompatibleProvider(tier.config)
         async for _ in provider.stream(
             messages=check_messages, max_tokens=1, generation=generation
         ):
@@ -433,14 +479,16 @@ async def support_check_run(
         error = type(exc).__name__
     if error:
         logger.warning("support check on tier %s failed (%s)", tier.name, error)
-    check = Attempt(tier=tier.name)
-    _account(check, tier, generation, check_messages)
+    paid = Attempt(tier=tier.name)
+    _account(paid, tier, generation, check_messages)
     return {
+        "tier": tier.name,
+        "passage": passage_key(passage),
         "p_yes": None if error else p_yes_from_top(generation.first_top_logprobs),
-        "tokens_in": check.tokens_in,
-        "tokens_out": check.tokens_out,
-        "cost": float(check.call_cost),
-        "estimated": check.estimated,
+        "tokens_in": paid.tokens_in,
+        "tokens_out": paid.tokens_out,
+        "cost": float(paid.call_cost),
+        "estimated": paid.estimated,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "error": error,
     }

@@ -9,15 +9,16 @@ Signals (all plain numbers; `routing` never sees a Chunk):
 - support: the share of the answer's content words found in the passages,
 - coverage: the share of the question's content words found in the best passage,
 - an explicit "I don't know",
-- optionally, the support check (`check_yes`): the same tier, asked right after its answer
-  "Do the passages above state this answer? Reply yes or no." with the answer prompt as its
-  prefix (llama.cpp reuses the cached prefix, so only the suffix is prefilled), gives P(yes)
-  normalised over yes/no (`routing.cascade`, setting `CASCADE_SUPPORT_CHECK`).
+- when retrieval reranks (RETRIEVAL_RERANK), the cross-encoder's relevance (0-1) of the best
+  passage (`top_relevance`) and of the passage the answer cites (`cited_relevance`),
+- optionally, the answerability check (`check_yes`): a tier (CASCADE_SUPPORT_CHECK names it)
+  is asked whether the one passage the answer cites states the answer to the question; P(yes)
+  normalised over yes/no (`routing.cascade.SupportCheck`).
 
-A signal that may be missing (the check is off, failed, timed out, or gave neither "yes"
-nor "no" among its top tokens) is *neutral*: it takes the value stored in the weights as
-`<name>_neutral` (the fit split's mean of that signal; 0.5 when absent), so its term adds
-what an average check adds and the score rests on the other signals.
+A signal that may be missing (no reranking; the check is off, failed, timed out, or gave
+neither "yes" nor "no" among its top tokens) is *neutral*: it takes the value stored in the
+weights as `<name>_neutral` (the fit split's mean of that signal; 0.5 when absent), so its
+term adds what an average one adds and the score rests on the other signals.
 
 The score is a logistic model over those features. Default weights are hand-set and
 documented below; `routing.evaluation.fit.scorer_fit` refits them from labelled rows (evaluation runs) and the
@@ -50,9 +51,13 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "idk": -2.303,
     "check_yes": 0.0,
     "check_yes_neutral": 0.5,
+    "top_relevance": 0.0,
+    "top_relevance_neutral": 0.5,
+    "cited_relevance": 0.0,
+    "cited_relevance_neutral": 0.5,
 }
 # Signals that may be absent from an attempt: missing means neutral (see the module docstring).
-OPTIONAL_FEATURES = ("check_yes",)
+OPTIONAL_FEATURES = ("check_yes", "top_relevance", "cited_relevance")
 FEATURES = [k for k in DEFAULT_WEIGHTS if k != "bias" and not k.endswith("_neutral")]
 
 # An explicit abstention: the model says it does not know, or that the passages do not say.
@@ -105,6 +110,17 @@ class ScoringInput:
     first_top_logprobs: Mapping[str, float]
     passage_texts: Sequence[str]
     passage_similarities: Sequence[float]
+    # The cross-encoder's relevance of each passage (same order); empty when not reranked.
+    passage_relevance: Sequence[float] = ()
+
+
+def cited_passage(answer: str, relevance: Sequence[float]) -> int | None:
+    """Index of the passage an answer rests on: its first valid citation [n], else the most
+    relevant passage (by `relevance`, one value per passage in the prompt's order)."""
+    for number in _CITATION.findall(answer):
+        if 1 <= int(number) <= len(relevance):
+            return int(number) - 1
+    return max(range(len(relevance)), key=lambda i: relevance[i], default=None)
 
 
 def signals_extract(item: ScoringInput) -> dict[str, float]:
@@ -128,7 +144,7 @@ def signals_extract(item: ScoringInput) -> dict[str, float]:
     best = content_words(item.passage_texts[best_index]) if best_index is not None else []
     question_words = set(content_words(item.question))
     coverage = len(question_words & set(best)) / len(question_words) if question_words else 0.0
-    return {
+    signals = {
         "mean_logprob": sum(logprobs) / len(logprobs),
         "min_logprob": min(logprobs),
         "p_first_i": min(1.0, p_first_i),
@@ -138,6 +154,11 @@ def signals_extract(item: ScoringInput) -> dict[str, float]:
         "coverage": coverage,
         "idk": 1.0 if says_dont_know(item.answer) else 0.0,
     }
+    relevance = list(item.passage_relevance)
+    if relevance and len(relevance) == len(item.passage_texts):
+        signals["top_relevance"] = max(relevance)
+        signals["cited_relevance"] = relevance[cited_passage(item.answer, relevance) or 0]
+    return signals
 
 
 def score_signals(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from routing.models import EvaluationRun, ModelTier, ScorerWeights
-from routing.policy import relevance_floor_set
+from routing.models import EvaluationRun, ModelTier
+from routing.policy import relevance_floor_set, scorer_weights_write
 
 
 def policy_apply(
@@ -19,8 +20,11 @@ def policy_apply(
     floor: float | None,
     weights: Mapping[str, float] | None = None,
     source: str = "",
+    rerank_floor: float | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Enable exactly `tiers` with these thresholds, set the floor (and weights); a summary.
+    """Enable exactly `tiers` with these thresholds, set the floor(s) (and weights, stored as a
+    new version with their calibration figures); a summary.
 
     The policy must come from a real run: synthetic demo data never reaches the live tiers.
     """
@@ -32,7 +36,8 @@ def policy_apply(
     tiers = list(tiers)
     if not tiers or len(tiers) != len(thresholds):
         raise ValueError("A policy needs at least one tier and one threshold per tier.")
-    for value in [*thresholds, *([] if floor is None else [floor])]:
+    floors = [v for v in (floor, rerank_floor) if v is not None]
+    for value in [*thresholds, *floors]:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"Thresholds and the floor lie in [0, 1]; got {value}.")
     source = source or f"run {run.pk}"
@@ -52,14 +57,19 @@ def policy_apply(
                 summary.append(f"{name} disabled")
             tier.save(update_fields=["enabled", "threshold"])
         if floor is not None:
-            relevance_floor_set(floor=float(floor), applied_from=source)
-            summary.append(f"relevance floor {floor:.2f}")
-        if weights is not None:
-            ScorerWeights.objects.update_or_create(
-                name=settings.SCORER_WEIGHTS_NAME,
-                defaults={"weights": dict(weights), "fitted_on": source},
+            relevance_floor_set(
+                floor=float(floor),
+                applied_from=source,
+                rerank_floor=None if rerank_floor is None else float(rerank_floor),
             )
-            summary.append("scorer weights")
+            summary.append(f"relevance floor {floor:.2f}")
+            if rerank_floor:
+                summary.append(f"rerank floor {rerank_floor:.2f}")
+        if weights is not None:
+            version = scorer_weights_write(
+                weights=weights, fitted_on=source, calibration=calibration
+            )
+            summary.append(f"scorer weights v{version.number}")
     start = getattr(settings, "CASCADE_START_TIER", "")
     if start in tiers and tiers.index(start) > 0:
         # The cascade begins at its starting tier when that tier is enabled: cheaper ones are skipped.

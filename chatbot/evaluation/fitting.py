@@ -9,11 +9,17 @@ from typing import Any
 
 from chatbot.evaluation.apply import policy_apply
 from chatbot.evaluation.rows import CASCADE, question_rows
+from routing.evaluation.calibration import calibration_summary
 from routing.evaluation.fit import auc, scorer_select
 from routing.evaluation.grading import answer_right
-from routing.evaluation.search import Goal, floors_to_try, policies_search
+from routing.evaluation.search import (
+    Goal,
+    floors_to_try,
+    policies_search,
+    rerank_floors_to_try,
+)
 from routing.models import EvaluationResult, EvaluationRun
-from routing.scorer import score_signals
+from routing.scorer import DEFAULT_WEIGHTS, score_signals
 
 LABEL = "answerable, and F1 >= 0.5 or the answer contains a gold answer"
 
@@ -49,6 +55,7 @@ def run_fit(*, run: EvaluationRun, apply: bool, goal: Goal | None = None) -> dic
     recorded = run.settings.get("passes", {}).get("tiers_alone", {})
     weights = report.weights if report else dict(run.scorer_weights or {}) or None
     test_signals, test_labels = _labelled(run, "test")
+    before = dict(run.scorer_weights or {}) or dict(DEFAULT_WEIGHTS)
     fit = {
         "label": LABEL,
         "cv_auc_fit_split": candidates,
@@ -60,9 +67,20 @@ def run_fit(*, run: EvaluationRun, apply: bool, goal: Goal | None = None) -> dic
         "test_auc": auc([score_signals(s, weights) for s in test_signals], test_labels)
         if test_signals
         else None,
+        # Is the score a probability? Test rows, under the run's weights and the fitted ones.
+        "calibration": {
+            "split": "test",
+            "before": calibration_summary(
+                [score_signals(s, before) for s in test_signals], test_labels
+            ),
+            "after": calibration_summary(
+                [score_signals(s, weights) for s in test_signals], test_labels
+            ),
+        },
     }
     tier_order, rows = question_rows(run=run, split="fit")
     collected = float(run.settings.get("relevance_floor", 0.0))
+    collected_rerank = float(run.settings.get("rerank_floor") or 0.0)
     support_check = bool(recorded.get("support_check", True))
     result = policies_search(
         rows=rows,
@@ -72,6 +90,8 @@ def run_fit(*, run: EvaluationRun, apply: bool, goal: Goal | None = None) -> dic
         support_check=support_check,
         floors=floors_to_try(collected=collected),
         reference_floor=collected,
+        rerank_floors=rerank_floors_to_try(rows=rows, collected=collected_rerank),
+        reference_rerank_floor=collected_rerank,
     )
     choice = None
     if result.chosen is not None:
@@ -91,8 +111,10 @@ def run_fit(*, run: EvaluationRun, apply: bool, goal: Goal | None = None) -> dic
             tiers=choice["tiers"],
             thresholds=choice["thresholds"],
             floor=choice["floor"],
+            rerank_floor=choice.get("rerank_floor"),
             weights=weights if report else None,
             source=f"run {run.pk}, fit split",
+            calibration=fit["calibration"],
         )
         run.settings["applied"] = applied
     run.save(update_fields=["settings"])

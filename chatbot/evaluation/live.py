@@ -10,7 +10,7 @@ from django.conf import settings
 from routing.cascade import tiers_from_start
 from routing.evaluation.replay import Policy
 from routing.models import ModelTier, ScorerWeights
-from routing.policy import relevance_floor
+from routing.policy import relevance_floor, rerank_floor
 from routing.scorer import DEFAULT_WEIGHTS
 
 
@@ -32,8 +32,13 @@ def live_settings(*, tier_order: Sequence[str], stream_mode: str = "buffer") -> 
         "tiers": tiers_from_start(enabled, settings.CASCADE_START_TIER),
         "thresholds": {name: rows[name].threshold for name in tier_order if name in rows},
         "relevance_floor": relevance_floor(),
+        "rerank": settings.RETRIEVAL_RERANK,
+        "rerank_floor": rerank_floor() if settings.RETRIEVAL_RERANK else 0.0,
         "scorer_weights": live_weights(),
-        "support_check": bool(settings.CASCADE_SUPPORT_CHECK),
+        # The tier asked the answerability check (False: none).
+        "support_check": False
+        if settings.CASCADE_SUPPORT_CHECK == "off"
+        else settings.CASCADE_SUPPORT_CHECK,
         "start_tier": settings.CASCADE_START_TIER,
         "stream_mode": stream_mode,
         "answer_caps": {name: rows[name].max_answer_tokens for name in tier_order if name in rows},
@@ -47,6 +52,7 @@ def policy_from_settings(recorded: Mapping[str, Any], *, label: str = "") -> Pol
         tiers=tiers,
         thresholds=tuple(float(recorded["thresholds"][t]) for t in tiers),
         floor=float(recorded["relevance_floor"]),
+        rerank_floor=float(recorded.get("rerank_floor") or 0.0),
         weights=recorded.get("scorer_weights") or None,
         support_check=bool(recorded.get("support_check", True)),
         label=label,

@@ -140,6 +140,7 @@ def run_report(*, run: EvaluationRun) -> dict[str, Any]:
                 tiers=tuple(choice["tiers"]),
                 thresholds=tuple(choice["thresholds"]),
                 floor=float(choice["floor"]),
+                rerank_floor=float(choice.get("rerank_floor") or 0.0),
                 weights=choice.get("weights") or weights,
                 support_check=bool(choice.get("support_check", True)),
                 label="chosen on the fit split",

@@ -34,6 +34,7 @@ def tier_row(result: EvaluationResult) -> TierRow:
     if not call_cost and not error and result.cost:
         # Rows stored before the answer call's cost was kept apart (older runs, demo data).
         call_cost = float(result.cost) - check_cost
+    check = next((a.get("check") for a in reversed(result.attempts or []) if a.get("check")), None)
     return TierRow(
         signals=dict(result.signals or {}),
         score=float(result.score),
@@ -46,6 +47,7 @@ def tier_row(result: EvaluationResult) -> TierRow:
         check_cost=check_cost,
         latency_ms=float(result.latency_ms or 0.0),
         check_latency_ms=float(result.check_latency_ms or 0.0),
+        check_key=str((check or {}).get("passage") or ""),
     )
 
 
@@ -69,6 +71,8 @@ def question_rows(
             float((result.signals or {}).get("top_similarity", 0.0)),
         )
         entry["top"] = max(entry.get("top", 0.0), similarity)
+        if result.top_relevance is not None:
+            entry["relevance"] = max(entry.get("relevance", 0.0), float(result.top_relevance))
         entry["declined"] = entry.get("declined", False) or result.abstain_reason == DECLINED
     present = {t for answers in tiers.values() for t in answers}
     order = run_tier_order(run=run, present=present)
@@ -89,6 +93,7 @@ def question_rows(
                 split=entry["split"],
                 top_similarity=top,
                 tiers=answers,
+                top_relevance=entry.get("relevance"),
             )
         )
     return order, rows

@@ -141,6 +141,7 @@ def evaluation_run_create(
             "retrieval_min_similarity": settings.RETRIEVAL_MIN_SIMILARITY,
             # The floor the tier-alone rows are collected at: a replay can only raise it.
             "relevance_floor": recorded["relevance_floor"],
+            "rerank_floor": recorded["rerank_floor"],
             "start_tier": recorded["start_tier"],
             "run_tiers": [t.name for t in ordered],
             "passes": {"tiers_alone": recorded},
@@ -194,6 +195,7 @@ def _question_fields(*, run: EvaluationRun, item: dict[str, Any], answer: Answer
         "answerable": item["answerable"],
         "gold_answers": item["answers"],
         "top_similarity": answer.top_similarity,
+        "top_relevance": answer.top_relevance,
         "cost": result.cost,
         "abstained": result.abstained,
         "abstain_reason": result.abstain_reason,

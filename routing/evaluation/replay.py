@@ -45,6 +45,7 @@ class TierRow:
     check_cost: float = 0.0  # the support check, when it was asked
     latency_ms: float = 0.0  # the answer call alone
     check_latency_ms: float = 0.0
+    check_key: str = ""  # the passage the check asked about (asked once per passage live)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class QuestionRow:
     split: str  # "fit" or "test"
     top_similarity: float  # best retrieved passage's cosine similarity (0.0: none)
     tiers: Mapping[str, TierRow]
+    top_relevance: float | None = None  # its cross-encoder relevance (None: not reranked)
 
     @property
     def near_miss(self) -> bool:
@@ -75,6 +77,7 @@ class Policy:
     tiers: tuple[str, ...]
     thresholds: tuple[float, ...]
     floor: float = 0.0
+    rerank_floor: float = 0.0
     weights: Mapping[str, float] | None = None
     support_check: bool = True
     label: str = ""
@@ -85,11 +88,12 @@ class Policy:
             raise ValueError("A policy needs at least one tier and one threshold per tier.")
 
     def describe(self) -> str:
-        """e.g. 'medium ≥ 0.40 → large ≥ 0.00, floor 0.30'."""
+        """e.g. 'medium ≥ 0.40 → large ≥ 0.00, floor 0.30' (', relevance ≥ 0.05' when set)."""
         steps = " → ".join(
             f"{t} ≥ {v:.2f}" for t, v in zip(self.tiers, self.thresholds, strict=True)
         )
-        return f"{steps}, floor {self.floor:.2f}"
+        rerank = f", relevance ≥ {self.rerank_floor:.2f}" if self.rerank_floor else ""
+        return f"{steps}, floor {self.floor:.2f}{rerank}"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -98,6 +102,7 @@ class Policy:
             "tiers": list(self.tiers),
             "thresholds": [round(float(v), 4) for v in self.thresholds],
             "floor": self.floor,
+            "rerank_floor": self.rerank_floor,
             "support_check": self.support_check,
         }
 
@@ -128,11 +133,17 @@ def tier_score(*, row: TierRow, weights: Mapping[str, float] | None, support_che
 
 def question_replay(*, row: QuestionRow, policy: Policy) -> Outcome:
     """Replay one question through a policy with the live cascade's decisions."""
-    if below_floor(top_similarity=row.top_similarity, floor=policy.floor):
+    if below_floor(
+        top_similarity=row.top_similarity,
+        floor=policy.floor,
+        top_relevance=row.top_relevance,
+        rerank_floor=policy.rerank_floor,
+    ):
         return Outcome(None, True, False, 0.0, 0.0, 0.0, 0, "no_passages")
     cost = latency = 0.0
     last_decision = ""
     scored = False
+    checked: set[str] = set()  # live, a passage's check is asked once per answer
     for tier, threshold in zip(policy.tiers, policy.thresholds, strict=True):
         data = row.tiers[tier]
         cost += data.call_cost
@@ -140,9 +151,11 @@ def question_replay(*, row: QuestionRow, policy: Policy) -> Outcome:
         if data.error:
             last_decision = "error"
             continue
-        if threshold > 0 and policy.support_check:
+        if threshold > 0 and policy.support_check and data.check_key not in checked:
             cost += data.check_cost
             latency += data.check_latency_ms
+            if data.check_key:
+                checked.add(data.check_key)
         score = tier_score(row=data, weights=policy.weights, support_check=policy.support_check)
         last_decision = decide(score=score, threshold=threshold, said_dont_know=data.said_dont_know)
         scored = True

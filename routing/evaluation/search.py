@@ -36,11 +36,21 @@ from routing.evaluation.replay import (
 # Relevance floors the search tries (with the floor the run's rows were collected at: a replay
 # cannot answer a question the collection already declined, so only floors at or above it).
 RELEVANCE_FLOORS = (0.25, 0.30, 0.35, 0.40)
+# Cross-encoder relevance floors (probabilities), tried when the rows were reranked: MS MARCO
+# MiniLM gives off-topic passages logits around -10 (relevance ~0.0001), on-topic ones above 0.
+RERANK_FLOORS = (0.001, 0.01, 0.05, 0.2)
 
 
 def floors_to_try(*, collected: float) -> list[float]:
     """The floors a search may choose on rows collected at `collected`."""
     return sorted({collected, *(f for f in RELEVANCE_FLOORS if f >= collected)})
+
+
+def rerank_floors_to_try(*, rows: Sequence[QuestionRow], collected: float) -> list[float]:
+    """The cross-encoder floors a search may choose (only `collected` when nothing was reranked)."""
+    if not any(r.top_relevance is not None for r in rows):
+        return [collected]
+    return sorted({collected, *(f for f in RERANK_FLOORS if f >= collected)})
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,8 @@ def policies_search(
     support_check: bool = True,
     floors: Sequence[float] = (0.0,),
     reference_floor: float = 0.0,
+    rerank_floors: Sequence[float] = (0.0,),
+    reference_rerank_floor: float = 0.0,
     subsets: Sequence[Sequence[str]] | None = None,
     candidates_per_tier: int = 8,
 ) -> SearchResult:
@@ -158,6 +170,7 @@ def policies_search(
             tiers=(largest,),
             thresholds=(0.0,),
             floor=reference_floor,
+            rerank_floor=reference_rerank_floor,
             support_check=support_check,
             label=f"{largest} alone",
         ),
@@ -177,11 +190,12 @@ def policies_search(
     points: list[Summary] = []
     for subset in subsets or tier_subsets(tier_order=tier_order):
         for thresholds in itertools.product(*(grids[t] for t in subset)):
-            for floor in floors:
+            for floor, rerank_floor in itertools.product(floors, rerank_floors):
                 policy = Policy(
                     tiers=tuple(subset),
                     thresholds=tuple(thresholds),
                     floor=floor,
+                    rerank_floor=rerank_floor,
                     support_check=support_check,
                 )
                 points.append(policy_summary(rows=rows, policy=policy, reference=reference))
@@ -194,6 +208,7 @@ def policies_search(
             tiers=chosen.policy.tiers,
             thresholds=chosen.policy.thresholds,
             floor=chosen.policy.floor,
+            rerank_floor=chosen.policy.rerank_floor,
             weights=weights,
             support_check=support_check,
         )

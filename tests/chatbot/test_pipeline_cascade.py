@@ -182,7 +182,7 @@ async def test_the_baseline_ignores_a_dearer_tier_that_cannot_answer(cascade, kn
 
 
 async def test_the_support_check_never_enters_the_baseline(cascade, knowledge, settings) -> None:  # noqa: ANN001
-    settings.CASCADE_SUPPORT_CHECK = True
+    settings.CASCADE_SUPPORT_CHECK = "small"
     await ModelTier.objects.filter(name="small").aupdate(threshold=0.0001)
     end = (await ask(QUESTION))[-1]
     [attempt] = end["attempts"]

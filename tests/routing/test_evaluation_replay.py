@@ -151,3 +151,63 @@ def test_search_respects_the_cost_and_f1_bounds_against_the_largest_tier() -> No
     assert cheapest.chosen is not None and cheapest.chosen.policy.tiers == ("medium",)
     costs = [p.mean_cost for p in result.frontier]
     assert costs == sorted(costs)
+
+
+def test_the_rerank_floor_declines_on_cross_encoder_relevance_only_when_reranked() -> None:
+    medium, large = tier(0.9, 1.0, 1.0), tier(0.9, 1.0, 3.0)
+    reranked = QuestionRow(
+        "r", "off_topic", False, "test", 0.7, {"medium": medium, "large": large}, 0.004
+    )
+    plain = QuestionRow("p", "off_topic", False, "test", 0.7, {"medium": medium, "large": large})
+    gate = Policy(tiers=TWO.tiers, thresholds=TWO.thresholds, floor=0.3, rerank_floor=0.01)
+    outcome = question_replay(row=reranked, policy=gate)
+    assert (outcome.abstained, outcome.cost, outcome.reason) == (True, 0.0, "no_passages")
+    # Not reranked: the cosine floor alone decides, as live.
+    assert question_replay(row=plain, policy=gate).tier == "medium"
+    assert "relevance ≥ 0.01" in gate.describe() and gate.as_dict()["rerank_floor"] == 0.01
+
+
+def test_a_passage_checked_once_is_paid_once_across_tiers() -> None:
+    # Both tiers low, both cite the same passage: live asks the check once per answer.
+    medium = tier(0.1, 0.0, 1.0, check_cost=0.5, check_key="abc")
+    large = tier(0.1, 0.0, 3.0, check_cost=0.5, check_key="abc")
+    policy = Policy(tiers=("medium", "large"), thresholds=(0.5, 0.5))
+    assert question_replay(row=row("c", medium, large), policy=policy).cost == pytest.approx(4.5)
+    other = tier(0.1, 0.0, 3.0, check_cost=0.5, check_key="xyz")
+    assert question_replay(row=row("c", medium, other), policy=policy).cost == pytest.approx(5.0)
+
+
+def test_the_search_tries_rerank_floors_on_reranked_rows() -> None:
+    from routing.evaluation.search import rerank_floors_to_try
+
+    rows = [
+        QuestionRow(
+            "a",
+            "squad",
+            True,
+            "fit",
+            0.7,
+            {"medium": tier(0.9, 1.0, 1.0), "large": tier(0.9, 1.0, 3.0)},
+            0.9,
+        ),
+        QuestionRow(
+            "o",
+            "off_topic",
+            False,
+            "fit",
+            0.7,
+            {"medium": tier(0.9, 0.0, 1.0), "large": tier(0.9, 0.0, 3.0)},
+            0.0001,
+        ),
+    ]
+    floors = rerank_floors_to_try(rows=rows, collected=0.0)
+    assert floors[0] == 0.0 and len(floors) > 1
+    result = policies_search(
+        rows=rows, tier_order=["medium", "large"], goal=Goal(), rerank_floors=floors
+    )
+    # Declining the off-topic question before any model is free and loses no F1: chosen.
+    assert result.chosen is not None and result.chosen.policy.rerank_floor > 0.0001
+    assert result.chosen.off_topic_abstention == 1.0 and result.chosen.answerable_f1 == 1.0
+    assert rerank_floors_to_try(
+        rows=[row("n", tier(0.9, 1, 1), tier(0.9, 1, 3))], collected=0.0
+    ) == [0.0]

@@ -76,7 +76,7 @@ async def test_setting_on_asks_bills_and_stores_the_check(
     p_yes: float | None,
     error: str,
 ) -> None:
-    settings.CASCADE_SUPPORT_CHECK = True
+    settings.CASCADE_SUPPORT_CHECK = "checked"
     settings.CASCADE_START_TIER = "checked"
     settings.CASCADE_RELEVANCE_FLOOR = 0.0
     await sync_to_async(_tier)(fault_server, check)
@@ -101,7 +101,7 @@ async def test_setting_off_asks_no_check(
     fault_server,  # noqa: ANN001
     settings,  # noqa: ANN001
 ) -> None:
-    settings.CASCADE_SUPPORT_CHECK = False
+    settings.CASCADE_SUPPORT_CHECK = "off"
     settings.CASCADE_START_TIER = "checked"
     settings.CASCADE_RELEVANCE_FLOOR = 0.0
     await sync_to_async(_tier)(fault_server, "ok:yes")
@@ -109,3 +109,38 @@ async def test_setting_off_asks_no_check(
     end, message = await _ask()
     assert end["attempts"][0]["check"] is None and message.tokens_in == PROMPT_TOKENS
     assert len(fault_server.requests) == before + 1
+
+
+async def test_reranked_answers_carry_relevance_and_the_rerank_floor_declines(
+    knowledge,  # noqa: ANN001
+    fault_server,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    settings.RETRIEVAL_RERANK = True
+    settings.CASCADE_SUPPORT_CHECK = "checked"
+    settings.CASCADE_START_TIER = "checked"
+    settings.CASCADE_RELEVANCE_FLOOR = 0.0
+    settings.CASCADE_RERANK_FLOOR = 0.5
+    settings.RETRIEVAL_MIN_SIMILARITY = 0.0  # every passage is a candidate: the reranker decides
+    await sync_to_async(_tier)(fault_server, "ok:yes")
+    before = len(fault_server.requests)
+    end, message = await _ask()
+    attempt = end["attempts"][0]
+    # The cross-encoder finds the return window relevant: answered, with its relevance scored.
+    assert end["status"] == "complete" and attempt["outcome"] == "accepted"
+    assert attempt["signals"]["top_relevance"] > 0.5
+    assert attempt["signals"]["cited_relevance"] == attempt["signals"]["top_relevance"]
+    assert "within 30 days" in str(fault_server.requests[before + 1]["messages"])
+    # A question the passage shares a word with but is not about: retrieved, yet declined on
+    # its cross-encoder relevance before any model runs.
+    conversation = await Conversation.objects.acreate(session_key="test")
+    user = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content="When did the stolen Mona Lisa return to the Louvre?",
+    )
+    count = len(fault_server.requests)
+    events = [e async for e in answer_question(conversation=conversation, user_message=user)]
+    assert events[-1]["abstained"] and len(fault_server.requests) == count
+    declined = await Message.objects.aget(pk=events[-1]["message_id"])
+    assert declined.abstain_reason == "no_passages" and declined.cost == 0
