@@ -245,6 +245,16 @@ def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 @require_GET
+def evaluation_reliability_png(request: HttpRequest, run_id: int) -> HttpResponse:
+    """A fitted run's reliability diagram (before and after the fit, test rows), as a PNG."""
+    png = evaluations.reliability_diagram(run_id=run_id)
+    if png is None:
+        return HttpResponse("This run has not been fitted.", status=404, content_type="text/plain")
+    return HttpResponse(png, content_type="image/png")
+
+
+@staff_member_required
+@require_GET
 def evaluation_run_page(request: HttpRequest, run_id: int) -> HttpResponse:
     """One run: progress, and per tier and per policy F1, abstention, relative cost, latency."""
     run = evaluations.evaluation_run_summary(run_id=run_id)

@@ -16,6 +16,7 @@ from chatbot.evaluation.apply import policy_apply
 from chatbot.evaluation.live import live_settings, live_weights, policy_from_settings
 from chatbot.evaluation.report import cascade_figures
 from chatbot.evaluation.rows import question_rows
+from routing.evaluation.calibration import reliability_png
 from routing.evaluation.replay import (
     Policy,
     QuestionRow,
@@ -373,4 +374,25 @@ def tuning_context(*, params: Mapping[str, str]) -> dict[str, Any]:
         k: context[k]
         for k in ("frontier", "singles", "current", "chosen", "tier_order", "objective")
     }
+    context["calibration"] = run_calibration(run)
     return context
+
+
+def run_calibration(run: EvaluationRun) -> dict[str, Any] | None:
+    """The fit's calibration figures on the run's test rows (None until the run was fitted)."""
+    return ((run.settings or {}).get("fit") or {}).get("calibration") or None
+
+
+def reliability_diagram(*, run_id: int) -> bytes | None:
+    """The reliability diagram (PNG) of a fitted run: the run's weights against the fitted ones."""
+    run = EvaluationRun.objects.filter(id=run_id).first()
+    calibration = run_calibration(run) if run else None
+    if not calibration:
+        return None
+    return reliability_png(
+        {
+            "before the fit (the run's weights)": calibration["before"],
+            "after the fit": calibration["after"],
+        },
+        title=f"Run #{run_id}: scorer's P(right) on {calibration['before']['rows']} test answers",
+    )

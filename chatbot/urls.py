@@ -50,5 +50,14 @@ urlpatterns = [
         dashboard_views.evaluation_run_page,
         name="evaluation-run",
     ),
+    path(
+        "admin/evaluations/<int:run_id>/reliability.png",
+        dashboard_views.evaluation_reliability_png,
+        name="evaluation-reliability",
+    ),
+    path("admin/gaps/", gaps_views.gaps_page, name="gaps"),
+    path("admin/gaps/curate/", gaps_views.gap_curate_page, name="gap-curate"),
+    path("admin/gaps/curated/", gaps_views.gap_curated_list_page, name="gap-curated-list"),
+    path("admin/gaps/curated/<int:curated_id>/", gaps_views.gap_curated_page, name="gap-curated"),
     path("admin/", admin.site.urls),
 ]

@@ -13,7 +13,9 @@ from routing.models import (
     RouterDecision,
     RouterLearner,
     ScorerWeights,
+    ScorerWeightsVersion,
 )
+from routing.policy import scorer_weights_rollback
 from routing.router import GLOBAL, decision_accuracy_set, learners_reset
 
 
@@ -54,7 +56,45 @@ class ModelTierAdmin(admin.ModelAdmin):
 
 @admin.register(ScorerWeights)
 class ScorerWeightsAdmin(admin.ModelAdmin):
-    list_display = ("name", "fitted_on", "updated_at")
+    list_display = ("name", "version", "fitted_on", "updated_at")
+    readonly_fields = ("version",)
+
+
+@admin.register(ScorerWeightsVersion)
+class ScorerWeightsVersionAdmin(admin.ModelAdmin):
+    """Every set of weights ever applied, with its calibration; roll back to any of them."""
+
+    list_display = ("scorer", "number", "fitted_on", "brier_after", "created_at")
+    list_filter = ("scorer",)
+    readonly_fields = ("scorer", "number", "weights", "fitted_on", "calibration", "created_at")
+    actions = ["roll_back"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="Brier after the fit (test rows)")
+    def brier_after(self, obj: ScorerWeightsVersion) -> str:
+        value = ((obj.calibration or {}).get("after") or {}).get("brier")
+        return "" if value is None else f"{value:.3f}"
+
+    @admin.action(description="Roll back to the selected version", permissions=["rollback"])
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[ScorerWeightsVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        old = queryset.get()
+        new = scorer_weights_rollback(number=old.number, name=old.scorer.name)
+        self.message_user(
+            request,
+            f"Scorer {old.scorer.name!r} now uses v{old.number}'s weights (stored as v{new.number}).",
+            messages.SUCCESS,
+        )
+
+    def has_rollback_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("routing.change_scorerweights")
 
 
 @admin.register(EvaluationRun)
