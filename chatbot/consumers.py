@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -14,9 +13,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from chatbot import handoff as handoffs
+from chatbot import ratelimit
 from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
 from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
@@ -26,6 +25,33 @@ from chatbot.services import FeedbackError, message_feedback
 from chatbot.widget import VISITOR_TOKEN, visitor_session_key
 
 logger = logging.getLogger(__name__)
+
+# The fields each frame type may carry; anything else is refused (`unknown_field`), so a typo
+# or a probe is told at once instead of being silently ignored.
+FRAME_FIELDS: dict[str, frozenset[str]] = {
+    "ask": frozenset({"type", "text", "client_id", "conversation_id"}),
+    "stop": frozenset({"type"}),
+    "feedback": frozenset({"type", "message_id", "value", "reason"}),
+    "handoff": frozenset({"type", "conversation_id", "reason", "email"}),
+    "handoff.cancel": frozenset({"type", "conversation_id"}),
+}
+
+
+def _holds_nul(value: Any) -> bool:
+    """True when any string in a parsed frame (keys included) holds a NUL, which PostgreSQL
+    text cannot store. Iterative: json.loads already bounds the nesting."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -44,7 +70,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation: Conversation | None = None
         self.generation: asyncio.Task[None] | None = None
         self.control = RunControl()
-        self.answering_message_id: int | None = None
+        self.address = ratelimit.client_address(self.scope)
         self.show_details = details_visible(self.scope.get("user"))
         # Agents' words and handoff changes reach every tab of this session through the group.
         self.group = handoffs.session_group(self.session_key)
@@ -76,20 +102,42 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         try:
             frame = json.loads(text_data)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
+            # RecursionError: "[[[[..." nested deeper than the parser goes.
             return await self._error("bad_json", "The frame is not valid JSON.")
         if not isinstance(frame, dict):
             return await self._error("bad_json", "A frame must be a JSON object with a 'type'.")
+        kind = frame.get("type")
+        if not isinstance(kind, str) or kind not in FRAME_FIELDS:
+            shown = kind[:40] if isinstance(kind, str) else type(kind).__name__
+            return await self._error("unknown_type", f"Unknown frame type {shown!r}.")
+        unknown = sorted(str(k)[:40] for k in frame.keys() - FRAME_FIELDS[kind])
+        if unknown:
+            return await self._error(
+                "unknown_field", f"A {kind!r} frame has no field {', '.join(unknown[:5])}."
+            )
+        if _holds_nul(frame):
+            return await self._error("nul_character", "Text may not contain NUL characters.")
         handler = {
             "ask": self._ask,
             "stop": self._stop,
             "feedback": self._feedback,
             "handoff": self._handoff,
             "handoff.cancel": self._handoff_cancel,
-        }.get(frame.get("type"))
-        if handler is None:
-            return await self._error("unknown_type", f"Unknown frame type {frame.get('type')!r}.")
-        await handler(frame)
+        }[kind]
+        if kind != "ask" and not await ratelimit.rate_allow(
+            ratelimit.CONTROL, session_key=self.session_key, address=self.address
+        ):
+            return await self._error(
+                "rate_limited", "Too many requests in a minute; please wait a moment."
+            )
+        try:
+            await handler(frame)
+        except Exception:
+            # Whatever a frame does wrong (or the database does), this socket and its other
+            # frames go on: the customer is told, the traceback goes to the log.
+            logger.exception("%s frame failed", kind)
+            await self._error("internal", "Something went wrong; please try again.")
 
     async def _ask(self, frame: dict[str, Any]) -> None:
         text = frame.get("text")
@@ -128,17 +176,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error(
                 "busy", "An answer is still streaming: stop it or wait for it to finish."
             )
-        refused, conversation, user_message, held = await self._accept_question(
-            text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
-        )
-        if refused == "rate_limited":
+        if not await ratelimit.rate_allow(
+            ratelimit.ASK, session_key=self.session_key, address=self.address
+        ):
             return await self._error(
                 "rate_limited", "Too many questions in a minute; please wait a moment."
             )
-        if refused == "not_found":
+        # Taken before the question is stored, so a refusal stores nothing; given back when the
+        # answer's task ends, or below when no answer follows.
+        if not ratelimit.generation_take():
             return await self._error(
-                "not_found", "That conversation does not exist in this session."
+                "busy", "We are answering many customers right now; please ask again shortly."
             )
+        slot_handed = False
+        try:
+            slot_handed = await self._ask_accepted(frame, text=text, client_id=client_id)
+        finally:
+            if not slot_handed:
+                ratelimit.generation_give_back()
+
+    async def _ask_accepted(self, frame: dict[str, Any], *, text: str, client_id: str) -> bool:
+        """Store the question and start its answer; True when an answer task now holds the
+        generation slot taken for it."""
+        refused, conversation, user_message, held = await self._accept_question(
+            text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
+        )
+        if refused == "not_found":
+            await self._error("not_found", "That conversation does not exist in this session.")
+            return False
         asks_for_person = held is None and wants_human(text)
         await self._send_json(
             {
@@ -153,16 +218,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if held is not None:
             # A person holds this conversation: the bot stays silent, the agent reads it.
-            return await handoffs.handoff_customer_message(handoff=held, message=user_message)
+            await handoffs.handoff_customer_message(handoff=held, message=user_message)
+            return False
         if asks_for_person:
             # Asked for a person in words: no model work at all.
-            return await self._open_handoff(
+            await self._open_handoff(
                 conversation_id=str(conversation.id), reason=Handoff.Reason.ASKED, email=""
             )
+            return False
         self.control = RunControl()
         self.generation = asyncio.create_task(
             self._generate(conversation, user_message, self.control)
         )
+        # A callback, not the task's own finally: a task cancelled before it first runs never
+        # enters its body.
+        self.generation.add_done_callback(lambda _task: ratelimit.generation_give_back())
+        return True
 
     async def _stop(self, frame: dict[str, Any]) -> None:
         await self._cancel(Message.Status.STOPPED)
@@ -224,18 +295,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         events = answer_question(
             conversation=conversation, user_message=user_message, control=control
         )
+        failed = False
         try:
             async for event in events:
-                if event["type"] == "answer.start":
-                    self.answering_message_id = event["message_id"]
                 await self._send_json(event)
         except Exception:
             logger.exception("answer failed")
+            failed = True
+        finally:
+            # Stores the answer when it did not end by itself (a stop, a failed send).
+            try:
+                await events.aclose()
+            except Exception:
+                logger.exception("the failed answer could not be stored")
+                failed = True
+        if failed:
+            # The pipeline stored it as an error (or interrupted); the page needs the end frame
+            # to leave its answering state and show Send again.
             await self._error(
                 "internal", "Something went wrong while answering; your question is saved."
             )
-        finally:
-            await events.aclose()
+            await self._send_json(self._end_frame(control, Message.Status.ERROR))
 
     async def _cancel(self, reason: str) -> None:
         task = self.generation
@@ -248,28 +328,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             pass
         if reason == Message.Status.STOPPED:
-            # What the stopped answer paid, as stored (counted tokens are marked estimated).
-            stored = self.control.answer.message if self.control.answer else None
-            await self._send_json(
-                {
-                    "type": "answer.end",
-                    "message_id": self.answering_message_id,
-                    "status": reason,
-                    "cost": float(stored.cost) if stored else 0.0,
-                    "cost_estimated": stored.cost_estimated if stored else False,
-                    "usage": {
-                        "tokens_in": stored.tokens_in if stored else 0,
-                        "tokens_out": stored.tokens_out if stored else 0,
-                    },
-                }
-            )
+            await self._send_json(self._end_frame(self.control, reason))
+
+    @staticmethod
+    def _end_frame(control: RunControl, status: str) -> dict[str, Any]:
+        """The end frame of an answer that did not end by itself: what it paid, as stored
+        (counted tokens are marked estimated). A failure keeps the stored interrupted."""
+        stored = control.answer.message if control.answer else None
+        if stored is not None and status == Message.Status.ERROR:
+            if stored.status == Message.Status.INTERRUPTED:
+                status = stored.status
+        return {
+            "type": "answer.end",
+            "message_id": stored.id if stored else None,
+            "status": status,
+            "error_code": (stored.error_code if stored else "") or "",
+            "cost": float(stored.cost) if stored else 0.0,
+            "cost_estimated": stored.cost_estimated if stored else False,
+            "usage": {
+                "tokens_in": stored.tokens_in if stored else 0,
+                "tokens_out": stored.tokens_out if stored else 0,
+            },
+        }
 
     @database_sync_to_async
     def _accept_question(
         self, *, text: str, client_id: str, conversation_id: Any
     ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
-        """Rate limit, conversation and the stored question in one trip to the database thread
-        and one commit: (refusal code or "", conversation, user message, the conversation's
+        """Conversation and the stored question in one trip to the database thread and one commit: (refusal code or "", conversation, user message, the conversation's
         open handoff). Stored (committed) before any model work."""
         with transaction.atomic():
             return self._accept_question_in_transaction(
@@ -279,14 +365,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _accept_question_in_transaction(
         self, *, text: str, client_id: str, conversation_id: Any
     ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
-        since = timezone.now() - timedelta(minutes=1)
-        recent = Message.objects.filter(
-            conversation__session_key=self.session_key,
-            role=Message.Role.USER,
-            created_at__gte=since,
-        ).count()
-        if recent >= settings.CHAT_RATE_LIMIT_PER_MINUTE:
-            return "rate_limited", None, None, None
         # No conversation_id starts a new conversation: the browser owns which thread is open.
         if conversation_id:
             try:

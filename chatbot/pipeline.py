@@ -404,7 +404,11 @@ async def answer_question(
                         yield event
         finished = True
         status = _final_status(answer)
-        totals = await _store(answer, status=status, totals=True)
+        try:
+            totals = await _store(answer, status=status, totals=True)
+        except Exception:
+            finished = False  # not saved as it ended: the finally tries once more, as a failure
+            raise
         accepted = answer.result.accepted
         if use_cache and hit is None and status == Message.Status.COMPLETE and accepted:
             # Only accepted, grounded answers, and only when safe to share.
@@ -427,6 +431,8 @@ async def answer_question(
             reason = control.cancel_reason or (
                 Message.Status.INTERRUPTED if cancelled else Message.Status.ERROR
             )
+            if reason == Message.Status.ERROR and not answer.result.error_code:
+                answer.result.error_code = "internal"  # an unexpected exception, not the model
             await _store(answer, status=reason)
 
 

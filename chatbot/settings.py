@@ -404,3 +404,16 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "support@localhost")
+# Chat limits beyond CHAT_RATE_LIMIT_PER_MINUTE (questions per session): questions per client
+# address (the proxy's X-Forwarded-For only behind a trusted proxy, see DJANGO_PROXY_SSL_HEADER;
+# IPv6 per /64), stop/feedback/handoff frames per session and per address, and answers
+# generating at once in one process (more get `busy`). Counted by the `limits` library in this
+# process's memory; a limits storage URI (e.g. async+redis://host:6379, with the redis package)
+# shares the counts between processes.
+CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE", 60)
+CHAT_CONTROL_RATE_LIMIT_PER_MINUTE = env_int("CHAT_CONTROL_RATE_LIMIT_PER_MINUTE", 60)
+CHAT_CONTROL_RATE_LIMIT_PER_ADDRESS_PER_MINUTE = env_int(
+    "CHAT_CONTROL_RATE_LIMIT_PER_ADDRESS_PER_MINUTE", 240
+)
+CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 16)
+CHAT_RATE_LIMIT_STORAGE = os.environ.get("CHAT_RATE_LIMIT_STORAGE", "async+memory://")
