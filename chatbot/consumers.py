@@ -154,6 +154,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self._error(
                 "bad_client_id", "client_id must be a string of at most 64 characters."
             )
+        if self.generation is not None and not self.generation.done():
+            return await self._error(
+                "busy", "An answer is still streaming: stop it or wait for it to finish."
+            )
+        # Taken before the question is stored, so a refusal stores nothing; given back when the
+        # answer's task ends, or below when no answer follows. Before the rate limit: waiting
+        # for a free slot (the page retries `busy` soon) spends no question of the budget.
+        if not ratelimit.generation_take():
+            return await self._error(
+                "busy", "We are answering many customers right now; please ask again shortly."
+            )
+        slot_handed = False
+        try:
+            if not await ratelimit.rate_allow(
+                ratelimit.ASK, session_key=self.session_key, address=self.address
+            ):
+                return await self._error(
+                    "rate_limited", "Too many questions in a minute; please wait a moment."
+                )
+            slot_handed = await self._ask_accepted(frame, text=text, client_id=client_id)
+        finally:
+            if not slot_handed:
+                ratelimit.generation_give_back()
+
+    async def _ask_accepted(self, frame: dict[str, Any], *, text: str, client_id: str) -> bool:
+        """Store the question and start its answer; True when an answer task now holds the
+        generation slot taken for it. After the rate limit: a flood reaches no query."""
         await aclose_old_connections()
         if client_id:
             # A resend after a reconnect: acknowledge the stored message, never ask twice.
@@ -163,7 +190,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id=client_id,
             ).afirst()
             if existing is not None:
-                return await self._send_json(
+                await self._send_json(
                     {
                         "type": "ask.ack",
                         "client_id": client_id,
@@ -172,32 +199,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         "duplicate": True,
                     }
                 )
-        if self.generation is not None and not self.generation.done():
-            return await self._error(
-                "busy", "An answer is still streaming: stop it or wait for it to finish."
-            )
-        if not await ratelimit.rate_allow(
-            ratelimit.ASK, session_key=self.session_key, address=self.address
-        ):
-            return await self._error(
-                "rate_limited", "Too many questions in a minute; please wait a moment."
-            )
-        # Taken before the question is stored, so a refusal stores nothing; given back when the
-        # answer's task ends, or below when no answer follows.
-        if not ratelimit.generation_take():
-            return await self._error(
-                "busy", "We are answering many customers right now; please ask again shortly."
-            )
-        slot_handed = False
-        try:
-            slot_handed = await self._ask_accepted(frame, text=text, client_id=client_id)
-        finally:
-            if not slot_handed:
-                ratelimit.generation_give_back()
-
-    async def _ask_accepted(self, frame: dict[str, Any], *, text: str, client_id: str) -> bool:
-        """Store the question and start its answer; True when an answer task now holds the
-        generation slot taken for it."""
+                return False
         refused, conversation, user_message, held = await self._accept_question(
             text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
         )

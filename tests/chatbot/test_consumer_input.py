@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from chatbot.models import Conversation, Message
@@ -226,18 +228,25 @@ async def test_a_resent_message_is_acknowledged_not_asked_twice() -> None:
     assert await Message.objects.acount() == 1
 
 
-async def test_a_client_id_of_another_session_is_not_a_duplicate(settings) -> None:  # noqa: ANN001
-    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0  # stop right after the dedup check: no model needed
+async def test_a_client_id_of_another_session_is_not_a_duplicate(monkeypatch) -> None:  # noqa: ANN001
+    async def stall(**_kwargs):  # noqa: ANN003, ANN202
+        await asyncio.Event().wait()  # the answer stalls (an injected fault): no model needed
+
+    monkeypatch.setattr("chatbot.pipeline.conversation_turns", stall)
     stranger = await new_session()
     conversation = await Conversation.objects.acreate(session_key=stranger)
-    await Message.objects.acreate(
+    theirs = await Message.objects.acreate(
         conversation=conversation, role=Message.Role.USER, content="hello", client_id="same"
     )
-    ws = await chat_socket(await new_session())
+    session = await new_session()
+    ws = await chat_socket(session)
     await ws.send_json_to({"type": "ask", "text": "hello", "client_id": "same"})
     reply = await ws.receive_json_from(timeout=10)
-    assert reply["type"] == "error" and reply["code"] == "rate_limited", reply
+    assert reply["type"] == "ask.ack" and reply["duplicate"] is False, reply
+    assert reply["message_id"] != theirs.id
     await ws.disconnect()
+    mine = await Message.objects.aget(id=reply["message_id"])
+    assert (await Conversation.objects.aget(id=mine.conversation_id)).session_key == session
 
 
 def test_error_codes_are_documented_in_the_readme() -> None:

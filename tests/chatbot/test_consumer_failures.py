@@ -1,0 +1,115 @@
+"""An answer that fails for a reason other than stop or disconnect (an unexpected exception in
+the pipeline, a database error while saving it) is stored as an error, never as stopped, and
+the page always gets its end frame, so it never stays stuck with Send hidden.
+
+Faults are injected into one pipeline step; everything else is real (no model answers here:
+the knowledge is empty, so the pipeline declines before any model call).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import OperationalError
+
+from chatbot import pipeline, ratelimit
+from chatbot.models import Message
+from routing.models import ModelTier
+from tests.chatbot.conftest import chat_socket, frames_until, new_session
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+async def unused_tier() -> ModelTier:
+    """An enabled tier that is never called (nothing in the knowledge: the pipeline declines)."""
+    return await ModelTier.objects.acreate(
+        name="never-called",
+        base_url="http://127.0.0.1:9/v1",
+        model="none",
+        context_window=2048,
+        max_answer_tokens=48,
+        order=10,
+        enabled=True,
+    )
+
+
+async def _ask_until_end(text: str) -> tuple[list[dict], object]:
+    ws = await chat_socket(await new_session())
+    await ws.send_json_to({"type": "ask", "text": text, "client_id": "f-1"})
+    frames = await frames_until(ws, ("answer.end",), timeout=120)
+    return frames, ws
+
+
+async def _still_works(ws) -> None:  # noqa: ANN001
+    """The socket lives and holds no answer: the next question is accepted, not `busy`."""
+    await ws.send_json_to({"type": "ask", "text": "And shipping?", "client_id": "f-2"})
+    reply = await ws.receive_json_from(timeout=10)
+    assert reply["type"] == "ask.ack", reply
+    await frames_until(ws, ("answer.end",), timeout=120)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("step", ["conversation_turns", "retrieve"])
+async def test_an_unexpected_exception_ends_the_answer_as_an_error(
+    step: str,
+    unused_tier: ModelTier,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # Before answer.start (the first step) and after it (retrieval).
+    real = getattr(pipeline, step)
+    calls = []
+
+    async def broken(**kwargs):  # noqa: ANN003, ANN202
+        calls.append(step)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return await real(**kwargs)
+
+    monkeypatch.setattr(pipeline, step, broken)
+    frames, ws = await _ask_until_end("How do returns work?")
+
+    types = [f["type"] for f in frames]
+    expected = ["ask.ack", "error", "answer.end"]
+    if step == "retrieve":
+        expected.insert(1, "answer.start")
+    assert types == expected, frames
+    assert frames[-2]["code"] == "internal"
+    end = frames[-1]
+    stored = await Message.objects.aget(role=Message.Role.ASSISTANT)
+    assert end["status"] == "error" and end["message_id"] == stored.id, end
+    assert end["error_code"] == "internal"
+    assert stored.status == Message.Status.ERROR and stored.error_code == "internal"
+    await _still_works(ws)
+    assert ratelimit.generations_running() == 0
+
+
+async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
+    unused_tier: ModelTier,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    real = pipeline._save_and_total
+    saves = []
+
+    def failing_once(answer, totals):  # noqa: ANN001, ANN202
+        saves.append(answer.message.status)
+        if totals and len(saves) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(answer, totals)
+
+    monkeypatch.setattr(pipeline, "_save_and_total", failing_once)
+    frames, ws = await _ask_until_end("Can I pay with a llama?")
+
+    assert [f["type"] for f in frames] == [
+        "ask.ack",
+        "answer.start",
+        "answer.delta",
+        "error",
+        "answer.end",
+    ]
+    end = frames[-1]
+    assert end["status"] == "error", end
+    # The complete answer could not be saved; the second save marks it failed, not stopped.
+    assert saves[:2] == [Message.Status.COMPLETE, Message.Status.ERROR]
+    stored = await Message.objects.aget(id=end["message_id"])
+    assert stored.status == Message.Status.ERROR and stored.error_code == "internal"
+    await _still_works(ws)
