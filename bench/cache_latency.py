@@ -153,7 +153,11 @@ class Stack:
             base_url=f"http://127.0.0.1:{model_port}/v1", threshold=0.0, enabled=True
         )
         self.tier = {"name": tier.name, "model": tier.model}
-        env = {**os.environ, "CHAT_RATE_LIMIT_PER_MINUTE": "100000"}
+        env = {
+            **os.environ,
+            "CHAT_RATE_LIMIT_PER_MINUTE": "100000",
+            "CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "100000",
+        }
         self.logs = [open(ROOT / "var" / f"bench_cache_latency_{n}.log", "wb") for n in "md"]
         self.procs = [
             subprocess.Popen(

@@ -47,7 +47,12 @@ class Stack:
         from chatbot.management.commands.run_stack import daphne_command
 
         self.port = free_port()
-        env = {**os.environ, "CHAT_RATE_LIMIT_PER_MINUTE": "1000000", "SUPPORT_HOURS": ""}
+        env = {
+            **os.environ,
+            "CHAT_RATE_LIMIT_PER_MINUTE": "1000000",
+            "CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1000000",
+            "SUPPORT_HOURS": "",
+        }
         self.log = open(ROOT / "var" / "bench_handoff_daphne.log", "wb")
         self.proc = subprocess.Popen(
             daphne_command(bind="127.0.0.1", port=self.port),

@@ -91,6 +91,7 @@ class LiveServer:
             "DATABASE_URL": self.database_url,
             "CHAT_DEFAULT_TIER": "small",
             "CHAT_RATE_LIMIT_PER_MINUTE": "1000",
+            "CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1000",  # every test browser is 127.0.0.1
             "SERVE_STATIC": "1",
             # The chat tests check tiers, tokens and costs, which customers see only with this.
             "CHAT_SHOW_DETAILS": "1",
