@@ -12,7 +12,7 @@ from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from chatbot import handoff as handoffs
 from chatbot import ratelimit
@@ -133,6 +133,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         try:
             await handler(frame)
+        except (OperationalError, InterfaceError):
+            # The database is restarting or its pool is exhausted: a passing fault, not a bug.
+            # The page keeps a question queued and sends it again (its client_id keeps it single).
+            logger.exception("%s frame failed: database unavailable", kind)
+            await self._error(
+                "unavailable", "We cannot reach our records just now; trying again shortly."
+            )
         except Exception:
             # Whatever a frame does wrong (or the database does), this socket and its other
             # frames go on: the customer is told, the traceback goes to the log.

@@ -472,10 +472,10 @@
   function askFailed(frame) {
     const entry = inFlight;
     inFlight = null;
-    if (frame.code === "busy" || frame.code === "rate_limited") {
+    if (frame.code === "busy" || frame.code === "rate_limited" || frame.code === "unavailable") {
       // Not stored: keep it queued and try again shortly.
       clearTimeout(retryTimer);
-      retryTimer = setTimeout(flush, frame.code === "busy" ? 1000 : 15000);
+      retryTimer = setTimeout(flush, { busy: 1000, unavailable: 5000 }[frame.code] || 15000);
       notice(frame.message);
       return;
     }

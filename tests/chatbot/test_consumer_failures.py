@@ -113,3 +113,35 @@ async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
     stored = await Message.objects.aget(id=end["message_id"])
     assert stored.status == Message.Status.ERROR and stored.error_code == "internal"
     await _still_works(ws)
+
+
+async def test_a_database_fault_before_the_question_is_stored_says_unavailable(
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    from chatbot.consumers import ChatConsumer
+
+    real = ChatConsumer._accept_question_in_transaction
+    calls = []
+
+    def unreachable_once(self, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(kwargs["client_id"])
+        if len(calls) == 1:
+            raise OperationalError("connection pool timed out")
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(ChatConsumer, "_accept_question_in_transaction", unreachable_once)
+    # The page keeps the question queued on `unavailable` and sends it again: it must then
+    # go through, once, and the socket must have lived through the fault.
+    monkeypatch.setattr("chatbot.consumers.wants_human", lambda _text: True)  # no model work
+    ws = await chat_socket(await new_session())
+    frame = {"type": "ask", "text": "Where is my parcel?", "client_id": "u-1"}
+    await ws.send_json_to(frame)
+    reply = await ws.receive_json_from(timeout=10)
+    assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+    assert not await Message.objects.aexists()
+    await ws.send_json_to(frame)
+    ack = await ws.receive_json_from(timeout=10)
+    assert ack["type"] == "ask.ack" and ack["duplicate"] is False, ack
+    await ws.disconnect()
+    assert await Message.objects.filter(client_id="u-1").acount() == 1
+    assert ratelimit.generations_running() == 0
