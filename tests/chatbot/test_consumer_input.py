@@ -265,5 +265,11 @@ def test_error_codes_are_documented_in_the_readme() -> None:
         "not_found",
         "rate_limited",
         "busy",
+        "unknown_field",
+        "nul_character",
+        "unavailable",
+        "internal",
+        "bad_email",
+        "bad_handoff",
     ):
         assert f"`{code}`" in readme, code
