@@ -188,18 +188,19 @@ def baseline_tier(tiers: Sequence[ModelTier]) -> ModelTier | None:
 
 
 async def support_check() -> SupportCheck | None:
-    """The answerability check CASCADE_SUPPORT_CHECK names: a tier's name (it must be enabled
-    and usable), "on" (the dearest such tier by price) or "off"."""
+    """The answerability check CASCADE_SUPPORT_CHECK names: a tier's name, "on" (the dearest
+    enabled tier by price) or "off". The named tier need not be in the cascade (a policy may
+    answer on medium alone and ask large whether the passage holds the answer); it must be
+    usable (its key present)."""
     name = settings.CASCADE_SUPPORT_CHECK
     if name == "off":
         return None
-    usable = [t async for t in ModelTier.objects.filter(enabled=True) if t.usable]
     if name in {"on", "1", "true", "yes"}:
-        tier = baseline_tier(usable)
+        tier = baseline_tier([t async for t in ModelTier.objects.filter(enabled=True)])
     else:
-        tier = next((t for t in usable if t.name == name), None)
-    if tier is None:
-        logger.warning("CASCADE_SUPPORT_CHECK=%s names no enabled, usable tier: no check", name)
+        tier = await ModelTier.objects.filter(name=name).afirst()
+    if tier is None or tier.api_key is None:
+        logger.warning("CASCADE_SUPPORT_CHECK=%s names no usable tier: no check", name)
         return None
     return SupportCheck(
         tier=tier.cascade_tier(), system=SUPPORT_CHECK_SYSTEM, user=SUPPORT_CHECK_USER

@@ -144,3 +144,28 @@ async def test_reranked_answers_carry_relevance_and_the_rerank_floor_declines(
     assert events[-1]["abstained"] and len(fault_server.requests) == count
     declined = await Message.objects.aget(pk=events[-1]["message_id"])
     assert declined.abstain_reason == "no_passages" and declined.cost == 0
+
+
+async def test_the_check_tier_need_not_be_in_the_cascade(
+    knowledge,  # noqa: ANN001
+    fault_server,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    settings.CASCADE_SUPPORT_CHECK = "judge"
+    settings.CASCADE_START_TIER = "checked"
+    settings.CASCADE_RELEVANCE_FLOOR = 0.0
+    await sync_to_async(_tier)(fault_server, "ok:yes")
+    await ModelTier.objects.acreate(
+        name="judge",
+        base_url=fault_server.base_url,
+        model="ok:unused|check=ok:no",
+        order=9,
+        enabled=False,  # not in the cascade: only asked for its verdict
+        timeout_seconds=1,
+        price_input_per_mtok="10",
+        price_output_per_mtok="40",
+    )
+    end, _message = await _ask()
+    check = end["attempts"][0]["check"]
+    assert check["tier"] == "judge" and check["p_yes"] == 0.0
+    assert [a["tier"] for a in end["attempts"]] == ["checked"]
