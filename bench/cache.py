@@ -2,8 +2,8 @@
 
 Usage: python bench/cache.py [PAIRS.jsonl] [--whole] [--seed 7] [--plot var/cache_pr.png]
        python bench/cache.py --report [--out bench/results/cache_decision.json]
-PAIRS.jsonl: lines of {"q1", "q2", "duplicate"[, "kind"]} (default ../shared/data/
-paraphrase-public/pairs.jsonl). Every question is embedded with the configured embedder (the
+PAIRS.jsonl: lines of {"q1", "q2", "duplicate"[, "kind"]} (default bench/data/
+paraphrase_public.jsonl, a copy of the public Quora pairs). Every question is embedded with the configured embedder (the
 bundled MiniLM); a pair is a "hit" when the cache would serve q2's answer for q1. A hit on a
 non-duplicate is a wrong answer served (precision), a miss on a duplicate a lost saving (recall).
 
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 
-PUBLIC = ROOT.parent / "shared" / "data" / "paraphrase-public" / "pairs.jsonl"
+PUBLIC = ROOT / "bench" / "data" / "paraphrase_public.jsonl"
 GPTCACHE_DEFAULT = 0.8
 RULES_COSINE = 0.88  # the previous default: cosine 0.88 and every veto, no score cut
 RULES_FAMILIES = ("negation", "number", "date", "entity", "opposite", "question_kind")

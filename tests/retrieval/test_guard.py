@@ -26,7 +26,7 @@ from retrieval.pair_model_fit import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PUBLIC = ROOT.parent / "shared" / "data" / "paraphrase-public" / "pairs.jsonl"
+PUBLIC = ROOT / "bench" / "data" / "paraphrase_public.jsonl"
 PAIR_FILES = sorted((ROOT / "bench" / "data").glob("cache_pairs_*.jsonl"))
 
 

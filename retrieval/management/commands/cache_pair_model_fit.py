@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from retrieval.pair_model import MODEL_PATH
 from retrieval.pair_model_fit import pair_model_refit
 
-PUBLIC_PAIRS = settings.BASE_DIR.parent / "shared" / "data" / "paraphrase-public" / "pairs.jsonl"
+PUBLIC_PAIRS = settings.BASE_DIR / "bench" / "data" / "paraphrase_public.jsonl"
 TEAM_PAIRS = [
     settings.BASE_DIR / "bench" / "data" / "cache_pairs_help.jsonl",
     settings.BASE_DIR / "bench" / "data" / "cache_pairs_demo.jsonl",
