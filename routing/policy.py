@@ -22,12 +22,6 @@ def relevance_floor() -> float:
     return _floor(row)
 
 
-async def arelevance_floor() -> float:
-    """`relevance_floor` for async callers (the pipeline)."""
-    row = await CascadePolicy.objects.filter(name=POLICY_NAME).afirst()
-    return _floor(row)
-
-
 def rerank_floor() -> float:
     """The cross-encoder relevance floor in force (used only when retrieval reranks)."""
     return _rerank_floor(CascadePolicy.objects.filter(name=POLICY_NAME).first())
