@@ -1,0 +1,9 @@
+# Reserved for: languages. Operations are filled in by hand (copy only your own operations from
+# `makemigrations --dry-run -v 3`), so parallel work on the same app keeps one migration chain.
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("chatbot", "0009_api_keys")]
+
+    operations = []

@@ -1,0 +1,9 @@
+# Reserved for: shared-cache poisoning and personal-data rules. Operations are filled in by hand (copy only your own operations from
+# `makemigrations --dry-run -v 3`), so parallel work on the same app keeps one migration chain.
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("retrieval", "0007_curated_answers")]
+
+    operations = []
