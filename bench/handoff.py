@@ -14,7 +14,7 @@ A customer socket asks for a person, an agent's inbox socket takes the conversat
 - baseline_socket_round_trip: the customer sends a frame the consumer refuses at once; time to
   the `error` frame (one trip through Daphne and back, no database, no channel layer);
 - baseline_group_send: the configured channel layer alone in this process (in-memory unless
-  CHANNEL_REDIS_URL is set): group_send to a group of one channel, then receive.
+  REDIS_URL is set): group_send to a group of one channel, then receive.
 One message at a time. Prints JSON (milliseconds, p50 and p95 by nearest rank).
 """
 

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import urlsplit
+
+import dj_database_url
 
 
 def database_from_url(url: str) -> dict[str, Any]:
-    """Translate a postgres:// URL (host may be a socket folder via ?host=) into Django settings."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgres", "postgresql"):
+    """Django settings for a postgres:// URL, every query option kept (sslmode, connect_timeout,
+    application_name, ... go to OPTIONS); a `host` (or `port`) query option, libpq's way of
+    naming a socket folder, becomes HOST (PORT)."""
+    scheme = urlsplit(url).scheme
+    if scheme not in ("postgres", "postgresql"):
         raise ValueError(
-            f"DATABASE_URL must start with postgres:// or postgresql://, got {parsed.scheme}://"
+            f"DATABASE_URL must start with postgres:// or postgresql://, got {scheme}://"
         )
-    query = parse_qs(parsed.query)
-    host = query.get("host", [parsed.hostname or ""])[0]
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
-        "USER": unquote(parsed.username or ""),
-        "PASSWORD": unquote(parsed.password or ""),
-        "HOST": host,
-        "PORT": str(parsed.port or ""),
-    }
+    database = dj_database_url.parse(url)
+    options = database.setdefault("OPTIONS", {})
+    if "host" in options:
+        database["HOST"] = options.pop("host")
+    if "port" in options:
+        database["PORT"] = options.pop("port")
+    database["PORT"] = str(database.get("PORT") or "")
+    database["NAME"] = database.get("NAME") or "postgres"
+    if not options:
+        del database["OPTIONS"]
+    return database
 
 
 def embedded_database_url(pgdata: Path) -> str:

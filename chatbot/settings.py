@@ -197,12 +197,14 @@ if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# In-memory reaches only this process's sockets; with several Daphne processes (an agent's
+# reply on one, the customer's socket on another) they share a Redis channel layer.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-if os.environ.get("CHANNEL_REDIS_URL"):
+if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["CHANNEL_REDIS_URL"]]},
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
         }
     }
 
