@@ -346,6 +346,9 @@ CASCADE_RELEVANCE_FLOOR = env_float("CASCADE_RELEVANCE_FLOOR", 0.30)
 # The whole answer's time limit (every tier together): a tier still running then fails like
 # any provider error, and the customer is told so rather than left waiting.
 CASCADE_DEADLINE_SECONDS = env_float("CASCADE_DEADLINE_SECONDS", 120.0)
+# A tier answering HTTP 429 with Retry-After is waited for when the waits add up to at most this
+# many seconds; a longer wait, or none named, sends the question to the next tier at once.
+TIER_RETRY_AFTER_MAX_SECONDS = env_float("TIER_RETRY_AFTER_MAX_SECONDS", 3.0)
 # Answerability check: after a tier answers, ask this tier (a name; "off": never) whether the
 # passage the answer cites states the answer to the question (one token) and score P(yes) with
 # the other signals. Paid at that tier's prices; README "Evaluation". Read CASCADE_SUPPORT_CHECK

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
+
+logger = logging.getLogger(__name__)
 
 
 def call_price(
@@ -93,6 +99,39 @@ class ProviderConfig:
     # costs one timeout, not two.
     max_retries: int = 0
     api_key_env: str = ""
+    # A 429's Retry-After is waited out when it asks for at most this many seconds in all
+    # (None: TIER_RETRY_AFTER_MAX_SECONDS); longer, or no Retry-After: the next tier answers.
+    retry_after_max_seconds: float | None = None
+
+
+def retry_after_seconds(headers: Any, *, now: float | None = None) -> float | None:
+    """Seconds a 429 asks the caller to wait (retry-after-ms, or Retry-After as seconds or an
+    HTTP date); None when it does not say or says nonsense."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            value = float(raw_ms) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        value = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, value)
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 class ChatProvider:
@@ -119,6 +158,12 @@ class OpenAICompatibleProvider(ChatProvider):
             where = config.api_key_env or "its api_key_env"
             raise ProviderError("missing_key", f"Tier {config.name!r} has no API key: set {where}.")
         self.config = config
+        cap = config.retry_after_max_seconds
+        if cap is None:
+            from django.conf import settings
+
+            cap = settings.TIER_RETRY_AFTER_MAX_SECONDS
+        self.retry_after_max = float(cap)
         self._client = openai.AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key,
@@ -136,26 +181,7 @@ class OpenAICompatibleProvider(ChatProvider):
         extra: dict[str, Any] = (
             {"logprobs": True, "top_logprobs": 5} if self.supports_logprobs else {}
         )
-        try:
-            response = await self._client.chat.completions.create(
-                model=self.config.model,
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=0.0,
-                stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            )
-        except openai.APITimeoutError as exc:
-            raise ProviderError(
-                "timeout", f"{self.config.name} timed out before answering"
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise ProviderError("connection", f"{self.config.name} is unreachable: {exc}") from exc
-        except openai.APIStatusError as exc:
-            raise ProviderError(
-                "http", f"{self.config.name} answered HTTP {exc.status_code}"
-            ) from exc
+        response = await self._create(messages=messages, max_tokens=max_tokens, extra=extra)
         generation.responded = True
         try:
             async with response:
@@ -184,7 +210,8 @@ class OpenAICompatibleProvider(ChatProvider):
                 "timeout", f"{self.config.name} timed out mid-answer", started=bool(generation.text)
             ) from exc
         except (openai.APIError, ValueError) as exc:
-            # httpx errors surface as APIError subclasses; a truncated SSE body as ValueError/JSON errors.
+            # Transport errors mid-stream (a chunked body cut short, a reset) surface as
+            # APIConnectionError in openai 3.x; a truncated SSE event as ValueError/JSON errors.
             raise ProviderError(
                 "broken_stream",
                 f"{self.config.name} stream broke: {exc}",
@@ -198,3 +225,47 @@ class OpenAICompatibleProvider(ChatProvider):
                 f"{self.config.name} stream ended without finishing",
                 started=bool(generation.text),
             )
+
+    async def _create(
+        self, *, messages: list[dict[str, str]], max_tokens: int, extra: dict[str, Any]
+    ) -> Any:
+        """Open the stream. A 429 that asks for a wait within the cap (in all) is waited out and
+        asked again; any other refusal is a ProviderError, so the cascade tries the next tier."""
+        waited = 0.0
+        while True:
+            try:
+                return await self._open(messages=messages, max_tokens=max_tokens, extra=extra)
+            except openai.APIStatusError as exc:
+                if exc.status_code != 429:
+                    raise ProviderError(
+                        "http", f"{self.config.name} answered HTTP {exc.status_code}"
+                    ) from exc
+                wait = retry_after_seconds(exc.response.headers)
+                if wait is None or waited + wait > self.retry_after_max:
+                    said = "no Retry-After" if wait is None else f"Retry-After {wait:g} s"
+                    raise ProviderError(
+                        "rate_limited", f"{self.config.name} is rate limited ({said})"
+                    ) from exc
+                logger.info("%s rate limited: waiting %.1f s as asked", self.config.name, wait)
+                await asyncio.sleep(wait)
+                waited += wait
+
+    async def _open(
+        self, *, messages: list[dict[str, str]], max_tokens: int, extra: dict[str, Any]
+    ) -> Any:
+        try:
+            return await self._client.chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=0.0,
+                stream=True,
+                stream_options={"include_usage": True},
+                **extra,
+            )
+        except openai.APITimeoutError as exc:
+            raise ProviderError(
+                "timeout", f"{self.config.name} timed out before answering"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError("connection", f"{self.config.name} is unreachable: {exc}") from exc
