@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, transaction
 
 from chatbot import handoff as handoffs
-from chatbot import ratelimit
+from chatbot import metrics, ratelimit
 from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
 from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
@@ -76,9 +76,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.group = handoffs.session_group(self.session_key)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.socket_opened(self)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: cancel any answer in flight (its partial text is stored)."""
+        metrics.socket_closed(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if hasattr(self, "control"):

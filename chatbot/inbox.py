@@ -15,6 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatbot import handoff as handoffs
+from chatbot import metrics
 from chatbot.handoff_selectors import HandoffError, handoff_detail, inbox_list
 
 PERMISSION = "chatbot.handle_handoff"
@@ -45,10 +46,12 @@ class InboxConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(handoffs.INBOX_GROUP, self.channel_name)
         self.joined = True
         await self.accept()
+        metrics.socket_opened(self)
         await self._send({"type": "inbox.list", "handoffs": await inbox_list()})
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: leave the inbox group."""
+        metrics.socket_closed(self)
         if self.joined:
             await self.channel_layer.group_discard(handoffs.INBOX_GROUP, self.channel_name)
 

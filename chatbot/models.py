@@ -27,6 +27,23 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Channel(models.TextChoices):
+        CHAT = "chat", "chat"  # the chat page and the widget (a browser's socket)
+        API = "api", "API"  # the OpenAI-compatible HTTP API (chatbot/api_views.py)
+
+    # Where the conversation came from: the dashboard counts each source on its own.
+    channel = models.CharField(
+        max_length=8, choices=Channel.choices, default=Channel.CHAT, db_index=True
+    )
+    # The API key that asked (API conversations only): its daily cost cap counts these answers.
+    api_key = models.ForeignKey(
+        "ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+    )
+
     class Meta:
         ordering = ["-updated_at"]
 
@@ -262,3 +279,40 @@ class Handoff(models.Model):
 
     def __str__(self) -> str:
         return f"handoff {self.id} ({self.status})"
+
+
+class ApiKey(models.Model):
+    """A client program's key to the OpenAI-compatible API: stored as a SHA-256 hash only.
+
+    The key itself is shown once when it is made (`api_key_create`); `prefix` is its start, kept
+    so an admin can tell keys apart. A revoked key is refused at once and kept for the books.
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False)
+    hashed_key = models.CharField(max_length=64, unique=True, editable=False)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        default=60, help_text="Chat completions this key may ask for in a minute."
+    )
+    daily_cost_cap_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="What this key's answers may cost in a day (USD); blank: no cap of its own "
+        "(the shop's daily budget still applies).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def revoked(self) -> bool:
+        """True once revoked: the key is refused."""
+        return self.revoked_at is not None

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 
+from chatbot import metrics
 from chatbot.budget import budget_reserve, budget_settle, expected_call_tokens
 from chatbot.history import (
     MESSAGE_OVERHEAD_TOKENS,
@@ -330,6 +331,9 @@ async def answer_question(
             if use_cache
             else answer_cache.CacheLookup(bypass_reason="evaluation")
         )
+        metrics.cache_lookup_observe(
+            hit=lookup.hit is not None, bypassed=bool(lookup.bypass_reason)
+        )
         # Chosen here, with the question's vector (the router learns per cluster of questions).
         tiers, answer.route = await cascade_tiers(
             options=options, enabled=enabled, vector=lookup.vector
@@ -563,6 +567,7 @@ def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:
         message.save()
         if answer.reserved:
             budget_settle(message_id=message.id)
+    metrics.answer_observe(message=message, result=answer.result, rewrite=answer.rewrite)
     if answer.route is not None and message.origin == Message.Origin.CUSTOMER:
         _route_observe(answer)
     return _conversation_totals_sync(message.conversation_id) if totals else None

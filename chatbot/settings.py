@@ -80,7 +80,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True
 # which bind it and every subdomain to HTTPS for months (check --deploy warns, W021, until set).
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 # A load balancer's health probe speaks plain HTTP to the app.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # Behind a TLS-terminating proxy, the header it sets to say the request came over HTTPS, as
 # NAME=VALUE (e.g. X-Forwarded-Proto=https). Only with a proxy that always sets (and so
 # overwrites) it: otherwise a client could claim HTTPS. Daphne then also trusts the proxy's
@@ -422,3 +422,16 @@ CHAT_CONTROL_RATE_LIMIT_PER_ADDRESS_PER_MINUTE = env_int(
 )
 CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 16)
 CHAT_RATE_LIMIT_STORAGE = os.environ.get("CHAT_RATE_LIMIT_STORAGE", "async+memory://")
+
+# Operations (chatbot/metrics.py, chatbot/health.py). /metrics answers only these client
+# addresses or networks (comma-separated; behind a proxy with DJANGO_PROXY_SSL_HEADER, the
+# forwarded client address counts). /readyz calls the task worker dead when no worker has run
+# its heartbeat probe for READYZ_WORKER_STALE_SECONDS, and a model server unhealthy when its
+# /health does not answer within READYZ_TIMEOUT_SECONDS.
+METRICS_ALLOWED_ADDRESSES = [
+    a.strip()
+    for a in os.environ.get("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1").split(",")
+    if a.strip()
+]
+READYZ_WORKER_STALE_SECONDS = env_int("READYZ_WORKER_STALE_SECONDS", 60)
+READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0)

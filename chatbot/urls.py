@@ -38,6 +38,8 @@ urlpatterns = [
         name="widget-conversation-handoff",
     ),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics_page, name="metrics"),
     # Admin dashboard, tuning and evaluation pages (staff only; before admin/ so they win).
     path("admin/dashboard/", dashboard_views.dashboard_page, name="dashboard"),
     path("admin/dashboard/data.json", dashboard_views.dashboard_json, name="dashboard-data"),

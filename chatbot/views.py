@@ -1,4 +1,5 @@
-"""HTTP pages: the chat page, the session's conversations as JSON, a passage in its document, a health check."""
+"""HTTP pages: the chat page, the session's conversations as JSON, a passage in its document, health,
+readiness and metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from chatbot import health, metrics
 from chatbot.customer_view import conversation_for_viewer
 from chatbot.selectors import conversation_detail, conversation_list
 from retrieval.models import Chunk
@@ -59,3 +61,22 @@ def passage_page(request: HttpRequest, chunk_id: int) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for the process supervisor and monitoring."""
     return JsonResponse({"ok": True})
+
+
+@require_GET
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness for a load balancer: 200 when the database, every enabled local model server
+    and a task worker answer; 503 naming what failed."""
+    checks = await health.readiness()
+    failed = [c.name for c in checks if not c.ok]
+    body = {"ready": not failed, "failed": failed, "checks": {c.name: c.as_dict() for c in checks}}
+    return JsonResponse(body, status=503 if failed else 200)
+
+
+@require_GET
+def metrics_page(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for the addresses in METRICS_ALLOWED_ADDRESSES only."""
+    if not metrics.address_allowed(request.META.get("REMOTE_ADDR", "")):
+        return HttpResponse("Forbidden: not in METRICS_ALLOWED_ADDRESSES.\n", status=403)
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)

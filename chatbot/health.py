@@ -1,0 +1,154 @@
+"""Readiness for load balancers: the database, each enabled local model server, the task worker.
+
+The worker proves it is alive by running a probe task (`worker_heartbeat_task`) queued like
+any other: a worker that is up but no longer takes tasks from the queue counts as dead. Each
+readiness check queues a probe when none is waiting and the last one is getting old, so the
+heartbeat costs nothing while nobody asks. A worker busy with a long ingestion is alive too:
+the ingestion beats its own heartbeat on the document at every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from django_tasks import TaskResultStatus, task
+
+from routing.models import ModelTier
+
+HEARTBEAT_QUEUE = "default"  # the queue `manage.py db_worker` takes tasks from by default
+
+
+@dataclass(frozen=True)
+class Check:
+    """One dependency's state: ok, or the reason it is not."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the /readyz body."""
+        return {"ok": self.ok, "detail": self.detail}
+
+
+@task(queue_name=HEARTBEAT_QUEUE, priority=20)
+def worker_heartbeat_task() -> str:
+    """Run by a task worker to show it takes tasks; earlier probes' rows are removed."""
+    from django_tasks_db.models import DBTaskResult
+
+    # This probe's own row is RUNNING now, so it stays as the latest heartbeat.
+    DBTaskResult.objects.filter(
+        task_path=worker_heartbeat_task.module_path, status=TaskResultStatus.SUCCESSFUL
+    ).delete()
+    return "alive"
+
+
+def _database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return Check("database", False, f"{type(exc).__name__}: {exc}".strip()[:300])
+    finally:
+        connection.close()
+    return Check("database", True)
+
+
+def worker_check(*, now: Any = None) -> Check:
+    """Whether a task worker ran a heartbeat probe (or beat an ingestion's heartbeat) within
+    READYZ_WORKER_STALE_SECONDS; queues a probe when none waits and the last is a quarter that old."""
+    if settings.TASKS["default"]["BACKEND"] != "django_tasks_db.DatabaseBackend":
+        return Check("worker", True, "tasks run without a worker (no database task backend)")
+    from django_tasks_db.models import DBTaskResult
+
+    from retrieval.models import KnowledgeDocument
+
+    now = now or timezone.now()
+    stale = timedelta(seconds=settings.READYZ_WORKER_STALE_SECONDS)
+    probes = DBTaskResult.objects.filter(task_path=worker_heartbeat_task.module_path)
+    last = (
+        probes.filter(status=TaskResultStatus.SUCCESSFUL)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    if (last is None or now - last > stale / 4) and not probes.ready().exists():
+        worker_heartbeat_task.enqueue()
+    if last is not None and now - last <= stale:
+        return Check("worker", True, f"heartbeat {(now - last).total_seconds():.0f} s ago")
+    busy = KnowledgeDocument.objects.filter(
+        status__in=("parsing", "embedding"), heartbeat_at__gte=now - stale
+    ).exists()
+    if busy:
+        return Check("worker", True, "busy ingesting (the document's heartbeat is recent)")
+    since = (
+        f"last heartbeat {(now - last).total_seconds():.0f} s ago" if last else "no heartbeat yet"
+    )
+    return Check(
+        "worker",
+        False,
+        f"no task worker took a task within {settings.READYZ_WORKER_STALE_SECONDS} s ({since}); "
+        "is `manage.py db_worker` running against this database?",
+    )
+
+
+def _worker() -> Check:
+    try:
+        return worker_check()
+    except Exception as exc:
+        return Check("worker", False, f"{type(exc).__name__}: {exc}"[:300])
+    finally:
+        connection.close()
+
+
+def _local_tiers() -> list[tuple[str, str]]:
+    try:
+        return list(
+            ModelTier.objects.filter(enabled=True)
+            .exclude(local_model="")
+            .order_by("order", "name")
+            .values_list("name", "base_url")
+        )
+    finally:
+        connection.close()
+
+
+def _model_server(name: str, base_url: str) -> Check:
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(
+            f"{root}/health", timeout=settings.READYZ_TIMEOUT_SECONDS
+        ) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check(f"model:{name}", False, f"{root}/health: {reason}")
+    if status != 200:
+        return Check(f"model:{name}", False, f"{root}/health answered {status}")
+    return Check(f"model:{name}", True)
+
+
+async def readiness() -> list[Check]:
+    """Every check, the database first; the others need it and are skipped when it is down."""
+    database = await sync_to_async(_database, thread_sensitive=False)()
+    if not database.ok:
+        return [database]
+    tiers = await sync_to_async(_local_tiers, thread_sensitive=False)()
+    # Each probe blocks only its own thread; all run at once.
+    others = await asyncio.gather(
+        *(asyncio.to_thread(_model_server, name, url) for name, url in tiers),
+        sync_to_async(_worker, thread_sensitive=False)(),
+    )
+    return [database, *others]

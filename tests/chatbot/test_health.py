@@ -1,0 +1,153 @@
+"""/healthz and /readyz as a load balancer sees them: the database, each enabled local model
+server and a real task worker's heartbeat; 503 with a body naming what failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from django_tasks import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
+
+from chatbot.health import worker_heartbeat_task
+from retrieval.models import KnowledgeDocument
+from routing.models import ModelTier
+from tests.conftest import free_port
+from tests.retrieval.test_worker import run_worker_batch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readyz() -> tuple[int, dict]:
+    response = Client().get("/readyz")
+    return response.status_code, json.loads(response.content)
+
+
+def test_ready_once_a_real_worker_has_taken_the_heartbeat_probe(small_tier) -> None:  # noqa: ANN001
+    status, body = readyz()
+    assert status == 503 and body["failed"] == ["worker"]
+    assert body["checks"]["database"]["ok"] and body["checks"]["model:small"]["ok"]
+    assert "db_worker" in body["checks"]["worker"]["detail"]
+    # The check queued a probe (once, however often it is asked) for a worker to run.
+    readyz()
+    probes = DBTaskResult.objects.filter(task_path=worker_heartbeat_task.module_path)
+    assert probes.filter(status=TaskResultStatus.READY).count() == 1
+
+    run_worker_batch()
+    status, body = readyz()
+    assert status == 200 and body == {
+        "ready": True,
+        "failed": [],
+        "checks": {
+            "database": {"ok": True, "detail": ""},
+            "model:small": {"ok": True, "detail": ""},
+            "worker": body["checks"]["worker"],
+        },
+    }
+    assert body["checks"]["worker"]["ok"]
+    # Probes do not pile up: the worker keeps only the latest.
+    readyz()
+    run_worker_batch()
+    assert probes.count() == 1
+
+
+def test_a_dead_model_server_and_a_stale_worker_are_named() -> None:
+    port = free_port()
+    ModelTier.objects.create(
+        name="ghost",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model="smollm2-135m",
+        local_model="smollm2-135m",
+        order=1,
+        enabled=True,
+    )
+    # A remote tier is not a local server of ours: not checked.
+    ModelTier.objects.create(
+        name="remote", base_url="http://127.0.0.1:9/v1", model="x", order=2, enabled=True
+    )
+    ModelTier.objects.create(
+        name="off", base_url="http://127.0.0.1:9/v1", model="x", local_model="x", enabled=False
+    )
+    worker_heartbeat_task.enqueue()
+    probe = DBTaskResult.objects.get(task_path=worker_heartbeat_task.module_path)
+    probe.status = TaskResultStatus.SUCCESSFUL
+    probe.finished_at = timezone.now() - timedelta(minutes=5)
+    probe.save()
+
+    status, body = readyz()
+    assert status == 503
+    assert body["failed"] == ["model:ghost", "worker"]
+    assert f"127.0.0.1:{port}/health" in body["checks"]["model:ghost"]["detail"]
+    assert "300 s ago" in body["checks"]["worker"]["detail"]
+    assert set(body["checks"]) == {"database", "model:ghost", "worker"}
+
+    # A worker deep in a long ingestion beats the document's heartbeat: alive.
+    KnowledgeDocument.objects.create(
+        source_name="big.md",
+        source_type="md",
+        raw=b"# Big\n",
+        status=KnowledgeDocument.Status.EMBEDDING,
+        heartbeat_at=timezone.now(),
+    )
+    status, body = readyz()
+    assert body["failed"] == ["model:ghost"] and body["checks"]["worker"]["ok"]
+
+
+def test_probes_are_answered_over_plain_http_when_https_is_enforced(settings) -> None:  # noqa: ANN001
+    settings.SECURE_SSL_REDIRECT = True
+    assert Client().get("/healthz").status_code == 200
+    assert Client().get("/readyz").status_code in (200, 503)
+    assert Client().get("/metrics").status_code == 200
+    assert Client().get("/").status_code == 301
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_process_whose_database_is_gone_is_alive_but_not_ready() -> None:
+    from chatbot.management.commands.run_stack import daphne_command
+
+    port = free_port()
+    env = {
+        **os.environ,
+        # Nothing listens there: every connection is refused.
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/chatbot?connect_timeout=3",
+        "DATABASE_POOL": "0",
+    }
+    env.pop("DATABASE_NAME", None)
+    log = (ROOT / "test-output" / "health-daphne.log").open("wb")
+    process = subprocess.Popen(
+        daphne_command(bind="127.0.0.1", port=port), cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+        assert (status, body) == (200, {"ok": True})
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 503 and body["failed"] == ["database"] and not body["ready"]
+        assert "OperationalError" in body["checks"]["database"]["detail"]
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
