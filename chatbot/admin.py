@@ -3,11 +3,13 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from chatbot import handoff_admin  # noqa: F401 - registers widget sites and handoffs
+from chatbot.api_keys import api_key_revoke, api_key_set, key_new
 from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin
 from chatbot.evaluation.labelled import LABEL_FIELDS, message_label, messages_label
-from chatbot.models import Conversation, Message
+from chatbot.models import ApiKey, Conversation, Message
 
 
 class MessageInline(admin.TabularInline):
@@ -85,3 +87,48 @@ class MessageAdmin(MessageExplorerMixin, admin.ModelAdmin):
     @admin.display(description="content")
     def short(self, obj: Message) -> str:
         return obj.content[:80]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys for the OpenAI-compatible API: made here (the key is shown once), revoked here."""
+
+    list_display = ("name", "prefix", "rate_limit_per_minute", "daily_cost_cap_usd", "created_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "prefix")
+    fields = ("name", "prefix", "rate_limit_per_minute", "daily_cost_cap_usd", "created_at")
+    readonly_fields = ("prefix", "created_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        """A new key has no prefix or dates yet; a stored one shows whether it was revoked."""
+        if obj is None:
+            return ["name", "rate_limit_per_minute", "daily_cost_cap_usd"]
+        return [*self.fields, "revoked_at"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        """A new row gets a fresh key; only its hash and prefix are stored."""
+        if not change:
+            # Kept on this instance only, for the page response_add shows next.
+            obj.shown_once = key_new()  # type: ignore[attr-defined]
+            api_key_set(api_key=obj, key=obj.shown_once)  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: Any = None) -> Any:
+        """The key, this once, on a page of its own (never in a message or the session)."""
+        return TemplateResponse(
+            request,
+            "admin/chatbot/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "api_key": obj,
+                "key": obj.shown_once,  # type: ignore[attr-defined]
+                "base_url": request.build_absolute_uri("/v1"),
+                "title": f"API key for {obj.name}",
+            },
+        )
+
+    @admin.action(description="Revoke the chosen keys (refused at once)", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        keys = [api_key_revoke(api_key=k) for k in queryset.filter(revoked_at__isnull=True)]
+        self.message_user(request, f"{len(keys)} keys revoked.")

@@ -164,6 +164,42 @@ def _committed_today(*, now: dt.datetime, exclude_message_id: int) -> Decimal:
     return Decimal(total)
 
 
+def budget_key_committed_today(
+    *, api_key_id: int, now: dt.datetime | None = None, exclude_message_id: int = 0
+) -> Decimal:
+    """What one API key's answers committed today: paid, plus what its answers in flight hold
+    beyond that (its own daily cap is checked against this)."""
+    now = now or timezone.now()
+    message, reservation = Message._meta.db_table, BudgetReservation._meta.db_table
+    conversation = Message._meta.get_field("conversation").related_model._meta.db_table
+    # One statement, one snapshot (as in _committed_today).
+    sql = f"""
+        SELECT
+          (SELECT COALESCE(SUM(m.cost), 0) FROM {message} m
+           JOIN {conversation} c ON c.id = m.conversation_id
+           WHERE c.api_key_id = %s AND m.role = %s AND m.created_at >= %s)
+          +
+          (SELECT COALESCE(SUM(GREATEST(r.amount - m.cost, 0)), 0)
+           FROM {reservation} r JOIN {message} m ON m.id = r.message_id
+           JOIN {conversation} c ON c.id = m.conversation_id
+           WHERE c.api_key_id = %s AND r.created_at >= %s AND r.message_id <> %s)
+    """  # noqa: S608 (table names are the models' own, every value is a parameter)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                api_key_id,
+                Message.Role.ASSISTANT,
+                _day_start(),
+                api_key_id,
+                _reservations_since(now=now),
+                exclude_message_id,
+            ],
+        )
+        (total,) = cursor.fetchone()
+    return Decimal(total)
+
+
 def budget_status() -> BudgetStatus:
     """Today's customer spend, the money reserved now and what the cap does (for the dashboard)."""
     return BudgetStatus(
@@ -174,17 +210,24 @@ def budget_status() -> BudgetStatus:
     )
 
 
-def budget_reserve(*, message_id: int, chain: Sequence[tuple[str, Decimal]]) -> int:
+def budget_reserve(
+    *,
+    message_id: int,
+    chain: Sequence[tuple[str, Decimal]],
+    key_cap: tuple[int, Decimal] | None = None,
+) -> int:
     """Reserve the longest prefix of `chain` (tier name, most it may cost) that fits; its length.
 
     Atomic: concurrent questions queue on one lock, so together they never reserve more than
     the cap. At the cap, DAILY_BUDGET_AT_CAP decides: "cheapest" reserves and allows the first
     tier (1), "refuse" reserves nothing (0). Without a cap nothing is reserved: len(chain).
+    `key_cap` (API key id, its daily cap in USD) must fit as well, and is never exceeded: when
+    not even the first tier fits it, nothing is reserved (0).
     """
     if not chain:
         return 0
     limit = budget_daily_limit()
-    if limit is None:
+    if limit is None and key_cap is None:
         return len(chain)
     amounts = [Decimal(cost).quantize(_QUANTUM, rounding=ROUND_CEILING) for _, cost in chain]
     with transaction.atomic():
@@ -194,14 +237,23 @@ def budget_reserve(*, message_id: int, chain: Sequence[tuple[str, Decimal]]) -> 
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         now = timezone.now()
         BudgetReservation.objects.filter(created_at__lt=now - RESERVATION_STALE_AFTER).delete()
-        left = limit - _committed_today(now=now, exclude_message_id=message_id)
+        lefts, key_left = [], None
+        if limit is not None:
+            lefts.append(limit - _committed_today(now=now, exclude_message_id=message_id))
+        if key_cap is not None:
+            key_left = key_cap[1] - budget_key_committed_today(
+                api_key_id=key_cap[0], now=now, exclude_message_id=message_id
+            )
+            lefts.append(key_left)
+        left = min(lefts)
         allowed, total = 0, Decimal(0)
         for amount in amounts:
             if total + amount > left:
                 break
             allowed, total = allowed + 1, total + amount
         if allowed == 0:
-            if budget_at_cap() == "refuse":
+            # A client's own cap is a promise to that client: "cheapest" never crosses it.
+            if budget_at_cap() == "refuse" or (key_left is not None and amounts[0] > key_left):
                 BudgetReservation.objects.filter(message_id=message_id).delete()
                 return 0
             allowed, total = 1, amounts[0]

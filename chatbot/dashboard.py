@@ -28,7 +28,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from chatbot.budget import budget_status, budget_typical_chain
-from chatbot.models import Message
+from chatbot.models import Conversation, Message
 from routing.models import ModelTier
 
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
@@ -176,6 +176,23 @@ def dashboard_savings(*, qs: QuerySet[Message]) -> dict[str, Any]:
     }
 
 
+def dashboard_channels(*, qs: QuerySet[Message]) -> dict[str, dict[str, Any]]:
+    """Questions and cost per source (the chat page and widget, the HTTP API), every source listed."""
+    rows = {
+        row["conversation__channel"]: row
+        for row in qs.values("conversation__channel").annotate(
+            questions=Count("id"), cost=Sum("cost")
+        )
+    }
+    return {
+        channel: {
+            "questions": rows.get(channel, {}).get("questions", 0),
+            "cost": _money(rows.get(channel, {}).get("cost")),
+        }
+        for channel in Conversation.Channel.values
+    }
+
+
 def dashboard_totals(*, period: Period, demo: bool = False) -> dict[str, Any]:
     """Headline figures for the period (the keys the JSON endpoint promises)."""
     qs = answers_in_period(period=period, demo=demo)
@@ -235,6 +252,7 @@ def dashboard_totals(*, period: Period, demo: bool = False) -> dict[str, Any]:
         "thumbs_up": totals["thumbs_up"],
         "thumbs_down": totals["thumbs_down"],
         "thumbs_up_rate": _ratio(totals["thumbs_up"], rated),
+        "channels": dashboard_channels(qs=qs),
     }
 
 

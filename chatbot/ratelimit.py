@@ -93,6 +93,13 @@ async def rate_allow(action: str, *, session_key: str, address: str) -> bool:
     return True
 
 
+async def rate_allow_key(action: str, *, key: str, per_minute: int) -> bool:
+    """Count one request against a budget of its own (an API key's, `per_minute` a minute);
+    False when it is spent (0 allows nothing)."""
+    item = _per_minute(per_minute)
+    return item.amount > 0 and await _limiter().hit(item, action, "key", key)
+
+
 @dataclass
 class _Slots:
     """Answers generating now in this process. The event loop is single-threaded and taking or

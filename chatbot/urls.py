@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from chatbot import dashboard_views, gaps_views, inbox_views, views, widget_views
+from chatbot import api_views, dashboard_views, gaps_views, inbox_views, views, widget_views
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),
@@ -40,6 +40,10 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics_page, name="metrics"),
+    # The OpenAI-compatible API (bearer keys; base URL http://host/v1).
+    path("v1/chat/completions", api_views.chat_completions_view, name="api-chat-completions"),
+    path("v1/models", api_views.models_view, name="api-models"),
+    path("v1/models/<str:model>", api_views.model_view, name="api-model"),
     # Admin dashboard, tuning and evaluation pages (staff only; before admin/ so they win).
     path("admin/dashboard/", dashboard_views.dashboard_page, name="dashboard"),
     path("admin/dashboard/data.json", dashboard_views.dashboard_json, name="dashboard-data"),
