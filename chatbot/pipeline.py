@@ -76,6 +76,13 @@ class AnswerOptions:
     tiers: list[str] | None = None
     accept_last: bool = False  # the last tier's answer is kept whatever its score
     stream_mode: str | None = None
+    # One enabled tier alone instead of the policy, still a customer's answer (cache, budget).
+    single_tier: str | None = None
+    # The turns before the question, oldest first, when the caller holds them (the HTTP API's
+    # `messages`) rather than the stored conversation.
+    history: list[dict[str, str]] | None = None
+    # (API key id, its daily cap in USD): the answer's reservation must fit it too.
+    key_cap: tuple[int, Decimal] | None = None
 
 
 @dataclass
@@ -168,6 +175,8 @@ async def cascade_tiers(
         return [by_name[name] for name in options.tiers if name in by_name], None
     if not enabled:
         return [], None
+    if options.single_tier is not None:
+        return [t for t in enabled if t.name == options.single_tier], None
     route = await sync_to_async(route_choose)(
         tiers=[t.name for t in enabled], vector=vector, default_start=settings.CASCADE_START_TIER
     )
@@ -318,7 +327,13 @@ async def answer_question(
     finished = False
     try:
         # Read once: the follow-up rewrite and every tier's prompt use these turns.
-        turns = await conversation_turns(conversation_id=conversation.id, before_id=user_message.id)
+        turns = (
+            options.history[-settings.CHAT_HISTORY_MAX_TURNS :]
+            if options.history is not None
+            else await conversation_turns(
+                conversation_id=conversation.id, before_id=user_message.id
+            )
+        )
         # A follow-up becomes a complete question before the cache and retrieval.
         answer.rewrite = await question_rewrite(question=question, history=turns)
         question = answer.rewrite.question
@@ -388,6 +403,7 @@ async def answer_question(
                 allowed = await sync_to_async(budget_reserve)(
                     message_id=message.id,
                     chain=[(p.tier.name, p.max_cost(check)) for p in prompts],
+                    key_cap=options.key_cap,
                 )
                 answer.reserved = True
                 prompts = prompts[:allowed]
