@@ -41,6 +41,7 @@ from chatbot.prompts import (
     instructions,
     passage_line,
     passages_fit,
+    question_message,
     system_prompt,
 )
 from retrieval import cache as answer_cache
@@ -263,10 +264,12 @@ async def tier_prompt(
     fitted = passages_fit(passages=candidates, budget_tokens=budget, count=counter.count)
     # The same passages in the same order give the same prefix, whatever the question's ranking.
     fitted = sorted(fitted, key=lambda p: (p.document_id, p.chunk_id))
-    system = system_prompt(fitted)
-    await counter.prime([system])
+    system = system_prompt()
+    # The passages are quoted in the customer's turn: history gets what they and instructions leave.
+    asked = question_message(passages=fitted, question=question)
+    await counter.prime([system, asked])
     history = history_for_tier(
-        turns=turns, tier=tier, system_prompt=system, question=question, count=counter.count
+        turns=turns, tier=tier, system_prompt=system, question=asked, count=counter.count
     )
     messages = build_messages(passages=fitted, history=history, question=question)
     prompt_tokens = sum(counter.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)

@@ -336,6 +336,19 @@ DAILY_BUDGET_AT_CAP = os.environ.get("DAILY_BUDGET_AT_CAP", "cheapest")
 # Cascade (issue 6). The starting tier: the cascade tries enabled tiers from it upwards.
 CASCADE_START_TIER = os.environ.get("CASCADE_START_TIER", CHAT_DEFAULT_TIER)
 # "stream" (default): every tier's answer streams as it is generated; when the cascade
+# An operator's own rules for the assistant, appended to the fixed instructions in the system
+# message (e.g. tone, or what it must never promise). Passages never go there.
+CHAT_EXTRA_INSTRUCTIONS = os.environ.get("CHAT_EXTRA_INSTRUCTIONS", "")
+# Links in answers are clickable only to these host names (and their subdomains); any other link
+# shows as plain text and images never show: a document or a cached answer cannot send customers
+# to a look-alike site. Default: the site's own host names (ALLOWED_HOSTS without wildcards).
+CHAT_LINK_ALLOWED_DOMAINS = [
+    d.strip().lower().lstrip(".")
+    for d in os.environ.get(
+        "CHAT_LINK_ALLOWED_DOMAINS", ",".join(h for h in ALLOWED_HOSTS if "*" not in h)
+    ).split(",")
+    if d.strip() and d.strip() not in {".", "*"}
+]
 # escalates, the page drops the draft at once (answer.escalate) and says a larger model
 # answers. "buffer": lower tiers are held back and only the last tier streams, so a medium
 # answer arrives in one piece after its whole generation (README, "Streaming vs buffering").

@@ -36,8 +36,8 @@ async def test_the_cascade_gets_the_passages_in_the_prompts_order_and_only_those
     assert [p.chunk_id for p in prompt.passages] == [3, 5, 7]
     assert list(cascade_tier.passage_similarities) == [0.55, 0.41, 0.82]
     assert "Gift cards" not in " ".join(cascade_tier.passage_texts)
-    system = cascade_tier.messages[0]["content"]
-    assert system.index("[1] (Doc 2)") < system.index("[3] (Doc 9) Express")
+    quoted = cascade_tier.messages[-1]["content"]
+    assert quoted.index("[1] (Doc 2)") < quoted.index("[3] (Doc 9) Express")
     # The sources a citation [3] resolves to are the same passage.
     assert prompt.sources()[2]["chunk_id"] == 7 and prompt.sources()[2]["similarity"] == 0.82
 
