@@ -47,6 +47,7 @@ from chatbot.prompts import (
 from retrieval import cache as answer_cache
 from retrieval.rerank import passages_search_reranked
 from retrieval.search import Passage
+from retrieval.web import passages_linked
 from routing.cascade import (
     CascadeResult,
     CascadeTier,
@@ -158,7 +159,8 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
         "title": passage.title,
         "heading": passage.heading,
         "similarity": round(passage.similarity, 4),
-        "url": f"/passages/{passage.chunk_id}/",
+        # A web page's citation opens the live page; a file's, the internal passage page.
+        "url": passage.url or f"/passages/{passage.chunk_id}/",
     }
 
 
@@ -227,12 +229,13 @@ async def scorer_weights() -> dict[str, float] | None:
 async def retrieve(*, question: str, vector: list[float] | None = None) -> list[Passage]:
     """The passages retrieved for the question, best first (the relevance floor is the caller's);
     reranked by the cross-encoder when RETRIEVAL_RERANK is on."""
-    return await passages_search_reranked(
+    passages = await passages_search_reranked(
         question=question,
         vector=vector,
         k=settings.RETRIEVAL_TOP_K,
         min_similarity=settings.RETRIEVAL_MIN_SIMILARITY,
     )
+    return await passages_linked(passages)
 
 
 async def tier_prompt(

@@ -448,3 +448,21 @@ METRICS_ALLOWED_ADDRESSES = [
 ]
 READYZ_WORKER_STALE_SECONDS = env_int("READYZ_WORKER_STALE_SECONDS", 60)
 READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0)
+# Web sources (retrieval/web.py): pages are re-synced every WEB_SYNC_INTERVAL_SECONDS; fetched
+# only from the source's own site (plus WEB_ALLOWED_HOSTS, comma-separated), as robots.txt
+# allows, at most WEB_MAX_BYTES each within WEB_TIMEOUT_SECONDS, through at most
+# WEB_MAX_REDIRECTS redirects; never from private, loopback, link-local or reserved addresses
+# unless WEB_ALLOW_PRIVATE_ADDRESSES (an intranet help centre; the fetcher could otherwise reach
+# the server's own network). A page failing WEB_RETIRE_AFTER_FAILURES syncs in a row (5xx,
+# timeouts) is retired; 404/410 retire it at once.
+WEB_SYNC_INTERVAL_SECONDS = env_int("WEB_SYNC_INTERVAL_SECONDS", 21600)
+WEB_ALLOWED_HOSTS = [
+    h.strip().lower() for h in os.environ.get("WEB_ALLOWED_HOSTS", "").split(",") if h.strip()
+]
+WEB_ALLOW_PRIVATE_ADDRESSES = env_bool("WEB_ALLOW_PRIVATE_ADDRESSES", False)
+WEB_MAX_BYTES = env_int("WEB_MAX_BYTES", 5_000_000)
+WEB_TIMEOUT_SECONDS = env_float("WEB_TIMEOUT_SECONDS", 20.0)
+WEB_MAX_REDIRECTS = env_int("WEB_MAX_REDIRECTS", 5)
+WEB_MAX_PAGES = env_int("WEB_MAX_PAGES", 1000)
+WEB_RETIRE_AFTER_FAILURES = env_int("WEB_RETIRE_AFTER_FAILURES", 3)
+WEB_USER_AGENT = os.environ.get("WEB_USER_AGENT", "FrugalChatbot/0.1 (knowledge sync)")

@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from retrieval.cache import cache_stats
-from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument
+from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument, WebPage, WebSource
 from retrieval.parsing import SUPPORTED_TYPES, DocumentRejected
 from retrieval.services import IN_PROGRESS, document_reingest, document_upload
 
@@ -283,3 +283,100 @@ class CacheEntryAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
         extra_context = {**(extra_context or {}), "cache_stats": cache_stats()}
         return super().changelist_view(request, extra_context=extra_context)
+
+
+class WebSourceForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https", help_text="A page or a sitemap.xml.")
+
+    class Meta:
+        model = WebSource
+        fields = ("url",)
+
+    def clean_url(self) -> str:
+        """The URL as the fetcher will use it, or the reason it never would."""
+        from retrieval.web import WebRefused, url_check
+
+        try:
+            return url_check(self.cleaned_data["url"])
+        except WebRefused as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class WebPageInline(admin.TabularInline):
+    model = WebPage
+    fields = ("url", "state", "document", "http_status", "failures", "fetched_at", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # pages come from syncing the source
+
+
+@admin.register(WebSource)
+class WebSourceAdmin(admin.ModelAdmin):
+    """A page or sitemap URL: saved, it is fetched by the task worker and re-synced on schedule."""
+
+    form = WebSourceForm
+    list_display = ("url", "kind", "active_pages", "last_synced_at", "next_sync_at", "error")
+    readonly_fields = ("kind", "last_synced_at", "next_sync_at", "error")
+    search_fields = ("url",)
+    inlines = [WebPageInline]
+    actions = ("sync_now",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebSource]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_n=Count("pages", filter=Q(pages__state=WebPage.State.ACTIVE)))
+        )
+
+    @admin.display(description="active pages", ordering="active_n")
+    def active_pages(self, obj: WebSource) -> int:
+        return obj.active_n
+
+    def save_model(self, request: HttpRequest, obj: WebSource, form: Any, change: bool) -> None:
+        """A new or edited source is synced by the worker right away."""
+        from retrieval.web_tasks import web_sync_ensure
+
+        obj.next_sync_at = None
+        super().save_model(request, obj, form, change)
+        web_sync_ensure()
+        messages.info(request, f"{obj.url}: queued for fetching by the task worker.")
+
+    @admin.action(description="Sync selected sources now", permissions=["change"])
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[WebSource]) -> None:
+        """Queue a sync of the sources on the worker (unchanged pages cost one request each)."""
+        from retrieval.web_tasks import web_sync_ensure
+
+        count = queryset.update(next_sync_at=None)
+        web_sync_ensure()
+        self.message_user(request, f"{count} web sources queued for syncing.")
+
+
+@admin.register(WebPage)
+class WebPageAdmin(admin.ModelAdmin):
+    """The pages found through web sources: their state, document and last fetch."""
+
+    list_display = ("url", "state", "document", "http_status", "failures", "fetched_at", "error")
+    list_filter = ("state", "source")
+    search_fields = ("url",)
+    readonly_fields = (
+        "source",
+        "url",
+        "state",
+        "document",
+        "etag",
+        "last_modified",
+        "content_hash",
+        "anchors",
+        "failures",
+        "http_status",
+        "error",
+        "fetched_at",
+        "changed_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # pages come from syncing their source

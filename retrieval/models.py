@@ -188,3 +188,63 @@ class CacheDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day}: {self.hits}/{self.lookups}"
+
+
+class WebSource(models.Model):
+    """A web page or a sitemap an admin added: its pages are fetched and re-synced on a schedule."""
+
+    class Kind(models.TextChoices):
+        UNKNOWN = "", "not fetched yet"
+        PAGE = "page"
+        SITEMAP = "sitemap"
+
+    url = models.URLField(max_length=2000, unique=True, help_text="A page or a sitemap.xml.")
+    kind = models.CharField(max_length=8, choices=Kind.choices, blank=True, editable=False)
+    last_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
+    error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["url"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebPage(models.Model):
+    """One page of a web source, its document, and what the next conditional request sends."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    source = models.ForeignKey(WebSource, on_delete=models.CASCADE, related_name="pages")
+    url = models.URLField(max_length=2000, unique=True)
+    document = models.OneToOneField(
+        KnowledgeDocument,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="web_page",
+    )
+    state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
+    etag = models.CharField(max_length=300, blank=True)
+    last_modified = models.CharField(max_length=100, blank=True)
+    # sha256 of the extracted text: a page re-served with new markup but the same text is unchanged.
+    content_hash = models.CharField(max_length=64, blank=True)
+    # Heading text -> the `id` of that heading on the page, for citation links to url#id.
+    anchors = models.JSONField(default=dict, blank=True)
+    failures = models.PositiveSmallIntegerField(
+        default=0, help_text="Failed syncs in a row (5xx, timeouts); reset by a good fetch."
+    )
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["url"]
+
+    def __str__(self) -> str:
+        return self.url

@@ -43,6 +43,8 @@ class Passage:
     vector_rank: int | None = None  # 1-based rank among vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank among full-text matches, None if no match
     rerank_score: float | None = None  # cross-encoder logit (retrieval.rerank); None: not reranked
+    # A web document's live page, at the passage's section (retrieval.web); "" for files.
+    url: str = ""
 
     @property
     def relevance(self) -> float | None:

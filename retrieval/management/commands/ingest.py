@@ -1,4 +1,4 @@
-"""Bulk-load files and folders into the knowledge base, with a progress bar."""
+"""Bulk-load files, folders, web pages and sitemaps into the knowledge base, with a progress bar."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from tqdm import tqdm
 from retrieval.models import KnowledgeDocument
 from retrieval.parsing import SUPPORTED_TYPES, DocumentRejected
 from retrieval.services import IN_PROGRESS, document_accept, document_process, document_upload
+from retrieval.web import WebRefused
+from retrieval.web_tasks import web_source_add, web_source_sync, web_sync_ensure
+
+
+def is_url(raw: str) -> bool:
+    """Whether a command argument is a web address rather than a path."""
+    return raw.lower().startswith(("http://", "https://"))
 
 
 def files_under(paths: list[str]) -> list[Path]:
@@ -34,7 +41,9 @@ def files_under(paths: list[str]) -> list[Path]:
 
 class Command(BaseCommand):
     help = (
-        "Ingest files (.txt .md .html .pdf .docx) and folders. By default the work is queued "
+        "Ingest files (.txt .md .html .pdf .docx), folders, web pages and sitemaps (http(s) URLs: "
+        "added as web sources, fetched now and re-synced on the worker's schedule). By default "
+        "the work is queued "
         "for the task worker (manage.py db_worker) and this command waits with a progress bar; "
         "--inline does the work here, --no-wait only queues."
     )
@@ -49,11 +58,26 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        files = files_under(options["paths"])
-        if not files:
+        urls = [p for p in options["paths"] if is_url(p)]
+        files = files_under([p for p in options["paths"] if not is_url(p)])
+        if not files and not urls:
             raise CommandError("no supported files found")
         accepted: list[KnowledgeDocument] = []
         rejected = 0
+        for url in urls:
+            try:
+                source = web_source_add(url=url)
+            except WebRefused as exc:
+                raise CommandError(str(exc)) from None
+            report = web_source_sync(source=source, inline=options["inline"])
+            web_sync_ensure()
+            for error in report.errors:
+                self.stderr.write(f"web: {error}")
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.counts.items()))
+            self.stdout.write(
+                f"{source.url} ({source.kind or 'not fetched'}): {counts or 'no pages'}"
+            )
+            accepted.extend(KnowledgeDocument.objects.filter(id__in=report.documents))
         for path in tqdm(files, desc="checking", unit="file", disable=options["verbosity"] == 0):
             name = options["prefix"] + path.name
             try:
