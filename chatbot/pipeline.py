@@ -348,7 +348,9 @@ async def answer_question(
         # evaluations (fixed tiers): they measure the models, not the cache.
         use_cache = options.tiers is None
         lookup = (
-            await answer_cache.cache_lookup(question=question, message_id=message.id)
+            await answer_cache.cache_lookup(
+                question=question, message_id=message.id, session=conversation.session_key
+            )
             if use_cache
             else answer_cache.CacheLookup(bypass_reason="evaluation")
         )
@@ -445,7 +447,9 @@ async def answer_question(
                     answer=answer.text,
                     sources=answer.sources,
                     tier=accepted.tier,
+                    session=conversation.session_key,
                     score=accepted.score,
+                    check_yes=accepted.signals.get("check_yes"),
                     cost=answer.result.cost,
                     vector=lookup.vector,
                     history_used=bool(turns),

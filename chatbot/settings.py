@@ -395,6 +395,17 @@ CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 7 * 24 * 3600)
 CACHE_CANDIDATES = env_int("CACHE_CANDIDATES", 5)
 # Question vectors kept in memory by exact text (a repeated question skips embedding; 0: off).
 CACHE_VECTOR_MEMORY = env_int("CACHE_VECTOR_MEMORY", 2048)
+# Sharing (retrieval/cache.py): an answer is cached only when it cites a passage holding at least
+# CACHE_SHARE_MIN_SUPPORT of its content words and, when the answerability check ran, its P(yes)
+# is at least CACHE_SHARE_MIN_CHECK; it is served to other sessions once CACHE_SHARE_MIN_SESSIONS
+# different sessions got agreeing answers (or an admin approved it), and a thumbs-down retires a
+# shared entry once CACHE_RETIRE_VOTES different sessions gave one. Phone numbers written without
+# a country code are read as CACHE_PHONE_REGION's (ISO 3166 code; empty: only +<country> ones).
+CACHE_SHARE_MIN_SUPPORT = env_float("CACHE_SHARE_MIN_SUPPORT", 0.6)
+CACHE_SHARE_MIN_CHECK = env_float("CACHE_SHARE_MIN_CHECK", 0.5)
+CACHE_SHARE_MIN_SESSIONS = env_int("CACHE_SHARE_MIN_SESSIONS", 2)
+CACHE_RETIRE_VOTES = env_int("CACHE_RETIRE_VOTES", 2)
+CACHE_PHONE_REGION = os.environ.get("CACHE_PHONE_REGION", "US")
 
 # What the knowledge lacks (chatbot/gaps.py): customers' questions the bot declined, answered
 # with a score less than GAP_LOW_SCORE_MARGIN above its tier's threshold, or got a thumbs-down

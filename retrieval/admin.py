@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from retrieval.cache import cache_stats
+from retrieval.cache import cache_approve, cache_stats
 from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument, WebPage, WebSource
 from retrieval.parsing import SUPPORTED_TYPES, DocumentRejected
 from retrieval.services import IN_PROGRESS, document_reingest, document_upload
@@ -228,6 +228,7 @@ class CacheEntryAdmin(admin.ModelAdmin):
     list_display = (
         "question",
         "active",
+        "shared",
         "hit_count",
         "last_hit_at",
         "false_hit_count",
@@ -235,7 +236,7 @@ class CacheEntryAdmin(admin.ModelAdmin):
         "tier",
         "created_at",
     )
-    list_filter = ("active", "retired_reason", "tier")
+    list_filter = ("active", ("shared_at", admin.EmptyFieldListFilter), "retired_reason", "tier")
     search_fields = ("question", "answer")
     readonly_fields = (
         "question",
@@ -248,11 +249,15 @@ class CacheEntryAdmin(admin.ModelAdmin):
         "hit_count",
         "last_hit_at",
         "retired_reason",
+        "shared_at",
+        "approved_by",
+        "producer_count",
         "created_at",
     )
-    exclude = ("embedding",)
+    # The producers are keyed digests of session keys: counted, never shown.
+    exclude = ("embedding", "producers")
     inlines = [CacheHitInline]
-    actions = ["retire"]
+    actions = ["retire", "approve"]
     change_list_template = "admin/retrieval/cacheentry/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -265,6 +270,14 @@ class CacheEntryAdmin(admin.ModelAdmin):
             .defer("embedding")
             .annotate(false_hits_n=Count("hits", filter=Q(hits__false_hit=True)))
         )
+
+    @admin.display(description="shared", boolean=True, ordering="shared_at")
+    def shared(self, obj: CacheEntry) -> bool:
+        return obj.shared_at is not None or obj.curated_id is not None
+
+    @admin.display(description="sessions that produced it")
+    def producer_count(self, obj: CacheEntry) -> int:
+        return len(obj.producers)
 
     @admin.display(description="false hits", ordering="false_hits_n")
     def false_hit_count(self, obj: CacheEntry) -> int:
@@ -279,6 +292,13 @@ class CacheEntryAdmin(admin.ModelAdmin):
     def retire(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.update(active=False, retired_reason="admin")
         self.message_user(request, f"{count} cache entries taken out of service.")
+
+    @admin.action(description="Serve to every customer (approve)", permissions=["change"])
+    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = cache_approve(
+            entry_ids=list(queryset.values_list("id", flat=True)), user=request.user
+        )
+        self.message_user(request, f"{count} cache entries now served to every customer.")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
         extra_context = {**(extra_context or {}), "cache_stats": cache_stats()}

@@ -8,11 +8,20 @@ numbers, names, opposites, ... in retrieval/guard.py) and puts the probability t
 the same thing at or above its cut, (3) it is younger than CACHE_TTL_SECONDS and (4) every
 document it cited still has the version it cited (checked at lookup, not only when
 document_changed arrives).
+
+What goes in is shared with every customer, so it is stored only when safe to share
+(`cache_share_refusal`): a first-turn question that gives no personal details and no
+instructions, and an answer its cited passages support, with no link, e-mail address or phone
+number the passages do not give. A new entry is served only to the session that produced it
+until CACHE_SHARE_MIN_SESSIONS different sessions produced agreeing answers for the same
+question (or an admin approved it); a thumbs-down retires a shared entry only when
+CACHE_RETIRE_VOTES different sessions gave one (an admin's retire acts alone).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,11 +34,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
+from retrieval import guard
 from retrieval.embedders import get_embedder
-from retrieval.models import CacheDay, CacheEntry, CacheHit, KnowledgeDocument
+from retrieval.models import CacheDay, CacheEntry, CacheHit, Chunk, KnowledgeDocument
 from retrieval.pair_model import guard_check, pair_model
 from retrieval.signals import document_changed
+
+logger = logging.getLogger(__name__)
 
 # Questions about the present or about the customer's own things: never shared answers.
 _PRESENT = re.compile(
@@ -38,9 +51,11 @@ _PRESENT = re.compile(
     r"basket|cart|return|subscription))\b",
     re.IGNORECASE,
 )
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-_PHONE_OR_ID = re.compile(r"(?:\+?\d[\d\s().-]{6,}\d)|\b[A-Z]{1,4}-?\d{4,}\b|\b\d{5,}\b")
-_OWN_NAME = re.compile(r"\b(?i:my name is|i am called|i'm called|this is|i am|i'm)\s+[A-Z][a-z]+")
+# A citation [n] of one of the answer's numbered sources.
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+# Longer questions are refused for sharing: a popular question padded with a payload tuned to
+# stay near it in the embedding space is the poisoning recipe (real questions are short).
+MAX_SHARED_QUESTION_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -75,26 +90,95 @@ def cache_bypass_reason(*, question: str) -> str:
     return ""
 
 
-def personal_details(text: str) -> bool:
-    """Whether a text holds an e-mail, a phone/order/account number or a customer's own name."""
-    return bool(_EMAIL.search(text) or _PHONE_OR_ID.search(text) or _OWN_NAME.search(text))
+def session_digest(session: str) -> str:
+    """A keyed digest of a session key: who produced or was served an entry, without storing
+    anything that could be replayed as a session cookie."""
+    return salted_hmac("retrieval.cache.session", session).hexdigest()[:32] if session else ""
+
+
+def cache_share_refusal(
+    *,
+    question: str,
+    answer: str,
+    history_used: bool,
+    passages: list[str] | None = None,
+    customer_texts: list[str] | None = None,
+) -> str:
+    """Why an answer must not be shared with other customers ('' when it may): the question
+    leans on history, is instruction-like, over-long or personal; or the answer holds a link,
+    e-mail address or phone number its passages do not give, or someone's personal details."""
+    region = settings.CACHE_PHONE_REGION
+    if history_used:
+        return "history"
+    if len(question) > MAX_SHARED_QUESTION_CHARS:
+        return "long_question"
+    if guard.instruction_like(question):
+        return "instruction"
+    if guard.contact_details(question, region=region) or guard.personal_details(
+        question, region=region
+    ):
+        return "personal_question"
+    given = passages or []
+    if guard.contact_details_unsupported(answer, given, region=region):
+        return "unsupported_contact"
+    # E-mail addresses and phone numbers were compared with the passages' own just above.
+    answer_kinds = guard.personal_details(answer, region=region, given="\n".join(given))
+    if set(answer_kinds) - {"email", "phone"}:
+        return "personal_answer"
+    # Anything distinctive the customer said earlier (numbers, e-mails, names) must not reappear.
+    for text in customer_texts or []:
+        for token in guard.personal_tokens(text, region=region):
+            if token in answer.lower():
+                return "personal_answer"
+        for match in re.finditer(r"\b[A-Z][a-z]{2,}\b", text):
+            if match.start() > 0 and re.search(rf"\b{re.escape(match.group())}\b", answer):
+                return "personal_answer"
+    return ""
 
 
 def cache_shareable(
-    *, question: str, answer: str, history_used: bool, customer_texts: list[str] | None = None
+    *,
+    question: str,
+    answer: str,
+    history_used: bool,
+    passages: list[str] | None = None,
+    customer_texts: list[str] | None = None,
 ) -> bool:
-    """Whether an answer may be served to other customers (no history, no personal details)."""
-    if history_used or personal_details(question) or personal_details(answer):
-        return False
-    # Anything distinctive the customer said earlier (numbers, e-mails, names) must not reappear.
-    for text in customer_texts or []:
-        for token in _EMAIL.findall(text) + _PHONE_OR_ID.findall(text):
-            if token.strip() and token.strip() in answer:
-                return False
-        for match in re.finditer(r"\b[A-Z][a-z]{2,}\b", text):
-            if match.start() > 0 and re.search(rf"\b{re.escape(match.group())}\b", answer):
-                return False
-    return True
+    """Whether an answer may be served to other customers (see `cache_share_refusal`)."""
+    return not cache_share_refusal(
+        question=question,
+        answer=answer,
+        history_used=history_used,
+        passages=passages,
+        customer_texts=customer_texts,
+    )
+
+
+def cited_sources(answer: str, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sources an answer cites by a valid [n], in the order first cited."""
+    by_number = {s.get("n"): s for s in sources}
+    numbers = dict.fromkeys(int(n) for n in _CITATION.findall(answer))
+    return [by_number[n] for n in numbers if n in by_number]
+
+
+def cache_support_refusal(
+    *, answer: str, cited_passages: list[str], check_yes: float | None
+) -> str:
+    """Why the passages do not support an answer well enough to share it ('' when they do).
+
+    The rule: the answer cites at least one of its passages; when the answerability check ran,
+    its P(yes) that the cited passage states the answer is at least CACHE_SHARE_MIN_CHECK; and
+    at least CACHE_SHARE_MIN_SUPPORT of the answer's content words are found in the cited
+    passages. The scorer's acceptance comes first (only accepted answers reach the cache), but a
+    high score alone says the answer looks confident, not that it says what the passages say.
+    """
+    if not cited_passages:
+        return "uncited"
+    if check_yes is not None and check_yes < settings.CACHE_SHARE_MIN_CHECK:
+        return "check"
+    if guard.content_support(answer, cited_passages) < settings.CACHE_SHARE_MIN_SUPPORT:
+        return "unsupported"
+    return ""
 
 
 def _versions_current(versions: dict[str, int], current: dict[int, int]) -> bool:
@@ -122,6 +206,15 @@ FROM (
          embedding <=> %(v)s::vector AS distance
   FROM {_ENTRY}
   WHERE active AND (created_at >= %(cutoff)s OR curated_id IS NOT NULL)
+    -- Shared (or an admin's), or produced by this very session.
+    AND (shared_at IS NOT NULL OR curated_id IS NOT NULL
+         OR (%(session)s <> '' AND producers @> jsonb_build_array(%(session)s::text)))
+    -- Not again to a session that gave it a thumbs-down.
+    AND NOT EXISTS (
+      SELECT 1 FROM {_HIT} h
+      WHERE h.entry_id = {_ENTRY}.id AND h.false_hit AND %(session)s <> ''
+        AND h.session = %(session)s
+    )
   ORDER BY embedding <=> %(v)s::vector
   LIMIT %(k)s
 ) AS e
@@ -137,9 +230,10 @@ _HIT_SQL = f"""
 WITH entry AS (
   UPDATE {_ENTRY} SET hit_count = hit_count + 1, last_hit_at = %(now)s WHERE id = %(entry)s
 ), hit AS (
-  INSERT INTO {_HIT} (entry_id, question, similarity, guard_score, message_id, false_hit,
-                      created_at)
-  VALUES (%(entry)s, %(question)s, %(similarity)s, %(score)s, %(message)s, false, %(now)s)
+  INSERT INTO {_HIT} (entry_id, question, similarity, guard_score, message_id, session,
+                      false_hit, created_at)
+  VALUES (%(entry)s, %(question)s, %(similarity)s, %(score)s, %(message)s, %(session)s, false,
+          %(now)s)
 )
 {_COUNT_SQL}
 """
@@ -152,7 +246,9 @@ def _count(*, hit: bool, bypassed: bool) -> None:
         )
 
 
-def _lookup_sync(*, question: str, vector: list[float], message_id: int | None) -> CacheLookup:
+def _lookup_sync(
+    *, question: str, vector: list[float], message_id: int | None, session: str
+) -> CacheLookup:
     result = CacheLookup(vector=vector)
     ttl = settings.CACHE_TTL_SECONDS
     cutoff = (
@@ -161,7 +257,12 @@ def _lookup_sync(*, question: str, vector: list[float], message_id: int | None) 
     with connection.cursor() as cursor:
         cursor.execute(
             _CANDIDATES_SQL,
-            {"v": _vector_literal(vector), "cutoff": cutoff, "k": settings.CACHE_CANDIDATES},
+            {
+                "v": _vector_literal(vector),
+                "cutoff": cutoff,
+                "k": settings.CACHE_CANDIDATES,
+                "session": session,
+            },
         )
         rows = cursor.fetchall()
     for entry_id, cached_question, answer, sources, tier, similarity, fresh in rows:
@@ -193,6 +294,7 @@ def _lookup_sync(*, question: str, vector: list[float], message_id: int | None) 
                     "similarity": similarity,
                     "score": decision.score,
                     "message": message_id,
+                    "session": session,
                     "day": timezone.localdate(),
                     "hit": 1,
                     "bypassed": 0,
@@ -236,9 +338,14 @@ async def _question_vector(question: str) -> list[float]:
 
 
 async def cache_lookup(
-    *, question: str, message_id: int | None = None, vector: list[float] | None = None
+    *,
+    question: str,
+    message_id: int | None = None,
+    vector: list[float] | None = None,
+    session: str = "",
 ) -> CacheLookup:
-    """Find a cached answer that may be served for this standalone question (records the hit)."""
+    """Find a cached answer that may be served for this standalone question to this session
+    (its key; '' for none: shared entries only), and record the hit."""
     bypass = cache_bypass_reason(question=question)
     if bypass:
         if bypass != "disabled":
@@ -247,8 +354,67 @@ async def cache_lookup(
     if vector is None:
         vector = await _question_vector(question)
     return await sync_to_async(_lookup_sync)(
-        question=question, vector=vector, message_id=message_id
+        question=question, vector=vector, message_id=message_id, session=session_digest(session)
     )
+
+
+# Pending entries for the same question: the store's candidates to agree with (nearest first;
+# the guard and the answers' agreement decide).
+_PENDING_SQL = f"""
+SELECT id, question, answer, sources, producers, 1 - distance AS similarity
+FROM (
+  SELECT id, question, answer, sources, producers, embedding <=> %(v)s::vector AS distance
+  FROM {_ENTRY}
+  WHERE active AND shared_at IS NULL AND curated_id IS NULL AND created_at >= %(cutoff)s
+  ORDER BY embedding <=> %(v)s::vector
+  LIMIT %(k)s
+) AS e
+ORDER BY distance
+"""
+
+
+def _agreeing_entry(
+    *, question: str, vector: list[float], answer: str, cited: set[int], session: str
+) -> int | None:
+    """A pending entry for the same question whose answer agrees with this one (the same cited
+    passage, the same numbers, mostly the same words), another session's first; its id or None."""
+    ttl = settings.CACHE_TTL_SECONDS
+    cutoff = (
+        timezone.now() - timedelta(seconds=ttl) if ttl > 0 else datetime.min.replace(tzinfo=UTC)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PENDING_SQL,
+            {
+                "v": _vector_literal(vector),
+                "cutoff": cutoff,
+                "k": settings.CACHE_CANDIDATES,
+            },
+        )
+        rows = cursor.fetchall()
+    own = None
+    for entry_id, cached_question, cached_answer, sources, producers, similarity in rows:
+        if similarity < settings.CACHE_SIMILARITY_THRESHOLD:
+            break
+        if isinstance(sources, str):
+            sources = json.loads(sources)
+        their_cited = {s.get("chunk_id") for s in cited_sources(cached_answer, sources)}
+        if not cited & their_cited or not guard.answers_agree(answer, cached_answer):
+            continue
+        decision = guard_check(
+            question=question,
+            cached_question=cached_question,
+            cosine=similarity,
+            min_score=settings.CACHE_GUARD_MIN_SCORE,
+        )
+        if not decision.accept:
+            continue
+        if isinstance(producers, str):
+            producers = json.loads(producers)
+        if session not in producers:
+            return entry_id
+        own = own or entry_id
+    return own
 
 
 def _store_sync(
@@ -257,9 +423,11 @@ def _store_sync(
     vector: list[float],
     answer: str,
     sources: list[dict[str, Any]],
+    cited: set[int],
     tier: str,
     score: float | None,
     cost: Decimal,
+    session: str,
 ) -> CacheEntry | None:
     versions = {
         str(s["document_id"]): int(s["document_version"])
@@ -273,16 +441,37 @@ def _store_sync(
     )
     if not _versions_current(versions, current):
         return None  # a document changed while the answer was being written
-    return CacheEntry.objects.create(
-        question=question,
-        embedding=vector,
-        answer=answer,
-        sources=sources,
-        document_versions=versions,
-        tier=tier,
-        score=score,
-        cost=cost,
-    )
+    with transaction.atomic():
+        agreeing = _agreeing_entry(
+            question=question, vector=vector, answer=answer, cited=cited, session=session
+        )
+        if agreeing is not None:
+            # Another session was given the same answer to the same question: one more voice.
+            entry = CacheEntry.objects.select_for_update().get(id=agreeing)
+            if session not in entry.producers:
+                entry.producers = [*entry.producers, session]
+            if len(entry.producers) >= settings.CACHE_SHARE_MIN_SESSIONS and not entry.shared_at:
+                entry.shared_at = timezone.now()
+            entry.save(update_fields=["producers", "shared_at"])
+            return entry
+        return CacheEntry.objects.create(
+            question=question,
+            embedding=vector,
+            answer=answer,
+            sources=sources,
+            document_versions=versions,
+            tier=tier,
+            score=score,
+            cost=cost,
+            producers=[session],
+            shared_at=timezone.now() if settings.CACHE_SHARE_MIN_SESSIONS <= 1 else None,
+        )
+
+
+def _passage_texts(sources: list[dict[str, Any]]) -> list[str]:
+    ids = [s["chunk_id"] for s in sources if isinstance(s.get("chunk_id"), int)]
+    chunks = Chunk.objects.filter(id__in=ids).only("heading", "text").in_bulk(ids)
+    return [f"{c.heading}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
 
 
 async def cache_store(
@@ -291,18 +480,33 @@ async def cache_store(
     answer: str,
     sources: list[dict[str, Any]],
     tier: str,
+    session: str,
     score: float | None = None,
+    check_yes: float | None = None,
     cost: Decimal | float = Decimal("0"),
     vector: list[float] | None = None,
     history_used: bool = False,
     customer_texts: list[str] | None = None,
 ) -> int | None:
-    """Store an accepted, grounded answer for others when it is safe to share; the entry id or None."""
+    """Store an accepted, grounded answer given to this session (its key) when it is safe to
+    share (`cache_share_refusal`) and its cited passages support it (`cache_support_refusal`;
+    `check_yes` is the answerability check's P(yes) when it ran). The entry id (an earlier
+    session's agreeing entry, now with one more producer) or None."""
     if not answer.strip() or not sources or cache_bypass_reason(question=question):
         return None  # an "I don't know" cites nothing: never cached
-    if not cache_shareable(
-        question=question, answer=answer, history_used=history_used, customer_texts=customer_texts
-    ):
+    cited = cited_sources(answer, sources)
+    passages = await sync_to_async(_passage_texts)(cited)
+    refusal = cache_support_refusal(
+        answer=answer, cited_passages=passages, check_yes=check_yes
+    ) or cache_share_refusal(
+        question=question,
+        answer=answer,
+        history_used=history_used,
+        passages=passages,
+        customer_texts=customer_texts,
+    )
+    if refusal:
+        logger.info("answer not cached: %s", refusal)
         return None
     if vector is None:
         vector = (await get_embedder().aembed([question]))[0].tolist()
@@ -311,11 +515,20 @@ async def cache_store(
         vector=vector,
         answer=answer,
         sources=sources,
+        cited={s["chunk_id"] for s in cited},
         tier=tier,
         score=score,
         cost=Decimal(str(cost)),
+        session=session_digest(session) or "-",
     )
     return entry.id if entry else None
+
+
+def cache_approve(*, entry_ids: list[int], user: Any = None) -> int:
+    """An admin's approval: these entries are served to every customer now; the number changed."""
+    return CacheEntry.objects.filter(id__in=entry_ids, active=True, shared_at__isnull=True).update(
+        shared_at=timezone.now(), approved_by=user
+    )
 
 
 def cache_invalidate_document(*, document_id: int) -> int:
@@ -333,7 +546,10 @@ document_changed.connect(_on_document_changed, dispatch_uid="retrieval_cache_inv
 
 
 async def cache_false_hit(*, message_id: int) -> bool:
-    """A thumbs-down on a cached answer: mark the hit false and take the entry out of service."""
+    """A thumbs-down on a cached answer: mark the hit false; take the entry out of service when
+    only its producing session could be served it, or when CACHE_RETIRE_VOTES different
+    sessions have now given it a thumbs-down. One customer alone cannot retire what others are
+    served (an admin's retire can); that customer is not served it again either way."""
 
     def mark() -> bool:
         hit = CacheHit.objects.filter(message_id=message_id).select_related("entry").first()
@@ -341,10 +557,19 @@ async def cache_false_hit(*, message_id: int) -> bool:
             return False
         with transaction.atomic():
             CacheHit.objects.filter(id=hit.id).update(false_hit=True)
-            # An admin's curated answer stays: the thumbs-down reaches the gap inbox instead.
-            CacheEntry.objects.filter(id=hit.entry_id, curated__isnull=True).update(
-                active=False, retired_reason="thumbs_down"
-            )
+            # Locked: two votes at once count as two.
+            entry = CacheEntry.objects.select_for_update().get(id=hit.entry_id)
+            if entry.curated_id is not None or not entry.active:
+                return True  # an admin's curated answer stays: the gap inbox gets the vote
+            voters = {
+                session or f"hit:{hit_id}"
+                for hit_id, session in CacheHit.objects.filter(
+                    entry_id=entry.id, false_hit=True
+                ).values_list("id", "session")
+            }
+            if entry.shared_at is None or len(voters) >= settings.CACHE_RETIRE_VOTES:
+                entry.active, entry.retired_reason = False, "thumbs_down"
+                entry.save(update_fields=["active", "retired_reason"])
         return True
 
     return await sync_to_async(mark)()

@@ -504,3 +504,244 @@ def veto_families(
     if a is None or b is None:
         return list(FAMILIES)
     return list(dict.fromkeys(_FAMILY.get(reason, reason) for reason in vetoes(a, b)))
+
+
+# --- What may be shared with other customers ------------------------------------------------
+# The cache is the one channel from one customer to another, so what goes into it is read for
+# steering (an instruction riding on a question), for contact details the passages do not give
+# (a planted link, e-mail address or phone number) and for the asker's own details. All of it
+# errs towards not sharing: a miss costs one model call, a wrong share reaches every customer.
+
+# Questions that tell the assistant what to do rather than ask it something.
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\b[^.?!]{0,60}?"
+    r"\b(?:instructions?|rules?|prompts?|previous|above|everything|guidelines|system|context)\b"
+    r"|\bfrom\s+now\s+on\b|\bhenceforth\b|\bgoing\s+forward\b|\bfor\s+all\s+future\b"
+    r"|\b(?:tell|inform|advise|remind|direct|send|refer|redirect|point|encourage|urge|warn)\s+"
+    r"(?:people|customers|everyone|everybody|users|visitors|others|them|anyone|all|readers)"
+    r"\s+(?:to|that)\b"
+    r"|\b(?:say|mention|recommend|write|reply|respond|state|append|promote|advertise|print|"
+    r"output|repeat)\s+(?:(?:with|only|just)\s+)?(?:that\b|the\s+following|exactly|verbatim|"
+    r"[\"'“‘])"
+    r"|\b(?:in|to|into|at\s+the\s+(?:end|start|beginning|bottom|top)\s+of)\s+(?:your|every|each|"
+    r"all|any)\s+(?:answers?|repl(?:y|ies)|responses?|outputs?)\b"
+    r"|\b(?:always|also|please|and)\s+(?:say|mention|recommend|promote|advertise|link|tell|reply|"
+    r"respond)\b(?!\s+(?:me|us)\b)"
+    r"|\b(?:visit|go\s+to|see|try|use)\s+(?:(?:our|my|their|this|that|the)\s+)?(?:partner|"
+    r"(?:web)?site|page|link|url|[a-z0-9-]+(?:\.|\s+dot\s+)[a-z]{2,})\b"
+    r"|\b(?:you\s+are\s+now|you're\s+now|act\s+as|pretend|role-?play|you\s+must|you\s+will\s+now|"
+    r"new\s+instructions?|system\s+prompt|developer\s+mode|jailbreak|repeat\s+after\s+me)\b",
+    re.IGNORECASE,
+)
+
+
+def instruction_like(text: str) -> bool:
+    """Whether a question tells the assistant what to say or do ("... and also tell people to
+    visit ...", "from now on say ...", "ignore ..."): such questions are never cached."""
+    return bool(_INSTRUCTION.search(text.replace("’", "'")))
+
+
+_TLDS = (
+    r"com|net|org|info|biz|io|co|ai|app|dev|shop|store|online|site|xyz|top|club|live|link|click|"
+    r"me|tv|us|uk|de|fr|eu|nl|es|it|ca|au|in|ru|cn|ch|at|be|se|no|dk|pl|pt|ie|nz|gov|edu"
+)
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
+# A bare domain (cheap-deals.com) or one spelled out to pass filters (cheap-deals dot com).
+_DOMAIN = re.compile(
+    rf"(?<![@\w.-])((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\s*(?:\.|\(dot\)|\[dot\]|\s+dot\s+)\s*))+"
+    rf"(?:{_TLDS}))\b(?!\.\w)",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# "alice at example dot com", "alice (at) example (dot) com".
+_SPELLED_EMAIL = re.compile(
+    rf"\b([\w.+-]+)\s*(?:\(at\)|\[at\]|\s+at\s+)\s*([a-z0-9-]+(?:\s*(?:\.|\(dot\)|\[dot\]|\s+dot\s+)"
+    rf"\s*[a-z0-9-]+)*\s*(?:\.|\(dot\)|\[dot\]|\s+dot\s+)\s*(?:{_TLDS}))\b",
+    re.IGNORECASE,
+)
+_DOT = re.compile(r"\s*(?:\(dot\)|\[dot\]|\s+dot\s+|\.)\s*", re.IGNORECASE)
+
+
+def _host(text: str) -> str:
+    text = _DOT.sub(".", text.strip().lower())
+    text = re.sub(r"^(?:https?://)?(?:www\.)?", "", text)
+    return text.rstrip(".,;:!?")
+
+
+def contact_details(text: str, *, region: str) -> set[str]:
+    """Links, e-mail addresses and phone numbers in a text, normalised for comparison: hosts and
+    paths without scheme or www, e-mail addresses in lower case, phone numbers in E.164 (found by
+    Google's libphonenumber; `region` reads numbers written without a country code)."""
+    import phonenumbers  # a large module: loaded on first use, not at startup
+
+    found: set[str] = set()
+    for match in _EMAIL.finditer(text):
+        found.add("mailto:" + match.group().lower().rstrip("."))
+    for match in _SPELLED_EMAIL.finditer(text):
+        found.add(f"mailto:{match.group(1).lower()}@{_host(match.group(2))}")
+    emails = " ".join(m.group() for m in _EMAIL.finditer(text))
+    for match in _URL.finditer(text):
+        found.add(_host(match.group()))
+    for match in _DOMAIN.finditer(text):
+        if match.group(1) not in emails:
+            found.add(_host(match.group(1)))
+    for match in phonenumbers.PhoneNumberMatcher(
+        text, region or None, leniency=phonenumbers.Leniency.POSSIBLE
+    ):
+        found.add(
+            "tel:" + phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+        )
+    return found
+
+
+def contact_details_unsupported(answer: str, passages: list[str], *, region: str) -> set[str]:
+    """The links, e-mail addresses and phone numbers of an answer that none of its passages
+    gives (a link counts as given when the passages name its host and path, or a longer one)."""
+    given = contact_details("\n".join(passages), region=region)
+    return {
+        item
+        for item in contact_details(answer, region=region)
+        if not any(g == item or g.startswith(item + "/") for g in given)
+    }
+
+
+# Seven or more digits in one run of digits, spaces and punctuation: a phone number written in a
+# way no region's rules read ("0207 946 0958" read as American), or an account number.
+_PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+# Numbers that identify one customer's things: "order 4711", "#4711", "card ending 1234".
+_ORDER_NUMBER = re.compile(
+    r"#\s?\d{3,}"
+    r"|\b(?:order|invoice|ticket|case|reference|ref|tracking|account|customer|member|card|"
+    r"parcel|package|shipment|booking|reservation|confirmation|receipt|transaction|claim|"
+    r"policy|serial|rma)s?\s*(?:no\.?|number|num|nr\.?|id|code|#)?\s*[:#]?\s*[a-z]{0,4}-?\d{3,}"
+    r"|\b(?:ending|ends)\s+(?:in\s+|with\s+)?\d{3,4}\b|\blast\s+(?:four|4)\s+digits\b"
+    r"|\b[A-Z]{1,4}-?\d{4,}\b|\b\d{5,}\b",
+    re.IGNORECASE,
+)
+_STREET = re.compile(
+    r"\b\d{1,5}[a-z]?,?\s+(?:[a-z][a-z'-]*\s+){1,3}(?:street|st|avenue|ave|road|rd|lane|ln|drive|dr|"
+    r"boulevard|blvd|way|court|ct|place|pl|terrace|close|crescent|square|sq|parkway|pkwy|highway|"
+    r"hwy|row|gardens|grove|walk|mews|strasse|straße)\b"
+    r"|\bp\.?\s?o\.?\s+box\s+\d+"
+    r"|\b[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b",  # a UK postcode
+    re.IGNORECASE,
+)
+# Words that follow "I'm" / "this is" without being a name.
+_NOT_NAMES = STOP_WORDS | frozenset(
+    """
+    sorry new confused sure unsure ok okay fine back curious interested wondering trying looking
+    still ready stuck lost happy unhappy disappointed annoyed upset angry worried afraid glad
+    going planning thinking hoping calling writing asking done about urgent important correct
+    right wrong true false possible available free open closed late early here there not
+    """.split()
+)
+_NAME = r"([a-z][a-z'-]+)"
+_OWN_NAME = re.compile(
+    rf"\b(?:my\s+name\s+is|my\s+name's|name\s+is|i\s+am\s+called|i'm\s+called|call\s+me|"
+    rf"signed|sincerely|regards|cheers|thanks|thank\s+you|best)[\s,:-]+{_NAME}"
+    rf"|\b(?:i\s+am|i'm|im|this\s+is|it's)\s+{_NAME}(?=\s*(?:[,.!;:\-]|\s+[a-z][a-z'-]+\s*[,.!;:\-]|"
+    rf"\s+here\b|$))"
+    rf"|(?:^|[,.!;:]\s*)(?:hi|hello|hey|dear|good\s+(?:morning|afternoon|evening))?[\s,!.]*"
+    rf"{_NAME}(?:\s+{_NAME})?\s+here\b",
+    re.IGNORECASE,
+)
+# First-person accounts of what happened to the customer's own things.
+_STORY_EVENT = re.compile(
+    r"\b(?:i|we)\s+(?:have\s+|had\s+|'ve\s+|just\s+|already\s+|recently\s+)*(?:ordered|bought|"
+    r"paid|purchased|received|sent|returned|got|was\s+charged|were\s+charged|placed|booked|"
+    r"signed\s+up|subscribed|moved|called|emailed|e-mailed|spoke|complained|cancell?ed|lost|"
+    r"broke|tried)\b",
+    re.IGNORECASE,
+)
+_STORY_DETAIL = re.compile(
+    r"\d|\bmy\b|\bour\b|\bago\b|\blast\s+(?:week|month|year|night|time|monday|tuesday|wednesday|"
+    r"thursday|friday|saturday|sunday)\b|\b(?:monday|tuesday|wednesday|thursday|friday|saturday|"
+    r"sunday)\b|[.!;]\s+\w",
+    re.IGNORECASE,
+)
+_RELATIVES = re.compile(
+    r"\bmy\s+(?:wife|husband|son|daughter|mother|mum|mom|father|dad|friend|partner|neighbou?r|"
+    r"boss|kids?|child|children|brother|sister|address|name|email|e-mail|phone|number|card|"
+    r"postcode|zip)\b",
+    re.IGNORECASE,
+)
+
+
+def _personal_matches(text: str, *, region: str) -> list[tuple[str, str]]:
+    """(kind, the text matched) of every personal detail in a text."""
+    import phonenumbers
+
+    text = text.replace("’", "'")
+    found: list[tuple[str, str]] = []
+    for pattern in (_EMAIL, _SPELLED_EMAIL):
+        found += [("email", m.group()) for m in pattern.finditer(text)]
+    found += [("phone", m.group()) for m in _PHONE_LIKE.finditer(text)]
+    found += [
+        ("phone", m.raw_string)
+        for m in phonenumbers.PhoneNumberMatcher(
+            text, region or None, leniency=phonenumbers.Leniency.POSSIBLE
+        )
+    ]
+    found += [("number", m.group()) for m in _ORDER_NUMBER.finditer(text)]
+    found += [("address", m.group()) for m in _STREET.finditer(text)]
+    for match in _OWN_NAME.finditer(text):
+        names = [g for g in match.groups() if g]
+        if any(
+            name.lower() not in _NOT_NAMES and not name.lower().endswith(("ing", "ed", "ly"))
+            for name in names
+        ):
+            found.append(("name", match.group()))
+    found += [("story", m.group()) for m in _RELATIVES.finditer(text)]
+    event = _STORY_EVENT.search(text)
+    if event and _STORY_DETAIL.search(text):
+        found.append(("story", event.group()))
+    return found
+
+
+def _squeeze(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def personal_details(text: str, *, region: str, given: str = "") -> list[str]:
+    """What in a text is about one customer: an e-mail address (also spelled out), a phone number,
+    an order, card or account number, a street address, the customer's own name (in any case:
+    "alice here", "my name is alice") or a first-person account of their own things ("I ordered
+    ... last week", "my husband ..."). The kinds found, in order, without those whose words
+    `given` holds too (a passage's own support number or shop address is not the customer's)."""
+    given = _squeeze(given)
+    kinds: list[str] = []
+    for kind, matched in _personal_matches(text, region=region):
+        if kind not in kinds and not (given and _squeeze(matched) in given):
+            kinds.append(kind)
+    return kinds
+
+
+def personal_tokens(text: str, *, region: str) -> set[str]:
+    """The e-mail addresses and numbers of a text, in lower case: what must not reappear in an
+    answer shared with others."""
+    return {
+        _squeeze(matched).strip(" .,;:")
+        for kind, matched in _personal_matches(text, region=region)
+        if kind in {"email", "phone", "number"} and matched.strip()
+    }
+
+
+def content_support(answer: str, passages: list[str]) -> float:
+    """The share of an answer's content words (stems) found in the passages (0 when it has none)."""
+    words = question_features(answer).content
+    if not words:
+        return 0.0
+    given: set[str] = set()
+    for text in passages:
+        given |= question_features(text).content
+    return len(words & given) / len(words)
+
+
+def answers_agree(a: str, b: str, *, min_overlap: float = 0.5) -> bool:
+    """Whether two answers say the same thing: the same numbers and, of their content words
+    (stems), at least `min_overlap` in common (Jaccard)."""
+    fa, fb = question_features(a), question_features(b)
+    if fa.numbers != fb.numbers or fa.negated != fb.negated:
+        return False
+    union = fa.content | fb.content
+    return bool(union) and len(fa.content & fb.content) / len(union) >= min_overlap

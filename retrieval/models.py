@@ -138,6 +138,13 @@ class CacheEntry(models.Model):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The sessions that produced this answer (keyed digests, never the session keys). Until it is
+    # shared (CACHE_SHARE_MIN_SESSIONS of them agreed, or an admin approved it) only they get it.
+    producers = models.JSONField(default=list, blank=True)
+    shared_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -165,6 +172,8 @@ class CacheHit(models.Model):
     similarity = models.FloatField()
     guard_score = models.FloatField(null=True, blank=True)
     message_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # The keyed digest of the session served (distinct thumbs-down sessions retire an entry).
+    session = models.CharField(max_length=64, blank=True, default="")
     false_hit = models.BooleanField(default=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
