@@ -1,9 +1,13 @@
-"""Token-aware chunking that keeps each passage's document title and section heading.
+"""Token-aware chunking that keeps each passage's document title, section heading and page.
 
 Sizes are measured with a token counter the caller passes (text -> number of tokens). Ingestion
 passes the embedder's own (Embedder.count_tokens: for MiniLM its WordPiece tokenizer, without
 [CLS]/[SEP]), so CHUNK_TOKENS and CHUNK_OVERLAP_TOKENS are tokens of the model that embeds the
 passage, and a passage is never silently truncated by it.
+
+A paragraph longer than the budget is cut by semchunk, which splits at the most meaningful
+boundary that fits (paragraph, line, sentence, clause, then word), so passages end at sentence or
+clause ends and never inside a word unless one word alone is over the budget.
 """
 
 from __future__ import annotations
@@ -12,12 +16,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import semchunk
+
 TokenCounter = Callable[[str], int]
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
-# A word with the whitespace after it: joining consecutive words gives back the original text.
-_WORD = re.compile(r"\S+\s*")
-_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*\s*$")
+# A fenced code block opens with 3+ backticks or tildes (up to 3 spaces in) and closes with at
+# least as many of the same character: '#' lines inside it are code, not headings.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+# Where an overlap may begin: after a sentence end, else after a clause end, else after a space.
+_SENTENCE_START = re.compile(r"[.!?][\"')\]]*\s+")
+_CLAUSE_START = re.compile(r"[,;:\u2013\u2014][\"')\]]*\s+")
+_WORD_START = re.compile(r"\s+")
+PAGE_BREAK = "\f"
 
 
 @dataclass(frozen=True)
@@ -25,58 +36,92 @@ class ChunkDraft:
     heading: str
     text: str
     token_count: int
+    page: int | None = None
 
 
-def split_sections(markdown: str) -> list[tuple[str, str]]:
-    """Split markdown into (heading path, body) sections; the H1 is the title, not a section."""
-    sections: list[tuple[str, str]] = []
-    heading, body, stack = "", [], {}
-    for line in markdown.splitlines():
-        match = _HEADING.match(line)
-        if match:
-            if "\n".join(body).strip():
-                sections.append((heading, "\n".join(body).strip()))
-            level, text = len(match.group(1)), match.group(2).strip()
-            stack = {k: v for k, v in stack.items() if k < level}
-            if level > 1:
-                stack[level] = text
-            heading = " > ".join(stack[k] for k in sorted(stack))
-            body = []
-        else:
-            body.append(line)
-    if "\n".join(body).strip():
-        sections.append((heading, "\n".join(body).strip()))
+@dataclass(frozen=True)
+class Section:
+    heading: str  # the heading path, "Orders > Changes"; "" before the first section heading
+    body: str
+    page: int | None  # 1-based page of a paged text, else None
+
+
+def split_sections(markdown: str, *, paged: bool = False) -> list[Section]:
+    """Split markdown into sections by heading (the H1 is the title, not a section).
+
+    Headings are found outside fenced code only. A paged text has its pages separated by
+    PAGE_BREAK; a section never spans two pages, and the heading path runs on across them.
+    """
+    sections: list[Section] = []
+    heading, stack = "", {}
+    pages = markdown.split(PAGE_BREAK) if paged else [markdown.replace(PAGE_BREAK, "\n")]
+    for number, page in enumerate(pages, start=1):
+        body: list[str] = []
+        fence = ""
+        for line in page.splitlines():
+            opener = _FENCE.match(line)
+            if fence:
+                if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
+                    fence = ""
+                body.append(line)
+                continue
+            if opener:
+                fence = opener.group(1)
+                body.append(line)
+                continue
+            match = _HEADING.match(line)
+            if match:
+                if "\n".join(body).strip():
+                    sections.append(
+                        Section(heading, "\n".join(body).strip(), number if paged else None)
+                    )
+                level, text = len(match.group(1)), match.group(2).strip()
+                stack = {k: v for k, v in stack.items() if k < level}
+                if level > 1:
+                    stack[level] = text
+                heading = " > ".join(stack[k] for k in sorted(stack))
+                body = []
+            else:
+                body.append(line)
+        if "\n".join(body).strip():
+            sections.append(Section(heading, "\n".join(body).strip(), number if paged else None))
     return sections
 
 
 def chunk_text(
-    markdown: str, *, max_tokens: int, overlap_tokens: int, count_tokens: TokenCounter
+    markdown: str,
+    *,
+    max_tokens: int,
+    overlap_tokens: int,
+    count_tokens: TokenCounter,
+    paged: bool = False,
 ) -> list[ChunkDraft]:
     """Chunks of at most max_tokens tokens of count_tokens, paragraph-aligned where possible.
 
-    Paragraphs are packed together up to max_tokens. A paragraph longer than that is cut at word
-    boundaries (at a sentence end when one falls in the second half of the piece), and
-    consecutive pieces share up to overlap_tokens tokens (from a sentence start when one falls in
-    that stretch). Repeated passages are dropped.
+    Paragraphs are packed together up to max_tokens. A paragraph longer than that is cut at
+    sentence or clause ends (semchunk), and each piece after the first begins with up to
+    overlap_tokens tokens of the end of the one before (from a sentence start where one falls in
+    that stretch). Repeated passages are dropped. `paged`: see split_sections.
     """
     drafts: list[ChunkDraft] = []
-    for heading, body in split_sections(markdown):
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+    for section in split_sections(markdown, paged=paged):
+        heading, page = section.heading, section.page
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", section.body) if p.strip()]
         current: list[str] = []
         for paragraph in paragraphs:
             candidate = "\n\n".join([*current, paragraph])
             if current and count_tokens(candidate) > max_tokens:
-                drafts.append(_draft(heading, "\n\n".join(current), count_tokens))
+                drafts.append(_draft(heading, "\n\n".join(current), count_tokens, page))
                 current = []
             if count_tokens(paragraph) > max_tokens:
                 drafts.extend(
-                    _draft(heading, piece, count_tokens)
+                    _draft(heading, piece, count_tokens, page)
                     for piece in _split_long(paragraph, max_tokens, overlap_tokens, count_tokens)
                 )
                 continue
             current.append(paragraph)
         if current:
-            drafts.append(_draft(heading, "\n\n".join(current), count_tokens))
+            drafts.append(_draft(heading, "\n\n".join(current), count_tokens, page))
     seen: set[str] = set()
     unique: list[ChunkDraft] = []
     for draft in drafts:
@@ -87,74 +132,37 @@ def chunk_text(
     return unique
 
 
-def _draft(heading: str, text: str, count_tokens: TokenCounter) -> ChunkDraft:
-    return ChunkDraft(heading=heading, text=text, token_count=count_tokens(text))
+def _draft(heading: str, text: str, count_tokens: TokenCounter, page: int | None) -> ChunkDraft:
+    return ChunkDraft(heading=heading, text=text, token_count=count_tokens(text), page=page)
 
 
 def _split_long(
     text: str, max_tokens: int, overlap_tokens: int, count_tokens: TokenCounter
 ) -> list[str]:
-    """Overlapping pieces of at most max_tokens tokens, cut between words."""
-    words = [
-        part for word in _WORD.findall(text) for part in _cut_word(word, max_tokens, count_tokens)
-    ]
-
-    def tokens(start: int, end: int) -> int:
-        return count_tokens("".join(words[start:end]).strip())
-
-    pieces: list[str] = []
-    start = 0
-    while start < len(words):
-        # Every word is at least one token, so a piece never spans more than max_tokens words.
-        end = _last_true(
-            start + 1,
-            min(len(words), start + max_tokens),
-            lambda e, s=start: tokens(s, e) <= max_tokens,
-        )
-        if end < len(words):
-            half = start + (end - start) // 2
-            end = next((e for e in range(end, half, -1) if _SENTENCE_END.search(words[e - 1])), end)
-        pieces.append("".join(words[start:end]).strip())
-        if end >= len(words):
-            break
-        # The next piece starts as far back as overlap_tokens allows (at the first sentence
-        # start in that stretch, if any), and always moves on.
-        start = _first_true(
-            max(start + 1, end - overlap_tokens),
-            end,
-            lambda s, e=end: tokens(s, e) <= overlap_tokens,
-        )
-        start = next((s for s in range(start, end) if _SENTENCE_END.search(words[s - 1])), start)
-    return pieces
+    """Pieces of at most max_tokens tokens ending at the best boundary semchunk finds, each
+    after the first led by an overlap of up to overlap_tokens from the piece before."""
+    overlap_tokens = max(0, min(overlap_tokens, max_tokens // 2))
+    # semchunk's own overlap slides windows that start and end mid-sentence: it cuts without
+    # one, leaving room for the overlap added in front of each piece.
+    # memoize=False: its memo is a process-wide dict that would grow with every document.
+    pieces = semchunk.chunk(text, max_tokens - overlap_tokens, count_tokens, memoize=False)
+    pieces = [piece.strip() for piece in pieces if piece.strip()]
+    if not overlap_tokens:
+        return pieces
+    joined = pieces[:1]
+    for previous, piece in zip(pieces, pieces[1:], strict=False):
+        lead = _tail(previous, overlap_tokens, count_tokens)
+        with_lead = f"{lead} {piece}" if lead else piece
+        joined.append(with_lead if count_tokens(with_lead) <= max_tokens else piece)
+    return joined
 
 
-def _cut_word(word: str, max_tokens: int, count_tokens: TokenCounter) -> list[str]:
-    """A word longer than max_tokens (a URL, a code) cut into pieces that fit, else the word."""
-    parts: list[str] = []
-    while count_tokens(word.strip()) > max_tokens:
-        size = _last_true(1, len(word) - 1, lambda k, w=word: count_tokens(w[:k]) <= max_tokens)
-        parts.append(word[:size])
-        word = word[size:]
-    return [*parts, word]
-
-
-def _last_true(low: int, high: int, ok: Callable[[int], bool]) -> int:
-    """The largest n in [low, high] with ok(n) for a predicate true up to some point; low if none."""
-    while low < high:
-        middle = (low + high + 1) // 2
-        if ok(middle):
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def _first_true(low: int, high: int, ok: Callable[[int], bool]) -> int:
-    """The smallest n in [low, high] with ok(n) for a predicate true from some point; high if none."""
-    while low < high:
-        middle = (low + high) // 2
-        if ok(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return low
+def _tail(text: str, budget: int, count_tokens: TokenCounter) -> str:
+    """The longest end of text within budget tokens that starts at a sentence start, else a
+    clause start, else a word start; "" if not even the last word fits."""
+    for boundary in (_SENTENCE_START, _CLAUSE_START, _WORD_START):
+        for match in boundary.finditer(text):
+            tail = text[match.end() :]
+            if tail and count_tokens(tail) <= budget:
+                return tail
+    return ""

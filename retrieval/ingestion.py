@@ -1,8 +1,10 @@
 """One version of a document through parse, chunk, embed and index, and its retry or failure.
 
-A document's chunks are only ever written in one transaction together with status READY, and
-search serves READY documents only: an ingestion that fails or is interrupted never serves
-half a document.
+Every chunk carries the document version it is of, and search serves only the chunks of a
+document's `served_version`. A new version's chunks are written, served and the old version's
+chunks deleted in one transaction together with status READY: an ingestion that fails or is
+interrupted never serves half a document, and until a replacement is READY the old version
+stays searchable (a broken file erases nothing).
 
 This module knows nothing of the task queue: whoever runs an ingestion passes `enqueue`, the
 function that queues a document's current version again (retrieval.tasks.document_enqueue), so
@@ -95,6 +97,7 @@ def document_process(*, document_id: int, version: int, enqueue: Enqueue) -> str
             max_tokens=settings.CHUNK_TOKENS,
             overlap_tokens=settings.CHUNK_OVERLAP_TOKENS,
             count_tokens=get_embedder().count_tokens,
+            paged=parsed.paged,
         )
         if not drafts:
             raise DocumentRejected(f"{document.source_name}: no text could be extracted")
@@ -165,17 +168,19 @@ def _index(
     drafts: list[ChunkDraft],
     vectors: list,
 ) -> str:
-    # Chunks and READY are written together: a reader sees no passages or all of them.
+    # The new chunks, the switch to them and READY are one transaction: a reader sees the old
+    # version whole or the new one whole, never a mix or a gap.
     with transaction.atomic():
         document = _unfinished_for_update(document_id=document_id, version=version)
         if document is None:
             return "superseded"
-        document.chunks.all().delete()
         Chunk.objects.bulk_create(
             Chunk(
                 document=document,
+                version=version,
                 ordinal=i,
                 heading=d.heading[:300],
+                page=d.page,
                 text=d.text,
                 token_count=d.token_count,
                 content_hash=content_hash(d.text.encode()),
@@ -183,6 +188,8 @@ def _index(
             )
             for i, d in enumerate(drafts)
         )
+        document.chunks.exclude(version=version).delete()
+        document.served_version = version
         document.title = title[:300]
         document.content = text
         document.status = Status.READY
@@ -201,7 +208,8 @@ def document_retry_or_fail(*, document_id: int, version: int, reason: str, enque
         document = _unfinished_for_update(document_id=document_id, version=version)
         if document is None:
             return "superseded"
-        document.chunks.all().delete()
+        # Only an unfinished version's leftovers go: the served version stays searchable.
+        document.chunks.exclude(version=document.served_version).delete()
         document.heartbeat_at = None
         if document.attempts >= settings.INGEST_MAX_ATTEMPTS:
             document.status = Status.FAILED

@@ -32,6 +32,9 @@ class KnowledgeDocument(models.Model):
     content = models.TextField(blank=True, help_text="Extracted text (markdown-like).")
     content_hash = models.CharField(max_length=64, blank=True)
     version = models.PositiveIntegerField(default=1)
+    # The version whose chunks search serves (None: none yet). A new version is indexed beside
+    # it and switched to in one transaction, so a broken replacement never empties the topic.
+    served_version = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     chunks_total = models.PositiveIntegerField(default=0)
@@ -57,8 +60,12 @@ class Chunk(models.Model):
     """A passage of a document: what retrieval finds and answers cite."""
 
     document = models.ForeignKey(KnowledgeDocument, on_delete=models.CASCADE, related_name="chunks")
+    version = models.PositiveIntegerField(default=1, help_text="The document version it is of.")
     ordinal = models.PositiveIntegerField()
     heading = models.CharField(max_length=300, blank=True)
+    page = models.PositiveIntegerField(
+        null=True, blank=True, help_text="1-based page of a paged source (PDF, slides)."
+    )
     text = models.TextField()
     token_count = models.PositiveIntegerField(default=0)
     content_hash = models.CharField(max_length=64)
@@ -72,7 +79,9 @@ class Chunk(models.Model):
     class Meta:
         ordering = ["document_id", "ordinal"]
         constraints = [
-            models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_document_ordinal")
+            models.UniqueConstraint(
+                fields=["document", "version", "ordinal"], name="chunk_document_version_ordinal"
+            )
         ]
         indexes = [
             HnswIndex(

@@ -1,9 +1,10 @@
 """Checks on untrusted uploads, and their parsing in a child process with a memory cap and a timeout.
 
-pypdf and python-docx run on attacker-controlled bytes: a crafted file can loop or inflate to
-gigabytes. The parsers therefore run in `retrieval.parse_worker` under RLIMIT_AS and RLIMIT_CPU
-(set by the child itself) and a wall-clock timeout; a .docx's declared zip member sizes and
-compression ratio are checked before it is opened; the extracted text is capped.
+pypdf, python-docx, python-pptx and openpyxl run on attacker-controlled bytes: a crafted file
+can loop or inflate to gigabytes. The parsers therefore run in `retrieval.parse_worker` under
+RLIMIT_AS and RLIMIT_CPU (set by the child itself) and a wall-clock timeout; an Office file's
+declared zip member sizes and compression ratio are checked before it is opened; the extracted
+text is capped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from retrieval.parse_worker import ParseFailure, parse_text
+from retrieval.parse_worker import ParseFailure, parse_markdown, parse_text
 
 SUPPORTED_TYPES = {
     ".txt": "txt",
@@ -30,6 +31,15 @@ SUPPORTED_TYPES = {
     ".htm": "html",
     ".pdf": "pdf",
     ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".csv": "csv",
+}
+# Office files are zip archives of XML; each must hold its main part.
+_OFFICE_MAIN_PART = {
+    "docx": ("word/document.xml", "Word document"),
+    "pptx": ("ppt/presentation.xml", "PowerPoint presentation"),
+    "xlsx": ("xl/workbook.xml", "Excel workbook"),
 }
 
 
@@ -41,6 +51,7 @@ class DocumentRejected(Exception):
 class ParsedDocument:
     title: str
     text: str
+    paged: bool = False  # pages separated by form feeds (retrieval.chunking.PAGE_BREAK)
 
 
 def source_type_for(name: str) -> str:
@@ -68,9 +79,9 @@ def upload_check(*, name: str, data: bytes) -> str:
         raise DocumentRejected(
             f"{name}: this is not a PDF (it lacks the %PDF header); was it renamed?"
         )
-    if kind == "docx":
-        _docx_check(name=name, data=data)
-    if kind in ("txt", "md", "html") and b"\x00" in data[:8192]:
+    if kind in _OFFICE_MAIN_PART:
+        _office_check(name=name, kind=kind, data=data)
+    if kind in ("txt", "md", "html", "csv") and b"\x00" in data[:8192]:
         raise DocumentRejected(f"{name}: this is a binary file, not {kind} text; was it renamed?")
     return kind
 
@@ -90,35 +101,35 @@ def _name_check(name: str) -> None:
         )
 
 
-# A .docx is XML in a zip: text compresses about 5-10 to 1; far more is a zip bomb.
+# An Office file is XML in a zip: text compresses about 5-10 to 1; far more is a zip bomb.
 _DOCX_MAX_RATIO = 100
 
 
-def _docx_check(*, name: str, data: bytes) -> None:
-    # python-docx reads each zip member whole: refuse declared sizes that would blow up memory.
+def _office_check(*, name: str, kind: str, data: bytes) -> None:
+    # python-docx, python-pptx and openpyxl read zip members whole: refuse declared sizes that
+    # would blow up memory (INGEST_DOCX_MAX_UNCOMPRESSED_BYTES covers every Office type).
+    main_part, what = _OFFICE_MAIN_PART[kind]
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise DocumentRejected(
-            f"{name}: this is not a .docx file (not a zip archive); was it renamed?"
+            f"{name}: this is not a .{kind} file (not a zip archive); was it renamed?"
         ) from None
     with archive:
         members = archive.infolist()
-        if "word/document.xml" not in {m.filename for m in members}:
-            raise DocumentRejected(
-                f"{name}: this zip file is not a Word document (no word/document.xml)"
-            )
+        if main_part not in {m.filename for m in members}:
+            raise DocumentRejected(f"{name}: this zip file is not a {what} (no {main_part})")
         total = sum(m.file_size for m in members)
         biggest = max(members, key=lambda m: m.file_size)
         if total > settings.INGEST_DOCX_MAX_UNCOMPRESSED_BYTES:
             raise DocumentRejected(
-                f"{name}: the .docx would expand to {_mb(total)} (member {biggest.filename} alone "
+                f"{name}: the .{kind} would expand to {_mb(total)} (member {biggest.filename} alone "
                 f"{_mb(biggest.file_size)}), over the {_mb(settings.INGEST_DOCX_MAX_UNCOMPRESSED_BYTES)} limit"
             )
         packed = sum(m.compress_size for m in members) or 1
         if total > 1_000_000 and total / packed > _DOCX_MAX_RATIO:
             raise DocumentRejected(
-                f"{name}: the .docx would expand {total / packed:,.0f} to 1 (to {_mb(total)}); "
+                f"{name}: the .{kind} would expand {total / packed:,.0f} to 1 (to {_mb(total)}); "
                 f"real documents stay far below {_DOCX_MAX_RATIO} to 1 (a zip bomb?)"
             )
 
@@ -131,12 +142,12 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
     """Parse bytes in a memory-capped, time-limited child process; DocumentRejected on any failure.
 
     Plain text and markdown are only decoded (bounded by the upload limit), so they skip the
-    child process; HTML, PDF and .docx always go through it.
+    child process; every other type always goes through it.
     """
     max_chars = settings.INGEST_MAX_TEXT_CHARS
     if kind in ("txt", "md"):
         try:
-            title, text = parse_text(data)
+            title, text = (parse_markdown if kind == "md" else parse_text)(data)
         except ParseFailure as exc:
             raise DocumentRejected(f"{name}: {exc}") from None
         if not text.strip():
@@ -197,13 +208,15 @@ def document_parse(*, name: str, kind: str, data: bytes) -> ParsedDocument:
             f"exit status {completed.returncode}"
         ]
         raise DocumentRejected(f"{name}: the parser failed on this file ({tail[0][:200]})")
-    text = result["text"].strip()
-    if not text:
+    paged = bool(result.get("paged"))
+    # A paged text keeps its leading and trailing form feeds: they count its empty pages.
+    text = result["text"].strip(" \t\r\n") if paged else result["text"].strip()
+    if not text.strip():
         raise DocumentRejected(
             f"{name}: no text could be extracted (a scanned or image-only file needs OCR first)"
         )
     _text_check(name, text, max_chars)
-    return ParsedDocument(title=result["title"], text=text)
+    return ParsedDocument(title=result["title"], text=text, paged=paged)
 
 
 def _text_check(name: str, text: str, max_chars: int) -> None:

@@ -43,6 +43,7 @@ class Passage:
     vector_rank: int | None = None  # 1-based rank among vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank among full-text matches, None if no match
     rerank_score: float | None = None  # cross-encoder logit (retrieval.rerank); None: not reranked
+    page: int | None = None  # 1-based page of a paged source (PDF, slides); None: not paged
     # A web document's live page, at the passage's section (retrieval.web); "" for files.
     url: str = ""
 
@@ -68,7 +69,7 @@ _SQL = """
 WITH vec AS MATERIALIZED (
     SELECT c.id, c.embedding <=> %(v)s::vector AS distance
     FROM retrieval_chunk c JOIN retrieval_knowledgedocument d ON d.id = c.document_id
-    WHERE d.status = 'ready' AND %(use_vector)s
+    WHERE c.version = d.served_version AND %(use_vector)s
     ORDER BY c.embedding <=> %(v)s::vector
     LIMIT %(n)s
 ), vec_ranked AS (
@@ -78,7 +79,7 @@ WITH vec AS MATERIALIZED (
     FROM retrieval_chunk c
     JOIN retrieval_knowledgedocument d ON d.id = c.document_id
     CROSS JOIN (SELECT to_tsquery('english', %(tsq)s) AS query) q
-    WHERE d.status = 'ready' AND %(use_text)s AND c.search_vector @@ q.query
+    WHERE c.version = d.served_version AND %(use_text)s AND c.search_vector @@ q.query
     ORDER BY rank DESC, c.id
     LIMIT %(n)s
 ), txt_ranked AS (
@@ -86,8 +87,8 @@ WITH vec AS MATERIALIZED (
 ), ids AS (
     SELECT id FROM vec_ranked UNION SELECT id FROM txt_ranked
 )
-SELECT c.id, c.document_id, d.version, d.title, c.heading, c.text,
-       1 - (c.embedding <=> %(v)s::vector) AS similarity, vr.rnk, tr.rnk
+SELECT c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name), c.heading,
+       c.text, 1 - (c.embedding <=> %(v)s::vector) AS similarity, vr.rnk, tr.rnk, c.page
 FROM ids
 JOIN retrieval_chunk c ON c.id = ids.id
 JOIN retrieval_knowledgedocument d ON d.id = c.document_id
@@ -113,7 +114,7 @@ def passages_rank(
     rrf_k = settings.RETRIEVAL_RRF_K
     with transaction.atomic(), connection.cursor() as cursor:
         # SET LOCAL lasts for this transaction only. Iterative scans keep the HNSW index
-        # returning candidates when the READY filter drops some (pgvector 0.8).
+        # returning candidates when the served-version filter drops some (pgvector 0.8).
         cursor.execute(
             "SET LOCAL hnsw.ef_search = %s", [max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH)]
         )
@@ -132,6 +133,7 @@ def passages_rank(
             score=sum(1.0 / (rrf_k + r) for r in (row[7], row[8]) if r is not None),
             vector_rank=row[7],
             text_rank=row[8],
+            page=row[9],
         )
         for row in rows
     ]
@@ -156,7 +158,7 @@ async def passages_search(
     candidates: int | None = None,
     vector: list[float] | None = None,
 ) -> list[Passage]:
-    """Top-k passages of READY documents for a question, best first; [] when nothing is relevant.
+    """Top-k passages of served document versions, best first; [] when nothing is relevant.
 
     `vector` is the question's embedding when the caller already has it (the answer cache's
     lookup embeds the same standalone question with the same embedder): no second embedding.

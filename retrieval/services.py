@@ -41,9 +41,9 @@ def document_accept(*, source_name: str, data: bytes, title: str = "") -> Knowle
         if document is None:
             document = KnowledgeDocument(source_name=source_name, version=1)
         else:
-            # The old passages are withdrawn now: they must not be cited next to the new file.
+            # The old passages stay searchable until the new version is READY (ingestion
+            # switches in one transaction); answers cached from them are retired now.
             document.version += 1
-            document.chunks.all().delete()
             document_changed_send(document_id=document.id, version=document.version, deleted=False)
         # Blank means: take it from the file (PDF/HTML title, first '# ' heading, file name).
         document.title = title
@@ -100,7 +100,6 @@ def document_reingest(*, document: KnowledgeDocument) -> KnowledgeDocument:
     with transaction.atomic():
         document = KnowledgeDocument.objects.select_for_update().get(id=document.id)
         document.version += 1
-        document.chunks.all().delete()
         document.status = Status.QUEUED
         document.error = ""
         document.attempts = 0

@@ -32,8 +32,10 @@ def test_long_section_is_split_within_the_token_budget_with_overlap() -> None:
 def test_sizes_are_in_tokens_of_the_counter_given() -> None:
     body = " ".join(f"word{i}" for i in range(100))
     chunks = chunk_text(body, max_tokens=30, overlap_tokens=5, count_tokens=words)
-    assert [c.token_count for c in chunks] == [30, 30, 30, 25]
-    assert chunks[1].text.startswith("word25 ") and chunks[-1].text.endswith("word99")
+    # Pieces of 25 words (30 less the overlap), each after the first led by 5 words of the last.
+    assert [c.token_count for c in chunks] == [25, 30, 30, 30]
+    assert chunks[1].text.startswith("word20 word21 word22 word23 word24 word25 ")
+    assert chunks[-1].text.endswith("word99")
 
 
 def test_a_word_longer_than_the_budget_is_cut_inside() -> None:
@@ -60,3 +62,57 @@ def test_duplicate_passages_are_skipped() -> None:
 
 def test_embedders_without_a_tokenizer_count_cl100k() -> None:
     assert Embedder().count_tokens("hello world") == cl100k_count("hello world") == 2
+
+
+PROSE = (
+    "Orders placed before noon leave the warehouse the same day, unless the carrier has a "
+    "holiday. A parcel that cannot be delivered waits at the local depot for seven days; after "
+    "that it returns to us and the refund starts automatically. Customers in remote areas, "
+    "including the islands, should allow two extra days. Tracking links arrive by e-mail once "
+    "the label is printed, and they work without an account. Fragile goods travel in double "
+    "boxes with foam corners, which is why they cost a little more to send. If a box arrives "
+    "damaged, photograph it before opening it: the carrier asks for the pictures. Large items "
+    "such as sofas are delivered by a two-person team who can take the packaging away."
+)
+
+
+def test_long_paragraphs_end_at_sentence_or_clause_ends_never_inside_words() -> None:
+    chunks = chunk_text(PROSE, max_tokens=25, overlap_tokens=6, count_tokens=cl100k_count)
+    assert len(chunks) > 3
+    vocabulary = set(re.findall(r"[\w-]+", PROSE))
+    for chunk in chunks:
+        assert chunk.token_count <= 25
+        assert chunk.text.rstrip()[-1] in ".,;:!?", chunk.text
+        # every word of every piece is a whole word of the source
+        assert set(re.findall(r"[\w-]+", chunk.text)) <= vocabulary
+    # nothing lost: the pieces without their overlaps cover the whole paragraph in order
+    assert " ".join(re.findall(r"[\w-]+", PROSE))[-60:] in " ".join(
+        re.findall(r"[\w-]+", chunks[-1].text)
+    )
+
+
+def test_hash_lines_inside_code_fences_are_not_headings() -> None:
+    text = (
+        "# Guide\n\n## Install\n\nRun this:\n\n```bash\n# update the index first\napt update\n"
+        "## not a heading either\n```\n\nThen restart.\n\n~~~~\n# still code\n~~~~\n\n"
+        "## Configure\n\nEdit the file."
+    )
+    chunks = chunk_text(text, max_tokens=200, overlap_tokens=0, count_tokens=cl100k_count)
+    assert [c.heading for c in chunks] == ["Install", "Configure"]
+    assert "# update the index first" in chunks[0].text
+    assert "# still code" in chunks[0].text and "Then restart." in chunks[0].text
+
+
+def test_paged_text_gives_each_chunk_its_page_and_keeps_the_heading_across_pages() -> None:
+    text = "# Manual\n\n## Setup\n\nPlug it in.\f\fStill setting up.\f## Care\n\nWipe it dry."
+    chunks = chunk_text(
+        text, max_tokens=200, overlap_tokens=0, count_tokens=cl100k_count, paged=True
+    )
+    assert [(c.page, c.heading, c.text) for c in chunks] == [
+        (1, "Setup", "Plug it in."),
+        (3, "Setup", "Still setting up."),
+        (4, "Care", "Wipe it dry."),
+    ]
+    # unpaged text: a form feed is only a line break and no chunk has a page
+    flat = chunk_text(text, max_tokens=200, overlap_tokens=0, count_tokens=cl100k_count)
+    assert {c.page for c in flat} == {None} and len(flat) == 2

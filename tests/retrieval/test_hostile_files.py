@@ -233,11 +233,6 @@ def test_a_document_being_indexed_is_never_searched_half_way(settings) -> None: 
     assert not document.chunks.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replacement withdraws the old passages when it is accepted; keeping them until the "
-    "new version is READY needs Chunk.version and KnowledgeDocument.served_version (a migration)",
-)
 def test_a_broken_replacement_keeps_the_old_version_searchable() -> None:
     from retrieval.services import document_ingest_text
 

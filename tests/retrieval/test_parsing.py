@@ -57,8 +57,9 @@ def test_empty_file() -> None:
 
 
 def test_unsupported_type() -> None:
-    message = rejection("prices.xlsx", b"PK\x03\x04data")
-    assert "unsupported file type (.xlsx)" in message and ".pdf" in message
+    message = rejection("prices.numbers", b"PK\x03\x04data")
+    assert "unsupported file type (.numbers)" in message and ".pdf" in message
+    assert ".xlsx" in message and ".pptx" in message and ".csv" in message
     assert "no extension" in rejection("README", b"hello")
 
 
