@@ -74,12 +74,14 @@ class MessageAdmin(MessageExplorerMixin, admin.ModelAdmin):
         """Only the label is written (the answer's stored history is never re-saved)."""
         message_label(message=obj, label=obj.label, right_answer=obj.label_answer)
 
-    @admin.action(description="Label the chosen answers right")
+    @admin.action(description="Label the chosen answers right", permissions=["change"])
     def label_right(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         n = messages_label(queryset=queryset, label=Message.Label.RIGHT)
         self.message_user(request, f"{n} answers labelled right.")
 
-    @admin.action(description="Label the chosen answers wrong (no right answer given)")
+    @admin.action(
+        description="Label the chosen answers wrong (no right answer given)", permissions=["change"]
+    )
     def label_wrong(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         n = messages_label(queryset=queryset, label=Message.Label.WRONG)
         self.message_user(request, f"{n} answers labelled wrong.")

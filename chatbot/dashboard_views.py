@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from functools import wraps
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,19 +16,14 @@ from django.views.decorators.http import require_GET, require_http_methods
 from chatbot import evaluations
 from chatbot.budget import budget_daily_limit, budget_set_daily_limit
 from chatbot.dashboard import Period, answers_in_period, dashboard_data, period_parse
-
-
-def staff_json_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Like staff_member_required, but answers 403 JSON instead of redirecting (for monitoring)."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if not (user.is_authenticated and user.is_active and user.is_staff):
-            return JsonResponse({"error": "staff_only", "message": "Log in as staff."}, status=403)
-        return view(request, *args, **kwargs)
-
-    return wrapper
+from chatbot.permissions import (
+    EXPORT_ANSWERS,
+    RUN_EVALUATION,
+    SET_BUDGET,
+    TUNE_CASCADE,
+    VIEW_DASHBOARD,
+    staff_permission_required,
+)
 
 
 def _period(request: HttpRequest) -> Period:
@@ -52,7 +44,7 @@ def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
     return {**admin.site.each_context(request), "title": title, **extra}
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD, write=SET_BUDGET)
 @require_http_methods(["GET", "POST"])
 def dashboard_page(request: HttpRequest) -> HttpResponse:
     """Cost, savings, cache, tiers, latency, thumbs and accuracy for a period; POST sets the budget."""
@@ -97,7 +89,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_json_required
+@staff_permission_required(VIEW_DASHBOARD, json=True)
 def dashboard_json(request: HttpRequest) -> JsonResponse:
     """The dashboard's figures as JSON (?period=today|7d|30d or ?start=&end= ISO dates; ?demo=1)."""
     try:
@@ -136,7 +128,7 @@ CSV_FIELDS = [
 ]
 
 
-@staff_member_required
+@staff_permission_required(EXPORT_ANSWERS)
 @require_GET
 def dashboard_csv(request: HttpRequest) -> HttpResponse:
     """Customers' answers of a period as CSV (the demo's with ?demo=1): tier path, cost, baseline."""
@@ -187,7 +179,7 @@ def dashboard_csv(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD, write=TUNE_CASCADE)
 @require_http_methods(["GET", "POST"])
 def tuning_page(request: HttpRequest) -> HttpResponse:
     """The cascade's cost-accuracy curve from a stored run; pick or optimise a point and apply it."""
@@ -212,7 +204,7 @@ def tuning_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD, write=RUN_EVALUATION)
 @require_http_methods(["GET", "POST"])
 def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
     """Stored evaluation runs; POST uploads a dataset and starts a run in the background."""
@@ -243,7 +235,7 @@ def evaluation_runs_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD)
 @require_GET
 def evaluation_reliability_png(request: HttpRequest, run_id: int) -> HttpResponse:
     """A fitted run's reliability diagram (before and after the fit, test rows), as a PNG."""
@@ -253,7 +245,7 @@ def evaluation_reliability_png(request: HttpRequest, run_id: int) -> HttpRespons
     return HttpResponse(png, content_type="image/png")
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD)
 @require_GET
 def evaluation_run_page(request: HttpRequest, run_id: int) -> HttpResponse:
     """One run: progress, and per tier and per policy F1, abstention, relative cost, latency."""

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from chatbot import gaps
+from chatbot.permissions import staff_permission_required
 from retrieval.curated import CuratedError, curated_history, curated_withdraw
 from retrieval.models import CacheEntry, CuratedAnswer, KnowledgeDocument
 
 PERMISSION = "chatbot.review_gaps"
-
-
-def gaps_permission_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Staff (else the admin login) holding chatbot.review_gaps (else 403)."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.has_perm(PERMISSION):
-            raise PermissionDenied("Reviewing knowledge gaps needs the review_gaps permission.")
-        return view(request, *args, **kwargs)
-
-    return staff_member_required(wrapper)
 
 
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
@@ -63,7 +48,7 @@ def _posted(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@gaps_permission_required
+@staff_permission_required(PERMISSION)
 @require_http_methods(["GET", "POST"])
 def gaps_page(request: HttpRequest) -> HttpResponse:
     """Groups of questions the knowledge lacks; POST dismisses a group."""
@@ -95,7 +80,7 @@ def gaps_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@gaps_permission_required
+@staff_permission_required(PERMISSION)
 @require_http_methods(["GET", "POST"])
 def gap_curate_page(request: HttpRequest) -> HttpResponse:
     """Write a curated answer for a group (?ids=...), prefilled with its questions."""
@@ -144,7 +129,7 @@ def gap_curate_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@gaps_permission_required
+@staff_permission_required(PERMISSION)
 @require_http_methods(["GET"])
 def gap_curated_list_page(request: HttpRequest) -> HttpResponse:
     """Every curated answer with its current version and hits."""
@@ -159,7 +144,7 @@ def gap_curated_list_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@gaps_permission_required
+@staff_permission_required(PERMISSION)
 @require_http_methods(["GET", "POST"])
 def gap_curated_page(request: HttpRequest, curated_id: int) -> HttpResponse:
     """Edit a curated answer (a new version) or withdraw it; its whole history below."""

@@ -153,7 +153,11 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        permissions = [("review_gaps", "Can review knowledge gaps and write curated answers")]
+        permissions = [
+            ("review_gaps", "Can review knowledge gaps and write curated answers"),
+            ("view_dashboard", "Can view the dashboard, tuning curves and evaluation runs"),
+            ("set_budget", "Can set the daily budget"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"

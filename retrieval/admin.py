@@ -158,7 +158,7 @@ class KnowledgeDocumentAdmin(admin.ModelAdmin):
         busy = KnowledgeDocument.objects.filter(status__in=IN_PROGRESS).exists()
         return super().changelist_view(request, {**(extra_context or {}), "auto_refresh": busy})
 
-    @admin.action(description="Re-ingest selected documents")
+    @admin.action(description="Re-ingest selected documents", permissions=["change"])
     def reingest(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
         """Index the stored files again (a failed document gets a fresh set of attempts)."""
         count = 0
@@ -288,7 +288,7 @@ class CacheEntryAdmin(admin.ModelAdmin):
         titles = sorted({s.get("title", "") for s in obj.sources if s.get("title")})
         return ", ".join(titles)
 
-    @admin.action(description="Take out of service")
+    @admin.action(description="Take out of service", permissions=["change"])
     def retire(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.update(active=False, retired_reason="admin")
         self.message_user(request, f"{count} cache entries taken out of service.")

@@ -228,7 +228,9 @@ class RouterLearnerAdmin(admin.ModelAdmin):
             return "(cluster gone: refit)"
         return format_html_join(" | ", "{}", ((q,) for q in cluster.examples))
 
-    @admin.action(description="Reset the selected learners (forget what they learned)")
+    @admin.action(
+        description="Reset the selected learners (forget what they learned)", permissions=["change"]
+    )
     def reset(self, request: HttpRequest, queryset: QuerySet[RouterLearner]) -> None:
         """Start the selected learners again from uniform / zero."""
         count = learners_reset(learner_ids=queryset.values_list("id", flat=True))
