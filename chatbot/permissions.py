@@ -29,6 +29,8 @@ _VIEW = [
     "retrieval.view_chunk",
     "retrieval.view_cacheentry",
     "retrieval.view_curatedanswer",
+    "retrieval.view_websource",
+    "retrieval.view_webpage",
     "routing.view_modeltier",
     "routing.view_cascadepolicy",
     "routing.view_evaluationrun",
@@ -49,6 +51,9 @@ ROLES: dict[str, list[str]] = {
         "retrieval.change_curatedanswer",
         "retrieval.delete_curatedanswer",
         "retrieval.change_cacheentry",
+        "retrieval.add_websource",
+        "retrieval.change_websource",
+        "retrieval.delete_websource",
         "chatbot.review_gaps",
     ],
     "Cascade tuners": [
