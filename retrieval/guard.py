@@ -520,7 +520,8 @@ _INSTRUCTION = re.compile(
     r"|\b(?:tell|inform|advise|remind|direct|send|refer|redirect|point|encourage|urge|warn)\s+"
     r"(?:people|customers|everyone|everybody|users|visitors|others|them|anyone|all|readers)"
     r"\s+(?:to|that)\b"
-    r"|\b(?:say|mention|recommend|write|reply|respond|state|append|promote|advertise|print|"
+    r"|(?:^|[,.;:!?]\s*|\b(?:and|also|please|always|then|now|just)\s+)"
+    r"(?:say|mention|recommend|write|reply|respond|state|append|promote|advertise|print|"
     r"output|repeat)\s+(?:(?:with|only|just)\s+)?(?:that\b|the\s+following|exactly|verbatim|"
     r"[\"'“‘])"
     r"|\b(?:in|to|into|at\s+the\s+(?:end|start|beginning|bottom|top)\s+of)\s+(?:your|every|each|"
@@ -613,17 +614,21 @@ _ORDER_NUMBER = re.compile(
     r"#\s?\d{3,}"
     r"|\b(?:order|invoice|ticket|case|reference|ref|tracking|account|customer|member|card|"
     r"parcel|package|shipment|booking|reservation|confirmation|receipt|transaction|claim|"
-    r"policy|serial|rma)s?\s*(?:no\.?|number|num|nr\.?|id|code|#)?\s*[:#]?\s*[a-z]{0,4}-?\d{3,}"
+    r"policy|serial|rma)s?\s*(?:(?:no\.?|number|num|nr\.?|id|code|#|:)\s*[:#]?\s*[a-z]{0,4}-?\d{2,}"
+    r"|[a-z]{0,4}-?\d{4,})"
     r"|\b(?:ending|ends)\s+(?:in\s+|with\s+)?\d{3,4}\b|\blast\s+(?:four|4)\s+digits\b"
-    r"|\b[A-Z]{1,4}-?\d{4,}\b|\b\d{5,}\b",
+    r"|(?-i:\b[A-Z]{1,4}-?\d{4,}\b)|\b\d{5,}\b",
     re.IGNORECASE,
 )
+# House number, one to three words and a street word. The words that are also everyday words
+# ("1 TB hard drive", "walk 1 minute", "from close distance") count only in Title Case.
 _STREET = re.compile(
-    r"\b\d{1,5}[a-z]?,?\s+(?:[a-z][a-z'-]*\s+){1,3}(?:street|st|avenue|ave|road|rd|lane|ln|drive|dr|"
-    r"boulevard|blvd|way|court|ct|place|pl|terrace|close|crescent|square|sq|parkway|pkwy|highway|"
-    r"hwy|row|gardens|grove|walk|mews|strasse|straße)\b"
+    r"\b\d{1,5}[a-z]?,?\s+(?:[a-z][a-z'-]*\s+){1,3}(?:street|st|avenue|ave|road|rd|lane|ln|"
+    r"boulevard|blvd|terrace|crescent|parkway|pkwy|highway|hwy|mews|strasse|straße)\b"
+    r"|(?-i:\b\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][a-z'-]*\s+){1,3}(?:Drive|Dr|Way|Court|Ct|Place|Pl|"
+    r"Close|Square|Sq|Walk|Row|Gardens|Grove|Hill|Park)\b)"
     r"|\bp\.?\s?o\.?\s+box\s+\d+"
-    r"|\b[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b",  # a UK postcode
+    r"|(?-i:\b[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b)",  # a UK postcode
     re.IGNORECASE,
 )
 # Words that follow "I'm" / "this is" without being a name.
@@ -632,17 +637,20 @@ _NOT_NAMES = STOP_WORDS | frozenset(
     sorry new confused sure unsure ok okay fine back curious interested wondering trying looking
     still ready stuck lost happy unhappy disappointed annoyed upset angry worried afraid glad
     going planning thinking hoping calling writing asking done about urgent important correct
-    right wrong true false possible available free open closed late early here there not
+    right wrong true false possible available free open closed late early here there not quite
+    pretty
     """.split()
 )
 _NAME = r"([a-z][a-z'-]+)"
 _OWN_NAME = re.compile(
-    rf"\b(?:my\s+name\s+is|my\s+name's|name\s+is|i\s+am\s+called|i'm\s+called|call\s+me|"
-    rf"signed|sincerely|regards|cheers|thanks|thank\s+you|best)[\s,:-]+{_NAME}"
+    rf"\b(?:my\s+name\s+is|my\s+name's|name\s+is|i\s+am\s+called|i'm\s+called|call\s+me)"
+    rf"[\s,:-]+{_NAME}"
+    # A signature at the very end: "thanks, carol".
+    rf"|\b(?:signed|sincerely|regards|cheers|thanks|thank\s+you|best)[\s,:-]+{_NAME}[\s.!]*$"
     rf"|\b(?:i\s+am|i'm|im|this\s+is|it's)\s+{_NAME}(?=\s*(?:[,.!;:\-]|\s+[a-z][a-z'-]+\s*[,.!;:\-]|"
     rf"\s+here\b|$))"
     rf"|(?:^|[,.!;:]\s*)(?:hi|hello|hey|dear|good\s+(?:morning|afternoon|evening))?[\s,!.]*"
-    rf"{_NAME}(?:\s+{_NAME})?\s+here\b",
+    rf"{_NAME}(?:\s+{_NAME})?\s+here(?=\s*[,.!;:\-…]|\s*$)",
     re.IGNORECASE,
 )
 # First-person accounts of what happened to the customer's own things.
@@ -654,15 +662,14 @@ _STORY_EVENT = re.compile(
     re.IGNORECASE,
 )
 _STORY_DETAIL = re.compile(
-    r"\d|\bmy\b|\bour\b|\bago\b|\blast\s+(?:week|month|year|night|time|monday|tuesday|wednesday|"
+    r"\d|\bago\b|\blast\s+(?:week|month|year|night|time|monday|tuesday|wednesday|"
     r"thursday|friday|saturday|sunday)\b|\b(?:monday|tuesday|wednesday|thursday|friday|saturday|"
     r"sunday)\b|[.!;]\s+\w",
     re.IGNORECASE,
 )
 _RELATIVES = re.compile(
     r"\bmy\s+(?:wife|husband|son|daughter|mother|mum|mom|father|dad|friend|partner|neighbou?r|"
-    r"boss|kids?|child|children|brother|sister|address|name|email|e-mail|phone|number|card|"
-    r"postcode|zip)\b",
+    r"boss|kids?|child|children|brother|sister)\b",
     re.IGNORECASE,
 )
 
@@ -675,7 +682,11 @@ def _personal_matches(text: str, *, region: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for pattern in (_EMAIL, _SPELLED_EMAIL):
         found += [("email", m.group()) for m in pattern.finditer(text)]
-    found += [("phone", m.group()) for m in _PHONE_LIKE.finditer(text)]
+    found += [
+        ("phone", m.group())
+        for m in _PHONE_LIKE.finditer(text)
+        if sum(c.isdigit() for c in m.group()) >= 7
+    ]
     found += [
         ("phone", m.raw_string)
         for m in phonenumbers.PhoneNumberMatcher(
@@ -687,7 +698,8 @@ def _personal_matches(text: str, *, region: str) -> list[tuple[str, str]]:
     for match in _OWN_NAME.finditer(text):
         names = [g for g in match.groups() if g]
         if any(
-            name.lower() not in _NOT_NAMES and not name.lower().endswith(("ing", "ed", "ly"))
+            name.lower().removesuffix("'s") not in _NOT_NAMES
+            and not name.lower().endswith(("ing", "ed", "ly"))
             for name in names
         ):
             found.append(("name", match.group()))

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from chatbot.models import Message
-from retrieval.cache import cache_store
+from retrieval.cache import cache_approve, cache_store
 from retrieval.embedders import get_embedder
 from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument
 from retrieval.services import document_ingest_text
@@ -25,7 +25,8 @@ CACHED_ANSWER = "You can return most items within 30 days of delivery [1]."
 async def _seed(
     question: str = CACHED_QUESTION, answer: str = CACHED_ANSWER, tier: str = "small"
 ) -> CacheEntry:
-    """A cache entry citing the real returns chunk (as the pipeline would store it)."""
+    """A cache entry citing the real returns chunk (as the pipeline would store it), approved
+    for every customer (tests/retrieval/test_cache_sharing.py covers how entries get shared)."""
     chunk = await (
         Chunk.objects.select_related("document")
         .filter(document__source_name="demo/returns.md")
@@ -46,15 +47,27 @@ async def _seed(
         }
     ]
     entry_id = await cache_store(
-        question=question, answer=answer, sources=sources, tier=tier, cost=0.0001
+        question=question,
+        answer=answer,
+        sources=sources,
+        tier=tier,
+        session="seed",
+        cost=0.0001,
     )
     assert entry_id is not None
+    assert await sync_to_async(cache_approve)(entry_ids=[entry_id]) == 1
     return await CacheEntry.objects.aget(id=entry_id)
 
 
-async def _ask(text: str, *, ws=None, conversation_id: str | None = None) -> list[dict]:  # noqa: ANN001
+async def _ask(
+    text: str,
+    *,
+    ws=None,  # noqa: ANN001
+    conversation_id: str | None = None,
+    session: str | None = None,
+) -> list[dict]:
     own = ws is None
-    ws = ws or await chat_socket(await new_session())
+    ws = ws or await chat_socket(session or await new_session())
     frame = {"type": "ask", "text": text}
     if conversation_id:
         frame["conversation_id"] = conversation_id
@@ -141,14 +154,18 @@ async def test_the_first_answer_is_stored_and_the_same_question_then_hits(
     # Threshold 0: the small model's answer is accepted unless it declines.
     await ModelTier.objects.filter(name="small").aupdate(threshold=0.0)
     question = "How long does standard delivery take?"
-    first = await _ask(question)
+    session = await new_session()
+    first = await _ask(question, session=session)
     end = first[-1]
     assert end["type"] == "answer.end" and end["cached"] is False
     assert end["status"] == "complete" and not end["abstained"], end
     entry = await CacheEntry.objects.aget()
     assert entry.question == question and entry.tier == "small"
     assert entry.sources == end["sources"] and entry.document_versions
-    second = await _ask(question)
+    # Not yet shared: the same session (a new conversation) is served it, others are not.
+    assert entry.shared_at is None
+    assert (await _start(question))["cached"] is False
+    second = await _ask(question, session=session)
     assert second[-1]["cached"] is True and second[-1]["cache_similarity"] >= 0.99
     text = "".join(f["text"] for f in second if f["type"] == "answer.delta")
     assert text == entry.answer
@@ -214,7 +231,11 @@ async def test_questions_about_the_present_bypass_the_cache(
     await CacheEntry.objects.filter(id=entry.id).aupdate(question=question, embedding=vector)
     assert (
         await cache_store(
-            question=question, answer=CACHED_ANSWER, sources=entry.sources, tier="small"
+            question=question,
+            answer=CACHED_ANSWER,
+            sources=entry.sources,
+            tier="small",
+            session="seed",
         )
         is None
     )
@@ -243,20 +264,29 @@ async def test_personal_details_and_history_are_never_stored(small_tier, help_ce
     assert questions == ["How long does express delivery take?"], questions
 
 
-async def test_thumbs_down_on_a_cached_answer_retires_the_entry(small_tier, help_centre) -> None:  # noqa: ANN001
+async def test_thumbs_down_from_two_sessions_retires_a_shared_entry(
+    small_tier, help_centre
+) -> None:  # noqa: ANN001
     entry = await _seed()
-    ws = await chat_socket(await new_session())
-    frames = await _ask("How long do I have to return an item?", ws=ws)
-    end = frames[-1]
-    assert end["cached"] is True
-    await ws.send_json_to({"type": "feedback", "message_id": end["message_id"], "value": -1})
-    ok = await frames_until(ws, ("feedback.ok", "error"))
-    await ws.disconnect()
-    assert ok[-1]["type"] == "feedback.ok"
+
+    async def thumbs_down() -> int:
+        ws = await chat_socket(await new_session())
+        frames = await _ask("How long do I have to return an item?", ws=ws)
+        end = frames[-1]
+        assert end["cached"] is True
+        await ws.send_json_to({"type": "feedback", "message_id": end["message_id"], "value": -1})
+        ok = await frames_until(ws, ("feedback.ok", "error"))
+        await ws.disconnect()
+        assert ok[-1]["type"] == "feedback.ok"
+        return end["message_id"]
+
+    first = await thumbs_down()
+    assert (await CacheHit.objects.aget(message_id=first)).false_hit
+    # One customer alone does not take a shared answer from everyone else.
+    assert (await CacheEntry.objects.aget(id=entry.id)).active
+    await thumbs_down()
     entry = await CacheEntry.objects.aget(id=entry.id)
     assert not entry.active and entry.retired_reason == "thumbs_down"
-    hit = await CacheHit.objects.aget(message_id=end["message_id"])
-    assert hit.false_hit
     assert (await _start("How long do I have to return an item?"))["cached"] is False
 
 
