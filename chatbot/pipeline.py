@@ -158,6 +158,8 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
         "document_version": passage.document_version,
         "title": passage.title,
         "heading": passage.heading,
+        # A PDF's page or a deck's slide number (shown as "page 4"); None for unpaged sources.
+        "page": passage.page,
         "similarity": round(passage.similarity, 4),
         # A web page's citation opens the live page; a file's, the internal passage page.
         "url": passage.url or f"/passages/{passage.chunk_id}/",

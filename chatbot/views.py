@@ -49,7 +49,8 @@ def conversation_json(request: HttpRequest, conversation_id: UUID) -> JsonRespon
 def passage_page(request: HttpRequest, chunk_id: int) -> HttpResponse:
     """A cited passage, highlighted within its document's other passages."""
     chunk = get_object_or_404(Chunk.objects.select_related("document"), id=chunk_id)
-    chunks = chunk.document.chunks.order_by("ordinal")
+    # The passages of the cited version only.
+    chunks = chunk.document.chunks.filter(version=chunk.version).order_by("ordinal")
     return render(
         request,
         "chatbot/passage.html",

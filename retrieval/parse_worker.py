@@ -415,11 +415,15 @@ def _pdf_page_markdown(lines: list[_PdfLine]) -> str:
             blocks.append(" ".join(paragraph))
             paragraph.clear()
 
+    size = 0.0
     for line in lines:
         if line.heading:
             flush()
             blocks.append("#" * line.heading + " " + line.text)
             continue
+        if line.size != size:
+            flush()  # a change of type size is a change of block (a caption, a heading)
+            size = line.size
         if paragraph and paragraph[-1].endswith("-") and line.text[:1].islower():
             paragraph[-1] = paragraph[-1][:-1] + line.text  # a word hyphenated at the line end
         elif re.match(r"[\u2022\u25aa\u2013*-]\s|\d{1,2}[.)]\s", line.text):
