@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import ThreadSensitiveContext
 from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -54,6 +58,53 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+class DatabaseLanes:
+    """A fixed set of database threads ("lanes") that sockets' sync database work runs on.
+
+    Left alone, Channels runs every `database_sync_to_async` call, async ORM query and
+    thread-sensitive `sync_to_async` of every socket on one process-wide thread: one slow query
+    (a search, a budget sum, a session write in a connect storm) queues all the others, and the
+    pool's connections act as one. Each event (and each answer) instead borrows the least busy
+    of CHAT_DATABASE_THREADS single-thread executors for its whole run, so its calls stay on one
+    thread (what thread-sensitive code needs) while other sockets use other threads. A lane's
+    connection goes back to the pool when the event ends: at most one connection per lane is
+    ever held, and none by an idle socket.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chat-db-{n}")
+            for n in range(max(1, size))
+        ]
+        self._busy = [0] * len(self._executors)
+
+    @asynccontextmanager
+    async def lane(self) -> AsyncIterator[None]:
+        """Run the block's thread-sensitive calls on the least busy lane."""
+        n = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[n] += 1
+        try:
+            async with ThreadSensitiveContext(executor=self._executors[n]):
+                try:
+                    yield
+                finally:
+                    # On this lane's thread: its connection returns to the pool.
+                    await aclose_old_connections()
+        finally:
+            self._busy[n] -= 1
+
+
+_lanes: DatabaseLanes | None = None
+
+
+def database_lane() -> Any:
+    """The process's database lanes (created on first use), as a context manager for one event."""
+    global _lanes
+    if _lanes is None:
+        _lanes = DatabaseLanes(settings.CHAT_DATABASE_THREADS)
+    return _lanes.lane()
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab's chat socket. Generation runs as its own task so stop/disconnect act at once."""
 
@@ -77,6 +128,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         metrics.socket_opened(self)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Called for every event of this socket: its database work runs on a lane of its own."""
+        async with database_lane():
+            await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: cancel any answer in flight (its partial text is stored)."""
@@ -301,6 +357,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handoffs.broadcast(self.group or "", status_frame(handoff))
 
     async def _generate(
+        self, conversation: Conversation, user_message: Message, control: RunControl
+    ) -> None:
+        # Its own lane: the task outlives the event that started it.
+        async with database_lane():
+            await self._answer(conversation, user_message, control)
+
+    async def _answer(
         self, conversation: Conversation, user_message: Message, control: RunControl
     ) -> None:
         events = answer_question(

@@ -445,6 +445,10 @@ CHAT_CONTROL_RATE_LIMIT_PER_ADDRESS_PER_MINUTE = env_int(
     "CHAT_CONTROL_RATE_LIMIT_PER_ADDRESS_PER_MINUTE", 240
 )
 CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 16)
+# Database threads for chat sockets per process (chatbot/consumers.py DatabaseLanes): each
+# socket event or answer runs its database calls on the least busy of them; 1 is Channels'
+# default (one shared thread). At most the pool's size: each holds one connection while busy.
+CHAT_DATABASE_THREADS = env_int("CHAT_DATABASE_THREADS", env_int("DATABASE_POOL_MAX_SIZE", 8))
 CHAT_RATE_LIMIT_STORAGE = os.environ.get("CHAT_RATE_LIMIT_STORAGE", "async+memory://")
 
 # Operations (chatbot/metrics.py, chatbot/health.py). /metrics answers only these client
