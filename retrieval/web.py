@@ -13,18 +13,26 @@ size and a time cap.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
+import select
 import socket
+import subprocess
+import sys
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
 import httpx2 as httpx
 from django.conf import settings
 
-from retrieval.search import Passage
+if TYPE_CHECKING:  # the extraction child imports this module: it needs no search stack
+    from retrieval.search import Passage
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -393,6 +401,124 @@ def _heading_anchor(heading) -> str:  # noqa: ANN001 - an lxml element
         if first is heading:
             return parent.get("id")
     return ""
+
+
+class Extractor:
+    """Runs page_extract in a child process, page after page: trafilatura and lxml parse
+    untrusted HTML, so the child has INGEST_PARSE_MEMORY_BYTES of memory and each page
+    WEB_TIMEOUT_SECONDS; a child that fails is replaced. Started on the first page that needs
+    it (a sync where every page answers 304 starts none)."""
+
+    def __init__(self, *, timeout: float | None = None) -> None:
+        self.timeout = settings.WEB_TIMEOUT_SECONDS if timeout is None else timeout
+        self._child: subprocess.Popen | None = None
+
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the child."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+            child.wait()
+            for stream in (child.stdin, child.stdout):
+                stream.close()
+
+    def extract(self, *, html: bytes, url: str) -> ExtractedPage:
+        """page_extract, in the child; WebRefused with the reason when it fails."""
+        child = self._start()
+        header = json.dumps({"url": url, "size": len(html)}).encode() + b"\n"
+        try:
+            child.stdin.write(header + html)
+            child.stdin.flush()
+            reply = self._reply(child, self.timeout)
+        except (BrokenPipeError, TimeoutError, ValueError) as exc:
+            self.close()
+            if isinstance(exc, TimeoutError):
+                raise WebRefused(
+                    f"{url}: extracting the content took longer than {self.timeout:g} s"
+                ) from None
+            memory = settings.INGEST_PARSE_MEMORY_BYTES // 1_000_000
+            raise WebRefused(
+                f"{url}: the extractor failed on this page (more than {memory} MB of memory, "
+                "INGEST_PARSE_MEMORY_BYTES, or a crash)"
+            ) from None
+        if "error" in reply:
+            raise WebRefused(reply["error"])
+        return ExtractedPage(**reply)
+
+    def _start(self) -> subprocess.Popen:
+        if self._child is not None and self._child.poll() is None:
+            return self._child
+        self.close()
+        root = str(Path(__file__).resolve().parent.parent)
+        boot = f"import sys; sys.path.insert(0, {root!r}); import retrieval.web as w; w._child()"
+        self._child = subprocess.Popen(
+            [sys.executable, "-I", "-c", boot, str(settings.INGEST_PARSE_MEMORY_BYTES)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=root,
+            env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"},
+        )
+        try:
+            # Its imports take a moment (more on a busy machine): not counted against a page.
+            if self._reply(self._child, 120.0) != {"ready": True}:
+                raise ValueError("unexpected greeting")
+        except (TimeoutError, ValueError):
+            self.close()
+            raise WebUnavailable("the content extractor did not start") from None
+        return self._child
+
+    @staticmethod
+    def _reply(child: subprocess.Popen, timeout: float) -> dict:
+        ready, _, _ = select.select([child.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError
+        line = child.stdout.readline()
+        if not line:
+            raise ValueError("the extractor exited")
+        return json.loads(line)
+
+
+def _child() -> None:
+    """The extractor child: reads {url, size} lines each followed by that many bytes of HTML,
+    answers one JSON line each (an ExtractedPage or an error)."""
+    import resource
+
+    memory = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # Extract a sample once so every lazy import is done before the greeting: the first page's
+    # time limit then measures the page, not the imports.
+    page_extract(
+        html=b"<html><body><article><h2 id='a'>A</h2><p>" + b"Warm up. " * 40 + b"</p></article>"
+        b"</body></html>",
+        url="https://example.com/",
+    )
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    sink.write(b'{"ready": true}\n')
+    sink.flush()
+    while header := source.readline():
+        request = json.loads(header)
+        html = source.read(request["size"])
+        try:
+            reply = asdict(page_extract(html=html, url=request["url"]))
+        except WebRefused as exc:
+            reply = {"error": str(exc)}
+        except MemoryError:
+            memory_mb = memory // 1_000_000
+            reply = {
+                "error": f"{request['url']}: extracting the content needed more than "
+                f"{memory_mb} MB of memory (INGEST_PARSE_MEMORY_BYTES)"
+            }
+        except Exception as exc:  # noqa: BLE001 - any parser failure is this page's, reported
+            reply = {"error": f"{request['url']}: the page could not be parsed ({exc})"[:500]}
+        sink.write(json.dumps(reply).encode() + b"\n")
+        sink.flush()
 
 
 def sitemap_urls(body: bytes) -> tuple[list[str], list[str]]:

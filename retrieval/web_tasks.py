@@ -36,12 +36,12 @@ from retrieval.models import KnowledgeDocument, WebPage, WebSource
 from retrieval.parsing import DocumentRejected
 from retrieval.services import document_accept, document_process, document_upload
 from retrieval.web import (
+    Extractor,
     Fetched,
     Fetcher,
     RobotsDisallowed,
     WebRefused,
     WebUnavailable,
-    page_extract,
     sitemap_urls,
     url_check,
 )
@@ -79,14 +79,15 @@ def web_source_sync(*, source: WebSource, inline: bool = False) -> SyncReport:
     the next sync time on the source."""
     report = SyncReport()
     source.error = ""
-    with Fetcher.for_url(source.url) as fetcher:
+    with Fetcher.for_url(source.url) as fetcher, Extractor() as extractor:
+        sync = _Sync(fetcher=fetcher, extractor=extractor, inline=inline, report=report)
         try:
             if source.kind == WebSource.Kind.PAGE:
                 page = _page_for(source, source.url)
                 if page is not None:
-                    report.add(_page_sync(page, fetcher, inline=inline, report=report))
+                    report.add(_page_sync(page, sync))
             else:
-                _source_fetch(source, fetcher, inline=inline, report=report)
+                _source_fetch(source, sync)
         except (WebRefused, WebUnavailable) as exc:
             source.error = str(exc)
             report.errors.append(str(exc))
@@ -98,7 +99,18 @@ def web_source_sync(*, source: WebSource, inline: bool = False) -> SyncReport:
     return report
 
 
-def _source_fetch(source: WebSource, fetcher: Fetcher, *, inline: bool, report: SyncReport) -> None:
+@dataclass
+class _Sync:
+    """What one source's sync works with."""
+
+    fetcher: Fetcher
+    extractor: Extractor
+    inline: bool
+    report: SyncReport
+
+
+def _source_fetch(source: WebSource, sync: _Sync) -> None:
+    fetcher, report = sync.fetcher, sync.report
     fetched = fetcher.get(source.url)
     if fetched.status == 200 and fetched.is_sitemap:
         source.kind = WebSource.Kind.SITEMAP
@@ -114,7 +126,7 @@ def _source_fetch(source: WebSource, fetcher: Fetcher, *, inline: bool, report: 
             listed.add(url)
             page = _page_for(source, url)
             if page is not None:
-                report.add(_page_sync(page, fetcher, inline=inline, report=report))
+                report.add(_page_sync(page, sync))
         if len(urls) > settings.WEB_MAX_PAGES:
             report.errors.append(
                 f"{source.url}: lists {len(urls):,} pages; the first {settings.WEB_MAX_PAGES:,} "
@@ -141,7 +153,7 @@ def _source_fetch(source: WebSource, fetcher: Fetcher, *, inline: bool, report: 
     source.kind = source.kind or WebSource.Kind.PAGE
     page = _page_for(source, source.url)
     if page is not None:
-        report.add(_page_sync(page, fetcher, inline=inline, report=report, fetched=fetched))
+        report.add(_page_sync(page, sync, fetched=fetched))
 
 
 def _sitemap_pages(fetched: Fetched, fetcher: Fetcher, report: SyncReport) -> list[str]:
@@ -185,15 +197,9 @@ def web_source_name(url: str) -> str:
     return f"web/{host}/{slug or 'index'}-{digest}.md"
 
 
-def _page_sync(
-    page: WebPage,
-    fetcher: Fetcher,
-    *,
-    inline: bool,
-    report: SyncReport,
-    fetched: Fetched | None = None,
-) -> str:
+def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) -> str:
     """Sync one page; returns the outcome: unchanged, changed, retired, failed."""
+    fetcher, inline, report = sync.fetcher, sync.inline, sync.report
     now = timezone.now()
     page.fetched_at = now
     try:
@@ -217,7 +223,7 @@ def _page_sync(
             "application/xhtml+xml",
         ):
             raise WebRefused(f"{page.url}: not an HTML page ({fetched.content_type})")
-        extracted = page_extract(html=fetched.body, url=fetched.url)
+        extracted = sync.extractor.extract(html=fetched.body, url=fetched.url)
     except RobotsDisallowed as exc:
         # The site asks not to be fetched there: not something to retry.
         _page_retire(page, str(exc))
