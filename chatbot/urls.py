@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import path
 
 from chatbot import api_views, dashboard_views, gaps_views, inbox_views, views, widget_views
+from chatbot.i18n_views import ChatCatalog
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),
@@ -19,6 +20,9 @@ urlpatterns = [
         name="conversation-handoff",
     ),
     path("passages/<int:chunk_id>/", views.passage_page, name="passage"),
+    # chat.js's translations: the browser's language, or a widget site's.
+    path("jsi18n/", ChatCatalog.as_view(), name="jsi18n"),
+    path("jsi18n/<slug:language>/", ChatCatalog.as_view(), name="jsi18n-language"),
     # The embeddable widget: the loader script, the framed chat and its visitor's API.
     path("widget.js", widget_views.widget_js, name="widget-js"),
     path("widget/<slug:key>/", widget_views.widget_page, name="widget"),

@@ -18,18 +18,20 @@
   const handoffButton = document.getElementById("handoff-button");
   const handoffBanner = document.getElementById("handoff-banner");
   const stringsEl = document.getElementById("chat-strings");
+  // Django's JavaScript catalogue (jsi18n) defines gettext in the page's language; without it, English.
+  const _ = typeof window.gettext === "function" ? window.gettext : function (text) { return text; };
   const T = Object.assign({
-    handoff: "Talk to a person",
-    offer: "Talk to a person?",
-    waiting: "We are getting a person to help you…",
-    joined: "{agent} has joined the conversation.",
-    closed: "The conversation with {agent} has ended; the assistant answers again.",
-    away: "Our team is away right now. Expect a reply from {when}.",
-    email_prompt: "Your e-mail (optional), so we can answer you there:",
-    email_save: "Save",
-    email_saved: "Thank you, we will write to this address.",
-    cancel: "Back to the assistant",
-    agent: "Support",
+    handoff: _("Talk to a person"),
+    offer: _("Talk to a person?"),
+    waiting: _("We are getting a person to help you…"),
+    joined: _("{agent} has joined the conversation."),
+    closed: _("The conversation with {agent} has ended; the assistant answers again."),
+    away: _("Our team is away right now. Expect a reply from {when}."),
+    email_prompt: _("Your e-mail (optional), so we can answer you there:"),
+    email_save: _("Save"),
+    email_saved: _("Thank you, we will write to this address."),
+    cancel: _("Back to the assistant"),
+    agent: _("Support"),
   }, stringsEl ? JSON.parse(stringsEl.textContent) : {});
   // A widget visitor is a random token in this frame's storage: a third-party cookie would not last.
   let visitor = null;
@@ -63,10 +65,42 @@
       image: function (token) { return escapeHtml(token.text || ""); },
     },
   });
+  // Links are clickable only to the company's own sites (CHAT_LINK_ALLOWED_DOMAINS and their
+  // subdomains, this site, relative links): a document or a cached answer cannot send customers to
+  // a look-alike site. Any other link keeps its words as plain text.
+  const LINK_DOMAINS = (root.dataset.linkDomains || "").split(",")
+    .map(function (d) { return d.trim().toLowerCase().replace(/^\.+|\.+$/g, ""); })
+    .filter(Boolean);
+  function hostAllowed(host) {
+    host = String(host || "").toLowerCase().replace(/\.+$/, "");
+    if (!host) return false;
+    if (host === location.hostname.toLowerCase()) return true;
+    return LINK_DOMAINS.some(function (d) { return host === d || host.slice(-d.length - 1) === "." + d; });
+  }
+  function linkAllowed(href) {
+    if (!href) return false;
+    if (/^#/.test(href) || /^\/(?![\/\\])/.test(href)) return true;
+    let url;
+    try { url = new URL(href, location.href); } catch (e) { return false; }
+    if (url.protocol === "mailto:") return hostAllowed(url.pathname.split("@").pop());
+    if (url.protocol !== "https:" && url.protocol !== "http:") return false;
+    return hostAllowed(url.hostname);
+  }
   DOMPurify.addHook("afterSanitizeAttributes", function (node) {
     if (node.tagName === "A") {
+      if (!linkAllowed(node.getAttribute("href"))) {
+        node.removeAttribute("href");
+        node.setAttribute("data-unlisted", "");
+        return;
+      }
       node.setAttribute("target", "_blank");
       node.setAttribute("rel", "noopener noreferrer");
+    }
+  });
+  // Images never render, whatever produced the tag (marked already writes their alt text).
+  DOMPurify.addHook("uponSanitizeElement", function (node, data) {
+    if (data.tagName === "img" || data.tagName === "image" || data.tagName === "picture") {
+      node.parentNode && node.parentNode.removeChild(node);
     }
   });
   const PURIFY = {
@@ -78,6 +112,13 @@
   };
   function renderMarkdown(el, text) {
     el.innerHTML = DOMPurify.sanitize(marked.parse(text || ""), PURIFY);
+    el.querySelectorAll("a[data-unlisted]").forEach(function (a) {
+      const span = document.createElement("span");
+      span.className = "unlisted-link";
+      span.title = _("Not a link to one of our sites");
+      span.textContent = a.textContent;
+      a.replaceWith(span);
+    });
   }
 
   // --- Outbox: every typed message lives here until the server acknowledges it. ---
@@ -117,7 +158,7 @@
     let tag = li.querySelector(".state");
     if (status === "complete" || status === "streaming" || !status) { if (tag) tag.remove(); return; }
     if (!tag) { tag = document.createElement("span"); tag.className = "state"; li.insertBefore(tag, li.firstChild); }
-    tag.textContent = { stopped: "stopped", interrupted: "interrupted", error: "failed" }[status] || status;
+    tag.textContent = { stopped: _("stopped"), interrupted: _("interrupted"), error: _("failed") }[status] || status;
     li.dataset.status = status;
   }
   // Said in the answer itself: a cheaper tier was unsure and a larger one answers instead.
@@ -129,10 +170,10 @@
       li.insertBefore(note, li.querySelector(".body"));
     }
     // Customers are not told tier names (CHAT_SHOW_DETAILS): the frame carries none then.
-    if (!fromTier) { note.textContent = "The first draft was not sure enough; a more careful answer follows."; return; }
+    if (!fromTier) { note.textContent = _("The first draft was not sure enough; a more careful answer follows."); return; }
     note.textContent = toTier
-      ? "The " + fromTier + " model was not sure; the " + toTier + " model answers instead."
-      : "The " + fromTier + " model was not sure, and no larger model is left.";
+      ? fill(_("The {from} model was not sure; the {to} model answers instead."), { from: fromTier, to: toTier })
+      : fill(_("The {from} model was not sure, and no larger model is left."), { from: fromTier });
   }
   function money(value) {
     if (value === undefined || value === null) return "–";
@@ -156,13 +197,16 @@
     if (m.sources && m.sources.length) {
       const div = document.createElement("div");
       div.className = "sources";
-      div.appendChild(document.createTextNode("Sources: "));
+      div.appendChild(document.createTextNode(_("Sources:") + " "));
       m.sources.forEach(function (s, i) {
         const a = document.createElement("a");
-        a.href = "/passages/" + encodeURIComponent(s.chunk_id) + "/#chunk-" + encodeURIComponent(s.chunk_id);
+        // A web page's source opens the live page; a file's, the passage page on this site.
+        a.href = /^https?:\/\//i.test(s.url || "") ? s.url
+          : "/passages/" + encodeURIComponent(s.chunk_id) + "/#chunk-" + encodeURIComponent(s.chunk_id);
         a.target = "_blank";
         a.rel = "noopener";
-        a.textContent = "[" + s.n + "] " + s.title + (s.heading ? " › " + s.heading : "");
+        const page = Number.isInteger(s.page) ? " (" + fill(_("page {page}"), { page: String(s.page) }) + ")" : "";
+        a.textContent = "[" + s.n + "] " + s.title + (s.heading ? " › " + s.heading : "") + page;
         if (i) div.appendChild(document.createTextNode(" · "));
         div.appendChild(a);
       });
@@ -171,23 +215,23 @@
     if (m.usage === undefined) { if (m.id) li.appendChild(thumbs(m.id, m.feedback)); return; }
     const details = document.createElement("details");
     details.className = "details";
-    addText(details, "summary", "Details");
+    addText(details, "summary", _("Details"));
     const dl = document.createElement("dl");
     function row(label, value) { addText(dl, "dt", label); addText(dl, "dd", value); }
-    row("Answered by", m.cached ? "answer cache" : (m.tier || "–"));
+    row(_("Answered by"), m.cached ? _("answer cache") : (m.tier || "–"));
     if (m.attempts && m.attempts.length > 1) {
-      row("Tiers tried", m.attempts.map(function (a) { return a.tier; }).join(" → "));
+      row(_("Tiers tried"), m.attempts.map(function (a) { return a.tier; }).join(" → "));
     }
-    row("Cached", m.cached ? "yes" : "no");
+    row(_("Cached"), m.cached ? _("yes") : _("no"));
     const usage = m.usage || {};
-    row("Tokens", (usage.tokens_in || 0) + " in / " + (usage.tokens_out || 0) + " out");
-    row("Cost", money(m.cost) + (m.cost_if_largest ? " (largest tier alone: " + money(m.cost_if_largest) + ")" : ""));
-    if (m.standalone_question) row("Understood as", m.standalone_question);
+    row(_("Tokens"), fill(_("{in} in / {out} out"), { in: String(usage.tokens_in || 0), out: String(usage.tokens_out || 0) }));
+    row(_("Cost"), money(m.cost) + (m.cost_if_largest ? " (" + fill(_("largest tier alone: {cost}"), { cost: money(m.cost_if_largest) }) + ")" : ""));
+    if (m.standalone_question) row(_("Understood as"), m.standalone_question);
     if (m.rewrite) {
-      row("Rewrite", m.rewrite.tier + ", " + m.rewrite.tokens_in + " in / " + m.rewrite.tokens_out +
-        " out, " + money(m.rewrite.cost) + " (in the cost above)");
+      row(_("Rewrite"), m.rewrite.tier + ", " + fill(_("{in} in / {out} out"), { in: String(m.rewrite.tokens_in), out: String(m.rewrite.tokens_out) }) +
+        ", " + money(m.rewrite.cost) + " (" + _("in the cost above") + ")");
     }
-    if (m.status && m.status !== "complete") row("Status", m.status);
+    if (m.status && m.status !== "complete") row(_("Status"), m.status);
     details.appendChild(dl);
     li.appendChild(details);
     if (m.id) li.appendChild(thumbs(m.id, m.feedback));
@@ -195,7 +239,7 @@
   function thumbs(messageId, current) {
     const div = document.createElement("div");
     div.className = "thumbs";
-    [[1, "▲ Helpful", "This answer helped"], [-1, "▼ Not helpful", "This answer did not help"]].forEach(function (t) {
+    [[1, "▲ " + _("Helpful"), _("This answer helped")], [-1, "▼ " + _("Not helpful"), _("This answer did not help")]].forEach(function (t) {
       const b = document.createElement("button");
       b.type = "button";
       b.className = "thumb";
@@ -228,7 +272,7 @@
     const frame = { type: "handoff", reason: reason || "asked" };
     if (conversationId) frame.conversation_id = conversationId;
     if (email) frame.email = email;
-    if (!send(frame)) notice("You are offline; ask again once we are back.");
+    if (!send(frame)) notice(_("You are offline; ask again once we are back."));
   }
   function offerHandoff(li, reason) {
     if (!li || li.querySelector(".offer-handoff") || (handoff && handoff.status !== "closed")) return;
@@ -305,7 +349,7 @@
   }
 
   // After a thumbs-down: one optional reason, sent as the same feedback with a `reason`.
-  const REASONS = [["wrong", "Wrong"], ["outdated", "Outdated"], ["not_asked", "Not what I asked"], ["incomplete", "Incomplete"]];
+  const REASONS = [["wrong", _("Wrong")], ["outdated", _("Outdated")], ["not_asked", _("Not what I asked")], ["incomplete", _("Incomplete")]];
   function showReasons(frame) {
     list.querySelectorAll('[data-message-id="' + frame.message_id + '"] .thumbs').forEach(function (div) {
       let picker = div.querySelector(".reasons");
@@ -314,7 +358,7 @@
         picker = document.createElement("span");
         picker.className = "reasons";
         picker.setAttribute("role", "group");
-        picker.setAttribute("aria-label", "What was wrong? (optional)");
+        picker.setAttribute("aria-label", _("What was wrong? (optional)"));
         REASONS.forEach(function (r) {
           const b = document.createElement("button");
           b.type = "button";
@@ -401,7 +445,7 @@
     loadHandoff();
   }
   function renderPendingOnly(keep) {
-    if (!keep) { list.innerHTML = ""; titleEl.textContent = root.dataset.title || "Help chat"; showHandoff(null); greet(); }
+    if (!keep) { list.innerHTML = ""; titleEl.textContent = root.dataset.title || _("Help chat"); showHandoff(null); greet(); }
     const thread = conversationId || newThread;
     outbox.forEach(function (entry) {
       if (!thread || entry.thread !== thread) return;
@@ -419,7 +463,7 @@
     url.searchParams.delete("c");
     history.replaceState(null, "", url);
     list.innerHTML = "";
-    titleEl.textContent = "New conversation";
+    titleEl.textContent = _("New conversation");
     showHandoff(null);
     greet();
     refreshSidebar();
@@ -584,7 +628,7 @@
     socket = new WebSocket(scheme + location.host + root.dataset.wsPath + (visitor ? "?visitor=" + encodeURIComponent(visitor) : ""));
     socket.onopen = async function () {
       retries = 0;
-      statusEl.textContent = "online";
+      statusEl.textContent = _("online");
       banner.hidden = true;
       root.classList.remove("offline");
       // What happened while we were away (an interrupted answer, a stored message) comes first.
@@ -593,7 +637,7 @@
       flush();
     };
     socket.onclose = function () {
-      statusEl.textContent = "offline";
+      statusEl.textContent = _("offline");
       banner.hidden = false;
       root.classList.add("offline");
       if (answering) {
