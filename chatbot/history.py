@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from chatbot.models import Message
+from retrieval.language import adetect_language
 from routing.cascade import tier_call
 from routing.models import ModelTier
 from routing.tokens import count_tokens_for_tier
@@ -33,10 +34,43 @@ _FOLLOW_UP_WORDS = re.compile(
     re.IGNORECASE,
 )
 
+# The same two signs of a follow-up in the other languages the detector reads well: a question
+# opening with "and"/"what about", or leaning on a pronoun or "the same". A language missing
+# here cannot be judged, so any of its questions with history is rewritten (never guessed).
+_FOLLOW_UP_OTHER: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    # Articles that double as pronouns (das, la, le, lo) and the polite "Sie"/"Ihr" are left out:
+    # they open most questions and would call every one a follow-up.
+    "de": (
+        re.compile(
+            r"^\s*(und|aber|auch|also|oder|dann|was ist mit|wie ist es mit|warum|ok(ay)?)\b", re.I
+        ),
+        re.compile(
+            r"\b(dies|diese[rsmn]?|dasselbe|derselbe|dieselben?|die gleiche[n]?|dort|dafür|davon|"
+            r"damit|dazu|darauf|darüber|ihn|ihm|oben|vorher|sonst|stattdessen)\b",
+            re.I,
+        ),
+    ),
+    "fr": (
+        re.compile(r"^\s*(et|mais|aussi|alors|ou|puis|pourquoi|ok|d'accord)\b", re.I),
+        re.compile(
+            r"\b(lui|leur|ça|cela|celui|celle|ceux|celles|même|mêmes|là|dessus|plutôt|"
+            r"précédent|précédente)\b",
+            re.I,
+        ),
+    ),
+    "es": (
+        re.compile(r"^\s*(y|pero|también|entonces|o|luego|por qué|qué tal|ok)\b", re.I),
+        re.compile(
+            r"\b(eso|esto|ello|ese|esa|esos|esas|ahí|allí|mismo|misma|anterior|en cambio)\b",
+            re.I,
+        ),
+    ),
+}
+
 REWRITE_INSTRUCTIONS = (
     "Rewrite the customer's last message as one standalone question that can be understood "
     "without the conversation. Keep its meaning; replace words like 'it' or 'that' with what "
-    "they refer to. Reply with the question only."
+    "they refer to. Write it in the language the customer used. Reply with the question only."
 )
 
 
@@ -124,11 +158,22 @@ async def conversation_turns(*, conversation_id: Any, before_id: int) -> list[Tu
     return turns
 
 
-def question_needs_rewrite(*, question: str, history: Sequence[Turn]) -> bool:
-    """True when a question looks like a follow-up that depends on earlier turns."""
+def question_needs_rewrite(*, question: str, history: Sequence[Turn], language: str = "en") -> bool:
+    """True when a question looks like a follow-up that depends on earlier turns.
+
+    `language` is the question's (ISO 639-1, "" unknown): English, German, French and Spanish
+    are judged by their own words; in any other language a question with history is rewritten,
+    since a follow-up there cannot be told from a new question.
+    """
     if not any(t["role"] == Message.Role.USER for t in history):
         return False
-    return bool(_FOLLOW_UP_START.search(question) or _FOLLOW_UP_WORDS.search(question))
+    if language == "en":
+        start, words = _FOLLOW_UP_START, _FOLLOW_UP_WORDS
+    elif language in _FOLLOW_UP_OTHER:
+        start, words = _FOLLOW_UP_OTHER[language]
+    else:
+        return True
+    return bool(start.search(question) or words.search(question))
 
 
 async def rewrite_tier() -> ModelTier | None:
@@ -191,7 +236,12 @@ async def question_rewrite(
     """The question rewritten to stand alone using recent history (unchanged when no rewrite
     is needed or possible), with the rewrite call's tokens and cost, paid like any call."""
     recent = list(history)[-settings.CHAT_REWRITE_HISTORY_TURNS :]
-    if not question_needs_rewrite(question=question, history=recent):
+    if not any(t["role"] == Message.Role.USER for t in recent):
+        return Rewrite(question=question)
+    # A question too short to tell its language ("" here) is rewritten: with history, such a
+    # question ("und?", "ok, y el otro?") is nearly always a follow-up.
+    language = await adetect_language(question)
+    if not question_needs_rewrite(question=question, history=recent, language=language):
         return Rewrite(question=question)
     tier = tier or await rewrite_tier()
     if tier is None:

@@ -79,6 +79,9 @@ class Message(models.Model):
     content = models.TextField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
     standalone_question = models.TextField(blank=True)
+    # The standalone question's detected language (ISO 639-1; "" when not sure): the answer is
+    # asked in it, and the answer cache is used only where its guard reads that language.
+    language = models.CharField(max_length=8, blank=True)
     sources = models.JSONField(default=list, blank=True)
     tier = models.CharField(max_length=40, blank=True)
     attempts = models.JSONField(default=list, blank=True)

@@ -45,6 +45,8 @@ from chatbot.prompts import (
     system_prompt,
 )
 from retrieval import cache as answer_cache
+from retrieval.embedders import get_embedder
+from retrieval.language import abstain_text, adetect_language, answer_instruction, cache_supports
 from retrieval.rerank import passages_search_reranked
 from retrieval.search import Passage
 from retrieval.web import passages_linked
@@ -346,16 +348,22 @@ async def answer_question(
         answer.rewrite = await question_rewrite(question=question, history=turns)
         question = answer.rewrite.question
         message.standalone_question = question
+        message.language = await adetect_language(question)
+        declined = abstain_text(message.language, ABSTAIN_TEXT)
         # The answer cache, before retrieval (answer.start says whether it hit). Not for
-        # evaluations (fixed tiers): they measure the models, not the cache.
-        use_cache = options.tiers is None
-        lookup = (
-            await answer_cache.cache_lookup(
+        # evaluations (fixed tiers): they measure the models, not the cache. Nor for a language
+        # the cache's guard cannot read (or none detected): a hit there would be a guess.
+        use_cache = options.tiers is None and cache_supports(message.language)
+        if use_cache:
+            lookup = await answer_cache.cache_lookup(
                 question=question, message_id=message.id, session=conversation.session_key
             )
-            if use_cache
-            else answer_cache.CacheLookup(bypass_reason="evaluation")
-        )
+        elif options.tiers is not None:
+            lookup = answer_cache.CacheLookup(bypass_reason="evaluation")
+        else:
+            # The question's vector all the same: the router and retrieval use it.
+            vector = (await get_embedder().aembed([question]))[0].tolist()
+            lookup = answer_cache.CacheLookup(bypass_reason="language", vector=vector)
         metrics.cache_lookup_observe(
             hit=lookup.hit is not None, bypassed=bool(lookup.bypass_reason)
         )
@@ -394,16 +402,25 @@ async def answer_question(
             rerank_floor=rerank_floor,
         ):
             # Nothing in the knowledge is about this: decline before any model runs.
-            answer.result.text, answer.result.abstained = ABSTAIN_TEXT, True
+            answer.result.text, answer.result.abstained = declined, True
             answer.result.abstain_reason = "no_passages"
-            answer.text = ABSTAIN_TEXT
-            yield {"type": "answer.delta", "text": ABSTAIN_TEXT}
+            answer.text = declined
+            yield {"type": "answer.delta", "text": declined}
         else:
             # Each tier's counter asks its own server: all tiers at once.
             prompts = list(
                 await asyncio.gather(
                     *(
-                        tier_prompt(tier=t, passages=passages, turns=turns, question=question)
+                        tier_prompt(
+                            tier=t,
+                            passages=passages,
+                            turns=turns,
+                            # The answer in the customer's language: said after the question,
+                            # so the instructions and passages stay a shared, cached prefix.
+                            question="\n\n".join(
+                                filter(None, [question, answer_instruction(message.language)])
+                            ),
+                        )
                         for t in tiers
                     )
                 )
@@ -429,6 +446,7 @@ async def answer_question(
                         question=question,
                         options=options,
                         check=check,
+                        abstain=declined,
                     )
                 ) as events:
                     async for event in events:
@@ -476,12 +494,13 @@ async def _cascade_events(
     question: str,
     options: AnswerOptions,
     check: SupportCheck | None,
+    abstain: str = ABSTAIN_TEXT,
 ) -> AsyncIterator[Event]:
     shown_sources = {p.tier.name: p.sources() for p in prompts}
     async for event in cascade_run(
         tiers=[p.cascade_tier() for p in prompts],
         question=question,
-        abstain_text=ABSTAIN_TEXT,
+        abstain_text=abstain,
         weights=await scorer_weights(),
         stream_mode=options.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
         accept_last=options.accept_last,

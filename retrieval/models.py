@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+from django.db.models import F, Func
 from pgvector.django import HnswIndex, VectorField
 
 
@@ -31,6 +32,9 @@ class KnowledgeDocument(models.Model):
     size_bytes = models.PositiveIntegerField(default=0)
     content = models.TextField(blank=True, help_text="Extracted text (markdown-like).")
     content_hash = models.CharField(max_length=64, blank=True)
+    language = models.CharField(
+        max_length=8, blank=True, help_text="Detected ISO 639-1 code ('' when not sure)."
+    )
     version = models.PositiveIntegerField(default=1)
     # The version whose chunks search serves (None: none yet). A new version is indexed beside
     # it and switched to in one transaction, so a broken replacement never empties the topic.
@@ -71,7 +75,13 @@ class Chunk(models.Model):
     content_hash = models.CharField(max_length=64)
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
     search_vector = models.GeneratedField(
-        expression=SearchVector("heading", "text", config="english"),
+        expression=Func(
+            F("text_config"),
+            F("heading"),
+            F("text"),
+            function="retrieval_tsvector",
+            output_field=SearchVectorField(),
+        ),
         output_field=SearchVectorField(),
         db_persist=True,
     )
@@ -80,6 +90,12 @@ class Chunk(models.Model):
         ordering = ["document_id", "ordinal"]
         constraints = [
             models.UniqueConstraint(
+    # The passage under the embedder being switched to (retrieval.embedders.embeddings_switch):
+    # filled in the background while search keeps using `embedding`, then swapped in.
+    embedding_next = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
+    # The document's text search configuration (retrieval.language.text_search_config): stemming
+    # in its own language, `simple` over unaccented words where PostgreSQL has none.
+    text_config = models.CharField(max_length=32, default="english")
                 fields=["document", "version", "ordinal"], name="chunk_document_version_ordinal"
             )
         ]
@@ -136,6 +152,8 @@ class CacheEntry(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=10, default=0)
     active = models.BooleanField(default=True, db_index=True)
     retired_reason = models.CharField(max_length=40, blank=True)
+    # The question under the embedder being switched to (see Chunk.embedding_next).
+    embedding_next = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
     hit_count = models.PositiveIntegerField(default=0)
     last_hit_at = models.DateTimeField(null=True, blank=True)
     # An admin's curated answer (one version of it): never expires by age and is never retired
@@ -183,6 +201,26 @@ class CacheHit(models.Model):
     message_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     # The keyed digest of the session served (distinct thumbs-down sessions retire an entry).
     session = models.CharField(max_length=64, blank=True, default="")
+class EmbedderState(models.Model):
+    """Whose vectors the tables hold (`active`, a dotted path) and a switch in progress (one row).
+
+    Changing EMBEDDER does not change `active` at once: the passages and cached questions are
+    embedded again in the background (into `embedding_next`) and swapped in one transaction,
+    so search answers with the old vectors until the new ones are complete.
+    """
+
+    active = models.CharField(max_length=200)
+    target = models.CharField(max_length=200, blank=True, help_text="Being switched to.")
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.active} -> {self.target}" if self.target else self.active
+
+
     false_hit = models.BooleanField(default=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

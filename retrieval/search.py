@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from retrieval.embedders import get_embedder
+from retrieval.language import adetect_language, text_search_config
 
 MODES = ("hybrid", "vector", "text")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -78,7 +79,7 @@ WITH vec AS MATERIALIZED (
     SELECT c.id, ts_rank(c.search_vector, q.query) AS rank
     FROM retrieval_chunk c
     JOIN retrieval_knowledgedocument d ON d.id = c.document_id
-    CROSS JOIN (SELECT to_tsquery('english', %(tsq)s) AS query) q
+    CROSS JOIN (SELECT retrieval_tsquery(%(cfg)s, %(tsq)s) AS query) q
     WHERE c.version = d.served_version AND %(use_text)s AND c.search_vector @@ q.query
     ORDER BY rank DESC, c.id
     LIMIT %(n)s
@@ -98,9 +99,13 @@ LEFT JOIN txt_ranked tr ON tr.id = c.id
 
 
 def passages_rank(
-    *, vector: list[float], question: str, mode: str, candidates: int
+    *, vector: list[float], question: str, mode: str, candidates: int, language: str = ""
 ) -> list[Passage]:
-    """All candidates of the chosen method(s), best first by RRF (sync; runs in a transaction)."""
+    """All candidates of the chosen method(s), best first by RRF (sync; runs in a transaction).
+
+    `language` is the question's (ISO 639-1; "" when not detected: LANGUAGE_DEFAULT's
+    configuration is used then): its words are stemmed as that language's documents were.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
     tsq = text_query(question)
@@ -108,6 +113,7 @@ def passages_rank(
         "v": _vector_literal(vector),
         "n": candidates,
         "tsq": tsq or "nothing_to_match",
+        "cfg": text_search_config(language or settings.LANGUAGE_DEFAULT),
         "use_vector": mode in ("hybrid", "vector"),
         "use_text": mode in ("hybrid", "text") and bool(tsq),
     }
@@ -168,6 +174,7 @@ async def passages_search(
     ranked = await sync_to_async(passages_rank)(
         vector=list(vector),
         question=question,
+        language=await adetect_language(question),
         mode=mode or settings.RETRIEVAL_MODE,
         candidates=max(k, candidates or settings.RETRIEVAL_CANDIDATES),
     )

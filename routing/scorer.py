@@ -85,9 +85,30 @@ _STOP = frozenset(
 )
 
 
+# The same abstentions in the languages whose "I don't know" the prompt asks for (German,
+# French, Spanish, Italian, Portuguese, Dutch): "I don't know" and "the passages do not say".
+_IDK_OTHER = re.compile(
+    r"\bich\s+wei(ß|ss)\s+(es\s+)?nicht\b"
+    r"|\b(passagen|texte?|abschnitte|dokumente?)\s+(enthalten|nennen|sagen|erwähnen)\s+"
+    r"(das\s+|dies\s+|es\s+)?nicht\b"
+    r"|\bje\s+ne\s+(le\s+)?sais\s+pas\b|\bje\s+ne\s+suis\s+pas\s+s[uû]re?\b"
+    r"|\b(passages?|textes?|documents?)\s+ne\s+(contien(nen)?t|mentionnen?t|disent|dit|précisen?t)\s+pas\b"
+    # "no se ..." is the reflexive (an answer); only "no lo se" or an accented "no sé" abstain.
+    r"|\bno\s+lo\s+s[eé]\b|\bno\s+sé(?!\w)"
+    r"|\b(pasajes?|textos?|documentos?)\s+no\s+(contienen?|mencionan?|dicen?|indican?)\b"
+    r"|\bnon\s+(lo\s+)?so\b|\bnão\s+(o\s+)?sei\b"
+    r"|\bik\s+weet\s+(het\s+)?niet\b",
+    re.IGNORECASE,
+)
+
+
 def says_dont_know(text: str) -> bool:
-    """True when an answer says it does not know (or that its passages do not say), or is empty."""
-    return bool(_IDK.search(text)) or not text.strip()
+    """True when an answer says it does not know (or that its passages do not say), or is empty.
+
+    Recognised in English, German, French, Spanish, Italian, Portuguese and Dutch: the languages
+    whose exact "I don't know" reply the prompt asks for (retrieval.language.DONT_KNOW).
+    """
+    return bool(_IDK.search(text) or _IDK_OTHER.search(text)) or not text.strip()
 
 
 def content_words(text: str) -> list[str]:

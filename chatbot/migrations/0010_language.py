@@ -1,9 +1,14 @@
-# Reserved for: languages. Operations are filled in by hand (copy only your own operations from
-# `makemigrations --dry-run -v 3`), so parallel work on the same app keeps one migration chain.
-from django.db import migrations
+# Languages: the standalone question's detected language on each answer.
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
     dependencies = [("chatbot", "0009_api_keys")]
 
-    operations = []
+    operations = [
+        migrations.AddField(
+            model_name="message",
+            name="language",
+            field=models.CharField(blank=True, max_length=8),
+        ),
+    ]

