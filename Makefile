@@ -42,6 +42,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The several-processes test runs its own redis-server (the channel layer of REDIS_URL).
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 setup: $(STAMP) node_modules/.package-lock.json
 	$(PY) manage.py prepare_models smollm2-135m qwen2.5-coder-0.5b
 
@@ -55,7 +59,7 @@ db:
 run: setup models-large db
 	$(PY) manage.py run_stack
 
-test: setup chromium
+test: setup chromium redis
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

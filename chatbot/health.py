@@ -2,8 +2,8 @@
 
 The worker proves it is alive by running a probe task (`worker_heartbeat_task`) queued like
 any other: a worker that is up but no longer takes tasks from the queue counts as dead. Each
-readiness check queues a probe when none is waiting and the last one is getting old, so the
-heartbeat costs nothing while nobody asks. A worker busy with a long ingestion is alive too:
+probe schedules the next one a quarter of READYZ_WORKER_STALE_SECONDS ahead; a readiness check
+starts the chain when no probe is waiting. A worker busy with a long ingestion is alive too:
 the ingestion beats its own heartbeat on the document at every step.
 """
 
@@ -40,15 +40,22 @@ class Check:
         return {"ok": self.ok, "detail": self.detail}
 
 
+def heartbeat_interval() -> timedelta:
+    """How often a worker runs the probe: a quarter of the time after which it counts as dead."""
+    return timedelta(seconds=settings.READYZ_WORKER_STALE_SECONDS / 4)
+
+
 @task(queue_name=HEARTBEAT_QUEUE, priority=20)
 def worker_heartbeat_task() -> str:
-    """Run by a task worker to show it takes tasks; earlier probes' rows are removed."""
+    """Run by a task worker to show it takes tasks: removes earlier probes' rows and schedules
+    the next probe (django-tasks has no periodic tasks)."""
     from django_tasks_db.models import DBTaskResult
 
+    probes = DBTaskResult.objects.filter(task_path=worker_heartbeat_task.module_path)
     # This probe's own row is RUNNING now, so it stays as the latest heartbeat.
-    DBTaskResult.objects.filter(
-        task_path=worker_heartbeat_task.module_path, status=TaskResultStatus.SUCCESSFUL
-    ).delete()
+    probes.filter(status=TaskResultStatus.SUCCESSFUL).delete()
+    if not probes.filter(status=TaskResultStatus.READY).exists():
+        worker_heartbeat_task.using(run_after=timezone.now() + heartbeat_interval()).enqueue()
     return "alive"
 
 
@@ -66,7 +73,7 @@ def _database() -> Check:
 
 def worker_check(*, now: Any = None) -> Check:
     """Whether a task worker ran a heartbeat probe (or beat an ingestion's heartbeat) within
-    READYZ_WORKER_STALE_SECONDS; queues a probe when none waits and the last is a quarter that old."""
+    READYZ_WORKER_STALE_SECONDS; queues a probe when none is waiting."""
     if settings.TASKS["default"]["BACKEND"] != "django_tasks_db.DatabaseBackend":
         return Check("worker", True, "tasks run without a worker (no database task backend)")
     from django_tasks_db.models import DBTaskResult
@@ -82,7 +89,8 @@ def worker_check(*, now: Any = None) -> Check:
         .values_list("finished_at", flat=True)
         .first()
     )
-    if (last is None or now - last > stale / 4) and not probes.ready().exists():
+    if not probes.filter(status=TaskResultStatus.READY).exists():
+        # None waiting (a fresh database, or the chain of probes was broken): start one now.
         worker_heartbeat_task.enqueue()
     if last is not None and now - last <= stale:
         return Check("worker", True, f"heartbeat {(now - last).total_seconds():.0f} s ago")

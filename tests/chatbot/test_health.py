@@ -55,10 +55,13 @@ def test_ready_once_a_real_worker_has_taken_the_heartbeat_probe(small_tier) -> N
         },
     }
     assert body["checks"]["worker"]["ok"]
-    # Probes do not pile up: the worker keeps only the latest.
+    # Probes do not pile up: the latest heartbeat and the next probe, scheduled ahead.
     readyz()
     run_worker_batch()
-    assert probes.count() == 1
+    latest = probes.get(status=TaskResultStatus.SUCCESSFUL)
+    waiting = probes.get(status=TaskResultStatus.READY)
+    # A quarter of READYZ_WORKER_STALE_SECONDS (60) after the latest heartbeat.
+    assert 12 <= (waiting.run_after - latest.finished_at).total_seconds() <= 16
 
 
 def test_a_dead_model_server_and_a_stale_worker_are_named() -> None:
