@@ -74,6 +74,12 @@ class Chunk(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     content_hash = models.CharField(max_length=64)
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    # The passage under the embedder being switched to (retrieval.embedders.embeddings_switch):
+    # filled in the background while search keeps using `embedding`, then swapped in.
+    embedding_next = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
+    # The document's text search configuration (retrieval.language.text_search_config): stemming
+    # in its own language, `simple` over unaccented words where PostgreSQL has none.
+    text_config = models.CharField(max_length=32, default="english")
     search_vector = models.GeneratedField(
         expression=Func(
             F("text_config"),
@@ -90,12 +96,6 @@ class Chunk(models.Model):
         ordering = ["document_id", "ordinal"]
         constraints = [
             models.UniqueConstraint(
-    # The passage under the embedder being switched to (retrieval.embedders.embeddings_switch):
-    # filled in the background while search keeps using `embedding`, then swapped in.
-    embedding_next = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
-    # The document's text search configuration (retrieval.language.text_search_config): stemming
-    # in its own language, `simple` over unaccented words where PostgreSQL has none.
-    text_config = models.CharField(max_length=32, default="english")
                 fields=["document", "version", "ordinal"], name="chunk_document_version_ordinal"
             )
         ]
@@ -142,6 +142,8 @@ class CacheEntry(models.Model):
 
     question = models.TextField(help_text="The standalone question the answer was given to.")
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    # The question under the embedder being switched to (see Chunk.embedding_next).
+    embedding_next = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
     answer = models.TextField()
     # The sources exactly as shown with the answer (chunk_id, document_id, document_version...).
     sources = models.JSONField(default=list, blank=True)
@@ -152,8 +154,6 @@ class CacheEntry(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=10, default=0)
     active = models.BooleanField(default=True, db_index=True)
     retired_reason = models.CharField(max_length=40, blank=True)
-    # The question under the embedder being switched to (see Chunk.embedding_next).
-    embedding_next = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
     hit_count = models.PositiveIntegerField(default=0)
     last_hit_at = models.DateTimeField(null=True, blank=True)
     # An admin's curated answer (one version of it): never expires by age and is never retired
@@ -191,16 +191,6 @@ class CacheEntry(models.Model):
         return self.question[:80]
 
 
-class CacheHit(models.Model):
-    """One cached answer served; a thumbs-down on it marks it a false hit and retires the entry."""
-
-    entry = models.ForeignKey(CacheEntry, on_delete=models.CASCADE, related_name="hits")
-    question = models.TextField(help_text="The standalone question that was served the entry.")
-    similarity = models.FloatField()
-    guard_score = models.FloatField(null=True, blank=True)
-    message_id = models.BigIntegerField(null=True, blank=True, db_index=True)
-    # The keyed digest of the session served (distinct thumbs-down sessions retire an entry).
-    session = models.CharField(max_length=64, blank=True, default="")
 class EmbedderState(models.Model):
     """Whose vectors the tables hold (`active`, a dotted path) and a switch in progress (one row).
 
@@ -221,6 +211,16 @@ class EmbedderState(models.Model):
         return f"{self.active} -> {self.target}" if self.target else self.active
 
 
+class CacheHit(models.Model):
+    """One cached answer served; a thumbs-down on it marks it a false hit and retires the entry."""
+
+    entry = models.ForeignKey(CacheEntry, on_delete=models.CASCADE, related_name="hits")
+    question = models.TextField(help_text="The standalone question that was served the entry.")
+    similarity = models.FloatField()
+    guard_score = models.FloatField(null=True, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # The keyed digest of the session served (distinct thumbs-down sessions retire an entry).
+    session = models.CharField(max_length=64, blank=True, default="")
     false_hit = models.BooleanField(default=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
