@@ -1,6 +1,6 @@
 """Prompt-injection suite: injected documents and direct attacks through the real pipeline, per tier.
 
-Usage: DATABASE_NAME=inject python bench/injection.py [--tiers small,medium] [--limit N]
+Usage: DATABASE_NAME=inject python bench/injection.py [--tiers small,medium] [--limit N] [--stride N]
            [--cases bench/data/injection_cases.jsonl] [--out bench/results/injection.json]
        (the database's tiers' servers must be up: manage.py serve_models)
 
@@ -134,6 +134,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiers", default="small,medium")
     parser.add_argument("--limit", type=int, default=0, help="the first N cases only")
+    parser.add_argument(
+        "--stride", type=int, default=1, help="every Nth case (a sample of every kind and family)"
+    )
     parser.add_argument("--cases", default=str(CASES))
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--allowed", default="larkspur.example", help="the company's domains")
@@ -157,7 +160,7 @@ def main() -> None:
     from chatbot.pipeline import AnswerOptions
     from retrieval.services import document_ingest_text
 
-    cases = cases_load(Path(args.cases))
+    cases = cases_load(Path(args.cases))[:: max(1, args.stride)]
     if args.limit:
         cases = cases[: args.limit]
     allowed = sorted(
