@@ -99,9 +99,9 @@ async def test_answers_escalations_errors_cache_and_sockets_are_counted(
     assert delta("chatbot_cache_lookups_total") == 3
     assert delta("chatbot_cache_hits_total") == 1
     # Tokens and cost as the stored answer has them (the fault server reports its usage).
-    assert delta("chatbot_tokens_total", tier="good", direction="out") == first["usage"][
-        "tokens_out"
-    ]
+    assert (
+        delta("chatbot_tokens_total", tier="good", direction="out") == first["usage"]["tokens_out"]
+    )
     assert delta("chatbot_tokens_total", tier="good", direction="in") > 0
     assert delta("chatbot_cost_usd_total", tier="good", origin=origin) == pytest.approx(
         first["cost"]
@@ -142,3 +142,48 @@ def test_metrics_refused_outside_the_allowed_addresses(settings) -> None:  # noq
     assert Client(REMOTE_ADDR="198.51.100.1").get("/metrics").status_code == 403
     settings.METRICS_ALLOWED_ADDRESSES = ["not-an-address"]
     assert Client().get("/metrics").status_code == 403
+
+
+def test_several_processes_sum_in_multiprocess_mode(tmp_path) -> None:  # noqa: ANN001
+    """PROMETHEUS_MULTIPROC_DIR shared by several processes: any of them reports the sum."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.retrieval.test_worker import worker_database_url
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DATABASE_URL": worker_database_url(),
+        "DJANGO_SETTINGS_MODULE": "chatbot.settings",
+    }
+    count = (
+        "import django; django.setup(); from chatbot import metrics; "
+        "metrics.cache_lookup_observe(hit=True, bypassed=False)"
+    )
+    show = (
+        "import django; django.setup(); from chatbot import metrics; "
+        "print(metrics.exposition()[0].decode())"
+    )
+    for code in (count, count):
+        subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-c", show],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    ).stdout.decode()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(shown)
+        for sample in family.samples
+        if not sample.labels
+    }
+    assert samples["chatbot_cache_lookups_total"] == 2
+    assert samples["chatbot_cache_hits_total"] == 2
+    assert "chatbot_ingestion_queue_depth" in samples

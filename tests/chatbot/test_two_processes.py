@@ -524,3 +524,30 @@ def test_nginx_passes_websocket_upgrades() -> None:
     assert re.search(r"proxy_read_timeout \d{3,}s;", block)
     # The proxy overwrites what Django and Daphne trust (DJANGO_PROXY_SSL_HEADER, --proxy-headers).
     assert conf.count("proxy_set_header X-Forwarded-Proto https;") == 2
+
+
+def test_database_url_keeps_every_option() -> None:
+    from chatbot.embedded_db import database_from_url
+
+    db = database_from_url(
+        "postgresql://bot:s%40cret@db.example.com:6543/chat"
+        "?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=5&application_name=chat"
+    )
+    assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
+        "db.example.com",
+        "6543",
+        "chat",
+        "bot",
+        "s@cret",
+    )
+    assert db["OPTIONS"] == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ca.pem",
+        "connect_timeout": 5,
+        "application_name": "chat",
+    }
+    # libpq's way of naming a socket folder, as the embedded server's URL does.
+    socket_url = database_from_url("postgresql://postgres:@/postgres?host=/srv/pg&sslmode=disable")
+    assert socket_url["HOST"] == "/srv/pg" and socket_url["OPTIONS"] == {"sslmode": "disable"}
+    with pytest.raises(ValueError, match="postgres://"):
+        database_from_url("mysql://x@y/z")
