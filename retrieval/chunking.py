@@ -114,10 +114,10 @@ def chunk_text(
                 drafts.append(_draft(heading, "\n\n".join(current), count_tokens, page))
                 current = []
             if count_tokens(paragraph) > max_tokens:
-                drafts.extend(
-                    _draft(heading, piece, count_tokens, page)
-                    for piece in _split_long(paragraph, max_tokens, overlap_tokens, count_tokens)
+                pieces = _split_table(paragraph, max_tokens, count_tokens) or _split_long(
+                    paragraph, max_tokens, overlap_tokens, count_tokens
                 )
+                drafts.extend(_draft(heading, piece, count_tokens, page) for piece in pieces)
                 continue
             current.append(paragraph)
         if current:
@@ -134,6 +134,38 @@ def chunk_text(
 
 def _draft(heading: str, text: str, count_tokens: TokenCounter, page: int | None) -> ChunkDraft:
     return ChunkDraft(heading=heading, text=text, token_count=count_tokens(text), page=page)
+
+
+_TABLE_RULE = re.compile(r"\|(?:\s*:?-{3,}:?\s*\|)+")
+
+
+def _split_table(text: str, max_tokens: int, count_tokens: TokenCounter) -> list[str]:
+    """A markdown table cut between rows, each piece led by the header and its rule so it still
+    says what its columns are; [] if text is not such a table or its header alone is too big."""
+    lines = text.splitlines()
+    if len(lines) < 3 or not lines[0].startswith("|") or not _TABLE_RULE.fullmatch(lines[1]):
+        return []
+    head = lines[:2]
+    if count_tokens("\n".join(head)) * 2 > max_tokens:
+        return []
+    pieces: list[str] = []
+    rows: list[str] = []
+    for row in lines[2:]:
+        if rows and count_tokens("\n".join([*head, *rows, row])) > max_tokens:
+            pieces.append("\n".join([*head, *rows]))
+            rows = []
+        rows.append(row)
+    pieces.append("\n".join([*head, *rows]))
+    # A single row over the budget is cut like prose (its header then lost).
+    return [
+        part
+        for piece in pieces
+        for part in (
+            _split_long(piece, max_tokens, 0, count_tokens)
+            if count_tokens(piece) > max_tokens
+            else [piece]
+        )
+    ]
 
 
 def _split_long(

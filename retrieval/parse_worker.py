@@ -212,6 +212,11 @@ def drop_hidden_html(markdown: str) -> str:
     return "".join(out)
 
 
+def body_text(text: str) -> str:
+    """Text that is not a heading, escaped where it would read as one ("# not a title")."""
+    return "\\" + text if re.match(r"#{1,6}(\s|$)", text) else text
+
+
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -356,19 +361,29 @@ def _squash(text: str) -> str:
 def _pdf_headings_from_outline(pages: list[list[_PdfLine]], outline: list) -> None:
     """Mark each bookmark's line on its page a heading (##, ### ... by depth); add it at the top
     of the page when no line matches."""
+    inserted = [0] * len(pages)
     for index, title, depth in outline:
         if index >= len(pages):
             continue
         level = min(6, depth + 2)
         wanted = _squash(title)
+        # The heading line may carry a section number the bookmark leaves out ("2.1 Naming").
         line = next(
-            (ln for ln in pages[index] if not ln.heading and wanted and _squash(ln.text) == wanted),
+            (
+                ln
+                for ln in pages[index]
+                if not ln.heading
+                and wanted
+                and _squash(ln.text).endswith(wanted)
+                and len(_squash(ln.text)) - len(wanted) <= 6
+            ),
             None,
         )
         if line is not None:
             line.heading = level
         else:
-            pages[index].insert(0, _PdfLine(title, 0.0, level))
+            pages[index].insert(inserted[index], _PdfLine(title, 0.0, level))
+            inserted[index] += 1
 
 
 def _pdf_headings_from_sizes(pages: list[list[_PdfLine]]) -> None:
@@ -421,6 +436,7 @@ def _pdf_page_markdown(lines: list[_PdfLine]) -> str:
             flush()
             blocks.append("#" * line.heading + " " + line.text)
             continue
+        line.text = body_text(line.text)
         if line.size != size:
             flush()  # a change of type size is a change of block (a caption, a heading)
             size = line.size
@@ -472,7 +488,7 @@ def parse_docx(data: bytes) -> tuple[str, str]:
         elif match:
             lines.append("#" * min(6, int(match.group(1)) + 1) + " " + text)
         else:
-            lines.append(text)
+            lines.append(body_text(text))
     title = (document.core_properties.title or "").strip()
     return title, "\n\n".join(lines)
 
@@ -591,7 +607,9 @@ def parse_pptx(data: bytes) -> tuple[str, str]:
                 blocks.append(markdown_table(rows))
             elif getattr(shape, "has_text_frame", False) and shape.has_text_frame:
                 text = "\n".join(
-                    " ".join(p.text.split()) for p in shape.text_frame.paragraphs if p.text.strip()
+                    body_text(" ".join(p.text.split()))
+                    for p in shape.text_frame.paragraphs
+                    if p.text.strip()
                 )
                 if text:
                     blocks.append(text)

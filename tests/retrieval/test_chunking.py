@@ -116,3 +116,19 @@ def test_paged_text_gives_each_chunk_its_page_and_keeps_the_heading_across_pages
     # unpaged text: a form feed is only a line break and no chunk has a page
     flat = chunk_text(text, max_tokens=200, overlap_tokens=0, count_tokens=cl100k_count)
     assert {c.page for c in flat} == {None} and len(flat) == 2
+
+
+def test_a_long_table_is_cut_between_rows_each_piece_with_the_header() -> None:
+    rows = "\n".join(f"| Lamp {i} | {10 + i} euros | brass |" for i in range(40))
+    table = f"| Lamp | Price | Finish |\n| --- | --- | --- |\n{rows}"
+    chunks = chunk_text(
+        f"## Prices\n\n{table}", max_tokens=60, overlap_tokens=10, count_tokens=cl100k_count
+    )
+    assert len(chunks) > 3
+    for chunk in chunks:
+        assert chunk.token_count <= 60 and chunk.heading == "Prices"
+        lines = chunk.text.splitlines()
+        assert lines[:2] == ["| Lamp | Price | Finish |", "| --- | --- | --- |"]
+        assert all(re.fullmatch(r"\| Lamp \d+ \| \d+ euros \| brass \|", ln) for ln in lines[2:])
+    cut = [ln for c in chunks for ln in c.text.splitlines()[2:]]
+    assert cut == rows.splitlines()  # every row once, in order

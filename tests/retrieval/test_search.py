@@ -56,9 +56,11 @@ async def test_floor_returns_nothing_for_an_unrelated_question(knowledge) -> Non
     assert passages == []
 
 
-async def test_only_ready_documents_are_served(knowledge) -> None:  # noqa: ANN001
+async def test_only_served_versions_are_served(knowledge) -> None:  # noqa: ANN001
+    # A first version being indexed has no served version yet (a replacement being indexed
+    # keeps serving the old one: tests/retrieval/test_versions.py).
     await KnowledgeDocument.objects.filter(source_name="returns.md").aupdate(
-        status=KnowledgeDocument.Status.EMBEDDING
+        status=KnowledgeDocument.Status.EMBEDDING, served_version=None
     )
     passages = await passages_search(
         question="How long do I have to send something back?", k=3, min_similarity=0.0

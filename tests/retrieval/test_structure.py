@@ -441,3 +441,24 @@ def test_broken_office_files_are_refused_with_a_reason() -> None:
         )
     with pytest.raises(DocumentRejected, match="DOCTYPE"):
         parse("evil.xlsx", entity.getvalue())
+
+
+def test_pdf_bookmarks_match_numbered_headings_and_missing_ones_keep_their_order() -> None:
+    pages = [[(BODY, "3.2 Cleaning"), (BODY, "Wipe the shade."), (BODY, "# not a heading")]]
+    outline = (("Care", 0, None), ("Maintenance", 0, "Care"), ("Cleaning", 0, "Maintenance"))
+    _, text = parse("care.pdf", pdf_pages(pages, outline))
+    assert text.startswith("## Care\n\n### Maintenance\n\n#### 3.2 Cleaning\n\nWipe the shade.")
+    assert "\\# not a heading" in text  # body text that looks like a heading is escaped
+
+
+def test_docx_body_text_that_looks_like_a_heading_stays_body_text() -> None:
+    def build(document) -> None:  # noqa: ANN001
+        document.add_heading("Setup", level=1)
+        document.add_paragraph("# this line is a shell comment")
+
+    from retrieval.chunking import chunk_text
+    from retrieval.embedders import cl100k_count
+
+    _, text = parse("setup.docx", docx_bytes(build))
+    chunks = chunk_text(text, max_tokens=200, overlap_tokens=0, count_tokens=cl100k_count)
+    assert [c.heading for c in chunks] == ["Setup"]
