@@ -88,8 +88,12 @@ class DatabaseLanes:
                 try:
                     yield
                 finally:
-                    # On this lane's thread: its connection returns to the pool.
-                    await aclose_old_connections()
+                    # On this lane's thread: its connection returns to the pool. A database
+                    # that went away meanwhile must not fail an event that already answered.
+                    try:
+                        await aclose_old_connections()
+                    except Exception:  # noqa: BLE001
+                        logger.warning("closing a lane's database connection failed", exc_info=True)
         finally:
             self._busy[n] -= 1
 
