@@ -306,7 +306,9 @@ class CacheEntryAdmin(admin.ModelAdmin):
 
 
 class WebSourceForm(forms.ModelForm):
-    url = forms.URLField(max_length=2000, assume_scheme="https", help_text="A page or a sitemap.xml.")
+    url = forms.URLField(
+        max_length=2000, assume_scheme="https", help_text="A page or a sitemap.xml."
+    )
 
     class Meta:
         model = WebSource
@@ -322,6 +324,15 @@ class WebSourceForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
 
 
+@admin.display(description="document")
+def _web_page_document(page: WebPage) -> str:
+    document = KnowledgeDocument.objects.filter(web_page=page).only("id", "title").first()
+    if document is None:
+        return "-"
+    url = reverse("admin:retrieval_knowledgedocument_change", args=[document.id])
+    return format_html('<a href="{}">{}</a>', url, document.title)
+
+
 class WebPageInline(admin.TabularInline):
     model = WebPage
     fields = ("url", "state", "document", "http_status", "failures", "fetched_at", "error")
@@ -329,6 +340,7 @@ class WebPageInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
+    document = staticmethod(_web_page_document)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # pages come from syncing the source
@@ -382,6 +394,7 @@ class WebPageAdmin(admin.ModelAdmin):
     list_display = ("url", "state", "document", "http_status", "failures", "fetched_at", "error")
     list_filter = ("state", "source")
     search_fields = ("url",)
+    document = staticmethod(_web_page_document)
     readonly_fields = (
         "source",
         "url",

@@ -50,6 +50,16 @@ class KnowledgeDocument(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life of a running ingestion."
     )
+    # A page of a web source (retrieval.web_tasks): the document goes when the page or its source
+    # is deleted (the delete signal then retires the cached answers that cited it).
+    web_page = models.OneToOneField(
+        "WebPage",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.CASCADE,
+        related_name="document",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -277,13 +287,6 @@ class WebPage(models.Model):
 
     source = models.ForeignKey(WebSource, on_delete=models.CASCADE, related_name="pages")
     url = models.URLField(max_length=2000, unique=True)
-    document = models.OneToOneField(
-        KnowledgeDocument,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="web_page",
-    )
     state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
     etag = models.CharField(max_length=300, blank=True)
     last_modified = models.CharField(max_length=100, blank=True)

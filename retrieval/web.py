@@ -170,7 +170,7 @@ class Fetcher:
         current = url_check(url)
         deadline = time.monotonic() + self.timeout
         while True:
-            self._site_check(current)
+            self.site_check(current)
             if not self.robots_allows(current):
                 raise RobotsDisallowed(f"{current}: robots.txt does not allow fetching it")
             seen.append(current)
@@ -198,7 +198,7 @@ class Fetcher:
     def _robots_load(self, origin: str) -> RobotFileParser | None:
         current, deadline = f"{origin}/robots.txt", time.monotonic() + self.timeout
         for _ in range(self.max_redirects + 1):
-            self._site_check(current)
+            self.site_check(current)
             fetched, location = self._request(current, {}, deadline, _ROBOTS_MAX_BYTES)
             if location is None:
                 break
@@ -218,7 +218,8 @@ class Fetcher:
             parser.parse(fetched.body.decode("utf-8", "replace").splitlines())
         return parser
 
-    def _site_check(self, url: str) -> None:
+    def site_check(self, url: str) -> None:
+        """WebRefused unless the URL's host is this fetcher's site (or allowed)."""
         host = (urlsplit(url).hostname or "").lower()
         if host not in self.hosts:
             raise WebRefused(
@@ -559,16 +560,16 @@ def citation_url(*, url: str, anchors: dict[str, str], heading: str) -> str:
 
 async def passages_linked(passages: list[Passage]) -> list[Passage]:
     """The passages with `url` set to the live page (and section anchor) for web documents."""
-    from retrieval.models import WebPage
+    from retrieval.models import KnowledgeDocument
 
     ids = {p.document_id for p in passages}
     if not ids:
         return passages
     pages = {
         document_id: (url, anchors)
-        async for document_id, url, anchors in WebPage.objects.filter(
-            document_id__in=ids
-        ).values_list("document_id", "url", "anchors")
+        async for document_id, url, anchors in KnowledgeDocument.objects.filter(
+            id__in=ids, web_page__isnull=False
+        ).values_list("id", "web_page__url", "web_page__anchors")
     }
     return [
         replace(

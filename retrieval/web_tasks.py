@@ -119,7 +119,7 @@ def _source_fetch(source: WebSource, sync: _Sync) -> None:
         for url in urls[: settings.WEB_MAX_PAGES]:
             try:
                 url = url_check(url)
-                fetcher._site_check(url)
+                fetcher.site_check(url)
             except WebRefused as exc:
                 report.errors.append(str(exc))
                 continue
@@ -204,7 +204,7 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
     page.fetched_at = now
     try:
         if fetched is None:
-            current = page.document is not None and page.state == WebPage.State.ACTIVE
+            current = page.state == WebPage.State.ACTIVE and _page_document(page) is not None
             fetched = fetcher.get(
                 page.url,
                 etag=page.etag if current else "",
@@ -235,7 +235,7 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
     page.etag, page.last_modified = fetched.etag, fetched.last_modified
     data = extracted.text.encode()
     digest = hashlib.sha256(data).hexdigest()
-    document = page.document
+    document = _page_document(page)
     if (
         document is not None
         and page.state == WebPage.State.ACTIVE
@@ -249,15 +249,21 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
         document = accept(source_name=name, data=data, title=extracted.title)
     except DocumentRejected as exc:
         return _page_failed(page, str(exc), report)
+    if document.web_page_id != page.id:
+        KnowledgeDocument.objects.filter(id=document.id).update(web_page=page)
     if inline and document.status not in (Status.READY, Status.FAILED):
         document_process(document_id=document.id, version=document.version)
-    page.document = document
     page.content_hash = digest
     page.anchors = extracted.anchors
     page.changed_at = now
     page.state = WebPage.State.ACTIVE
     report.documents.append(document.id)
     return _page_ok(page, "changed")
+
+
+def _page_document(page: WebPage) -> KnowledgeDocument | None:
+    """The page's document, if it has one (without the stored bytes)."""
+    return KnowledgeDocument.objects.filter(web_page=page).defer("raw").first()
 
 
 def _page_ok(page: WebPage, outcome: str) -> str:
@@ -284,9 +290,7 @@ def _page_retire(page: WebPage, reason: str) -> None:
     """Stop serving a page: its document is deleted (no longer searched; the delete signal
     retires the cached answers that cited it). The page row stays, with the reason."""
     with transaction.atomic():
-        if page.document_id is not None:
-            KnowledgeDocument.objects.filter(id=page.document_id).delete()
-        page.document = None
+        KnowledgeDocument.objects.filter(web_page=page).delete()
         page.state = WebPage.State.RETIRED
         page.content_hash = page.etag = page.last_modified = ""
         page.anchors = {}

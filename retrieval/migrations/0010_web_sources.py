@@ -36,9 +36,13 @@ class Migration(migrations.Migration):
                 ("error", models.TextField(blank=True)),
                 ("fetched_at", models.DateTimeField(blank=True, null=True)),
                 ("changed_at", models.DateTimeField(blank=True, null=True)),
-                ("document", models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="web_page", to="retrieval.knowledgedocument")),
                 ("source", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="pages", to="retrieval.websource")),
             ],
             options={"ordering": ["url"]},
+        ),
+        migrations.AddField(
+            model_name="knowledgedocument",
+            name="web_page",
+            field=models.OneToOneField(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name="document", to="retrieval.webpage"),
         ),
     ]

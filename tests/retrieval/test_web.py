@@ -352,8 +352,7 @@ db = pytest.mark.django_db(transaction=True)
 
 
 def _document(url: str) -> KnowledgeDocument | None:
-    page = WebPage.objects.select_related("document").get(url=url)
-    return page.document
+    return KnowledgeDocument.objects.filter(web_page__url=url).first()
 
 
 def _cache_entry_citing(document: KnowledgeDocument) -> CacheEntry:
@@ -519,6 +518,13 @@ def test_a_sitemap_syncs_its_pages_and_retires_the_ones_it_drops(
     assert warranty.state == WebPage.State.RETIRED and "sitemap" in warranty.error
     assert KnowledgeDocument.objects.count() == 2
 
+    # Deleting the source deletes its documents, and so retires the answers that cited them.
+    entry = _cache_entry_citing(_document(site.url("/help/returns")))
+    source.delete()
+    assert not KnowledgeDocument.objects.exists()
+    entry.refresh_from_db()
+    assert not entry.active
+
 
 @db
 async def test_web_passages_carry_a_link_to_their_live_section(
@@ -584,3 +590,53 @@ def test_resync_is_scheduled_on_the_task_worker(site: SiteServer, web_settings: 
     assert abs((following.run_after - source.next_sync_at).total_seconds()) < 1
     # Queued (not inline) from the task: the changed page went to the ingestion queue.
     assert _document(site.url("/returns")).status == KnowledgeDocument.Status.QUEUED
+
+
+@db
+def test_an_admin_adds_a_source_and_the_worker_is_asked_to_fetch_it(admin_client: Any) -> None:
+    response = admin_client.post(
+        "/admin/retrieval/websource/add/", {"url": "ftp://help.acme.test/"}, follow=True
+    )
+    assert "only http and https" in response.content.decode()
+    assert not WebSource.objects.exists()
+    response = admin_client.post(
+        "/admin/retrieval/websource/add/",
+        {
+            "url": "https://help.acme.test/sitemap.xml#top",
+            "pages-TOTAL_FORMS": "0",
+            "pages-INITIAL_FORMS": "0",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    source = WebSource.objects.get()
+    assert source.url == "https://help.acme.test/sitemap.xml"
+    assert DBTaskResult.objects.filter(
+        task_path=web_sync_task.module_path, status=TaskResultStatus.READY
+    ).exists()
+    assert admin_client.get("/admin/retrieval/websource/").status_code == 200
+    assert admin_client.get(f"/admin/retrieval/websource/{source.id}/change/").status_code == 200
+    assert admin_client.get("/admin/retrieval/webpage/").status_code == 200
+
+
+@db
+def test_a_real_worker_syncs_a_due_source_and_indexes_its_page(
+    site: SiteServer, web_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.retrieval.test_worker import run_worker_batch
+
+    # The worker is another process: it reads the setting from its environment.
+    monkeypatch.setenv("WEB_ALLOW_PRIVATE_ADDRESSES", "1")
+    site.routes["/returns"] = Route(RETURNS)
+    source = web_source_add(url=site.url("/returns"))
+    assert web_sync_ensure()
+    run_worker_batch()
+    source.refresh_from_db()
+    assert source.kind == WebSource.Kind.PAGE and source.error == ""
+    document = _document(site.url("/returns"))
+    assert document.status == KnowledgeDocument.Status.READY, document.error
+    assert Chunk.objects.filter(document=document).exists()
+    # The next sync waits for its time; the batch worker left it queued.
+    assert DBTaskResult.objects.filter(
+        task_path=web_sync_task.module_path, status=TaskResultStatus.READY
+    ).exists()
