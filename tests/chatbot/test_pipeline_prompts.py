@@ -42,6 +42,27 @@ async def test_the_cascade_gets_the_passages_in_the_prompts_order_and_only_those
     assert prompt.sources()[2]["chunk_id"] == 7 and prompt.sources()[2]["similarity"] == 0.82
 
 
+async def test_a_citation_gives_the_page_of_a_paged_source() -> None:
+    on_page = Passage(
+        chunk_id=4,
+        document_id=2,
+        document_version=1,
+        title="Manual",
+        heading="Warranty",
+        text="The warranty covers the wiring for five years.",
+        similarity=0.7,
+        page=4,
+    )
+    tier = ModelTier(name="medium", context_window=4096, max_answer_tokens=64, local_model="x")
+    prompt = await tier_prompt(
+        tier=tier,
+        passages=[on_page, passage(1, 1, 0.6, "Gift cards never expire.")],
+        turns=[],
+        question="How long is the warranty?",
+    )
+    assert {s["chunk_id"]: s["page"] for s in prompt.sources()} == {4: 4, 1: None}
+
+
 @pytest.mark.django_db
 async def test_a_local_prompt_is_counted_by_its_own_server(small_tier) -> None:  # noqa: ANN001
     from routing.cascade import tier_call

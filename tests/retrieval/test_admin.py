@@ -48,14 +48,14 @@ def test_bad_uploads_each_get_a_message_and_good_ones_are_queued(staff, settings
         staff,
         ("returns.md", b"# Returns\n\nWithin 30 days."),
         ("empty.txt", b""),
-        ("prices.xlsx", b"PK\x03\x04..."),
+        ("prices.numbers", b"PK\x03\x04..."),
         ("renamed.pdf", b"plain text pretending"),
         ("huge.md", b"# Huge\n\n" + b"words " * 2000),
     )
     shown = messages_of(response)
     assert any("returns.md: queued for ingestion" in m for m in shown)
     assert any("empty.txt: the file is empty" in m for m in shown)
-    assert any("prices.xlsx: unsupported file type (.xlsx)" in m for m in shown)
+    assert any("prices.numbers: unsupported file type (.numbers)" in m for m in shown)
     assert any("renamed.pdf: this is not a PDF" in m for m in shown)
     assert any("huge.md: the file is" in m and "over the" in m for m in shown)
     assert list(KnowledgeDocument.objects.values_list("source_name", "status")) == [
