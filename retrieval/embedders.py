@@ -16,7 +16,7 @@ import numpy as np
 import tiktoken
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -188,20 +188,9 @@ def cl100k_count(text: str) -> int:
     return len(_cl100k().encode(text, disallowed_special=()))
 
 
-@functools.cache
-def _embedder_instance(path: str) -> Embedder:
-    return import_string(path)()
-
-
 def embedder_load(path: str) -> Embedder:
-    """One instance of the embedder at a dotted path per process; its size must be the tables'."""
-    embedder = _embedder_instance(path)
-    if embedder.dimensions != settings.EMBEDDING_DIMENSIONS:
-        raise RuntimeError(
-            f"EMBEDDER {path} gives {embedder.dimensions} dimensions but "
-            f"EMBEDDING_DIMENSIONS is {settings.EMBEDDING_DIMENSIONS}; set both together."
-        )
-    return embedder
+    """The process's instance of the embedder at a dotted path; its size must be the tables'."""
+    return get_embedder().backend(path)
 
 
 class ActiveEmbedder(Embedder):
@@ -220,6 +209,23 @@ class ActiveEmbedder(Embedder):
         self.batch_size = settings.EMBEDDING_BATCH_SIZE
         self._path = ""
         self._checked_at = -math.inf
+        self._backends: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+        self.backend(settings.EMBEDDER)  # a wrong EMBEDDER or size fails here, at start
+
+    def backend(self, path: str) -> Embedder:
+        """This process's instance of the embedder at a dotted path (created once)."""
+        with self._lock:
+            if path not in self._backends:
+                embedder = import_string(path)()
+                if embedder.dimensions != settings.EMBEDDING_DIMENSIONS:
+                    raise RuntimeError(
+                        f"EMBEDDER {path} gives {embedder.dimensions} dimensions but "
+                        f"EMBEDDING_DIMENSIONS is {settings.EMBEDDING_DIMENSIONS}; set both "
+                        "together."
+                    )
+                self._backends[path] = embedder
+            return self._backends[path]
 
     def _stale(self) -> bool:
         return time.monotonic() - self._checked_at >= settings.EMBEDDER_STATE_CHECK_SECONDS
@@ -235,19 +241,27 @@ class ActiveEmbedder(Embedder):
             )
         self._path = active or settings.EMBEDDER
         self._checked_at = time.monotonic()
-        return embedder_load(self._path)
+        return self.backend(self._path)
 
     def current(self) -> Embedder:
         """The active backend (sync: may read the state row)."""
         if self._stale():
-            return self._remember(_active_path())
-        return embedder_load(self._path)
+            try:
+                active = _active_path()
+            except (DatabaseError, RuntimeError) as exc:
+                # No database here (a script that only embeds): what this process last knew,
+                # else EMBEDDER. Whatever stores vectors needs the database and reads it.
+                self._checked_at = time.monotonic()
+                logger.warning("embedder state not readable (%s); using %s", exc, self._path)
+                return self.backend(self._path or settings.EMBEDDER)
+            return self._remember(active)
+        return self.backend(self._path)
 
     async def acurrent(self) -> Embedder:
         """The active backend (async: the state row is read on Django's database thread)."""
         if self._stale():
             return self._remember(await sync_to_async(_active_path)())
-        return embedder_load(self._path)
+        return self.backend(self._path)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.current().embed(texts)
@@ -257,7 +271,7 @@ class ActiveEmbedder(Embedder):
         return await asyncio.to_thread(backend.embed, texts)
 
     def count_tokens(self, text: str) -> int:
-        return embedder_load(self._path or settings.EMBEDDER).count_tokens(text)
+        return self.backend(self._path or settings.EMBEDDER).count_tokens(text)
 
 
 def _active_path() -> str:
@@ -269,7 +283,6 @@ def _active_path() -> str:
 @functools.cache
 def get_embedder() -> Embedder:
     """The embedder whose vectors the tables hold (one per process; see ActiveEmbedder)."""
-    embedder_load(settings.EMBEDDER)  # a wrong EMBEDDER or size fails here, at start
     return ActiveEmbedder()
 
 

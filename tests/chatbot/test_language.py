@@ -11,7 +11,7 @@ from retrieval.cache import cache_lookup
 from retrieval.language import ABSTAIN, DONT_KNOW
 from retrieval.models import CacheEntry
 from routing.scorer import says_dont_know
-from tests.chatbot.test_cache_ws import _ask, _seed
+from tests.chatbot.test_cache_ws import CACHED_ANSWER, _ask, _seed
 
 HISTORY = [
     {"role": "user", "content": "Wie lange dauert der Versand?"},
@@ -75,7 +75,8 @@ GERMAN = "Wie viele Tage habe ich Zeit, einen Artikel zurückzugeben?"
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_german_question_is_never_served_from_the_cache(small_tier, help_centre) -> None:  # noqa: ANN001
-    entry = await _seed(question=GERMAN, answer="Sie haben 30 Tage Zeit [1].")
+    # (The answer must be supported by the English passage to be stored at all.)
+    entry = await _seed(question=GERMAN, answer=CACHED_ANSWER)
     # The cache itself would serve it: the exact question, approved for everyone.
     assert (await cache_lookup(question=GERMAN)).hit is not None
     frames = await _ask(GERMAN)
@@ -90,7 +91,7 @@ async def test_a_german_question_is_never_served_from_the_cache(small_tier, help
 @pytest.mark.django_db(transaction=True)
 async def test_the_same_question_in_english_is_served(small_tier, help_centre) -> None:  # noqa: ANN001
     question = "How many days do I have to return an item?"
-    await _seed(question=question, answer="30 days [1].")
+    await _seed(question=question, answer=CACHED_ANSWER)
     frames = await _ask(question)
     start = next(f for f in frames if f["type"] == "answer.start")
     assert start["cached"] is True
