@@ -389,3 +389,38 @@ def test_a_pending_entry_is_retired_by_its_own_session_s_thumbs_down(
     assert async_to_sync(cache_false_hit)(message_id=201)
     entry = CacheEntry.objects.get(id=entry_id)
     assert not entry.active and entry.retired_reason == "thumbs_down"
+
+
+def _questions(name: str) -> set[str]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "data" / name
+    questions: set[str] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        questions.update(row[k] for k in ("q1", "q2", "question") if isinstance(row.get(k), str))
+    return questions
+
+
+@pytest.mark.parametrize(
+    "name,most",
+    [
+        ("cache_pairs_help.jsonl", 0),
+        ("demo_questions.jsonl", 0),
+        # "I lost my phone but have my 2FA backup codes": first-person accounts, refused.
+        ("cache_pairs_demo.jsonl", 2),
+        ("cache_pairs_bank.jsonl", 1),
+    ],
+)
+def test_the_rules_refuse_almost_no_everyday_help_question(name: str, most: int) -> None:
+    # The price of the rules is savings lost on questions they wrongly call personal or
+    # instructions: on the help-centre, demo and bank question files it stays at these counts.
+    refused = sorted(
+        q
+        for q in _questions(name)
+        if instruction_like(q)
+        or personal_details(q, region="US")
+        or contact_details(q, region="US")
+    )
+    assert len(refused) <= most, refused
