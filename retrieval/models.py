@@ -222,7 +222,8 @@ class EmbedderState(models.Model):
 
 
 class CacheHit(models.Model):
-    """One cached answer served; a thumbs-down on it marks it a false hit and retires the entry."""
+    """One cached answer served; a thumbs-down on it marks it a false hit (CACHE_RETIRE_VOTES
+    sessions' false hits retire a shared entry)."""
 
     entry = models.ForeignKey(CacheEntry, on_delete=models.CASCADE, related_name="hits")
     question = models.TextField(help_text="The standalone question that was served the entry.")
