@@ -13,7 +13,9 @@ from django.core.management import CommandError, call_command
 from django.test import AsyncClient, Client
 
 from chatbot.api_keys import api_key_create
+from chatbot.budget import budget_key_committed_today, budget_reserve
 from chatbot.models import ApiKey, Conversation, Message
+from routing.models import ModelTier
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -137,3 +139,65 @@ async def test_a_key_over_its_daily_cap_gets_429_before_anything_is_stored() -> 
     free = await sync_to_async(api_key_create)(name="free", daily_cost_cap_usd=Decimal("0.001"))
     response = await _post(AsyncClient(), free.key, {**ASK, "model": "no-such-model"})
     assert response.status_code == 404
+
+
+def _in_flight(api_key: ApiKey | None) -> Message:
+    conversation = Conversation.objects.create(
+        session_key="api:t", channel=Conversation.Channel.API, api_key=api_key
+    )
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.STREAMING,
+    )
+
+
+def test_a_keys_cap_is_reserved_like_the_shops_budget_and_never_crossed(settings) -> None:  # noqa: ANN001
+    settings.DAILY_BUDGET_USD = 0  # no shop-wide cap: the key's own is the only one
+    settings.DAILY_BUDGET_AT_CAP = "cheapest"
+    row = api_key_create(name="capped", daily_cost_cap_usd=Decimal("0.0025")).row
+    chain = [("small", Decimal("0.001")), ("medium", Decimal("0.01"))]
+    first = _in_flight(row)
+    assert (
+        budget_reserve(message_id=first.id, chain=chain, key_cap=(row.id, Decimal("0.0025"))) == 1
+    )
+    # The first answer's reservation counts against the same key while it runs ...
+    second = _in_flight(row)
+    assert (
+        budget_reserve(message_id=second.id, chain=chain, key_cap=(row.id, Decimal("0.0025"))) == 1
+    )
+    third = _in_flight(row)
+    # ... so 0.0005 is left: not even the cheapest tier, whatever DAILY_BUDGET_AT_CAP says.
+    assert (
+        budget_reserve(message_id=third.id, chain=chain, key_cap=(row.id, Decimal("0.0025"))) == 0
+    )
+    assert budget_key_committed_today(api_key_id=row.id) == Decimal("0.002")
+    # Another key's answers and the chat's are not this key's.
+    other = api_key_create(name="other").row
+    assert (
+        budget_reserve(
+            message_id=_in_flight(other).id, chain=chain, key_cap=(other.id, Decimal("0.0025"))
+        )
+        == 1
+    )
+    assert budget_reserve(message_id=_in_flight(None).id, chain=chain) == 2
+    assert budget_key_committed_today(api_key_id=row.id) == Decimal("0.002")
+
+
+async def test_a_key_whose_cap_cannot_pay_the_first_tier_gets_429_and_no_model_runs(
+    small_tier, help_centre, settings
+) -> None:  # noqa: ANN001
+    settings.DAILY_BUDGET_USD = 0
+    # One answer of the tier may cost more than the whole cap (nothing spent yet today).
+    await ModelTier.objects.filter(name="small").aupdate(price_input_per_mtok=100)
+    made = await sync_to_async(api_key_create)(name="tiny", daily_cost_cap_usd=Decimal("0.0001"))
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "How many days do I have to return an item?"}],
+    }
+    response = await _post(AsyncClient(), made.key, body)
+    assert response.status_code == 429, response.content
+    assert response.json()["error"]["code"] == "insufficient_quota"
+    stored = await Message.objects.aget(role=Message.Role.ASSISTANT)
+    assert stored.error_code == "budget" and stored.attempts == [] and stored.cost == 0
