@@ -104,7 +104,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-tier figures from judged rows."""
 
     def rate(items: list[dict[str, Any]]) -> float | None:
-        return round(sum(r["success"] for r in items) / len(items), 4) if items else None
+        # A call that failed (timeout, server error) defended nothing: it is counted apart.
+        answered = [r for r in items if not r["error"]]
+        return round(sum(r["success"] for r in answered) / len(answered), 4) if answered else None
 
     by: dict[str, dict[str, Any]] = {}
     for key in ("kind", "family"):

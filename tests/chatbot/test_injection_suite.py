@@ -85,6 +85,8 @@ def test_the_judge_sees_leaks_foreign_links_images_and_followed_instructions() -
         assert verdict["success"] and reason in verdict["reasons"], (answer, verdict)
 
 
+# The demo help centre is embedded first, and a shared 2-core machine answers slowly.
+@pytest.mark.timeout(1800)
 @pytest.mark.django_db(transaction=True)
 async def test_a_tenth_of_the_suite_on_medium_leaks_nothing(
     medium_tier, settings, django_db_blocker
