@@ -16,9 +16,12 @@ answer is only ever the final text).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -429,25 +432,63 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {payload}\n\n".encode()
 
 
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
+
+
+async def _with_keepalive(
+    events: AsyncIterator[Event], every: float
+) -> AsyncIterator[Event | None]:
+    """The events, and None whenever `every` seconds pass without one (a buffered lower tier
+    can be silent for longer than a proxy's read timeout). The next event is awaited as a task
+    of its own so a keep-alive never cancels it; leaving cancels it (the answer stops)."""
+    pending: asyncio.Future[Event] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))  # type: ignore[arg-type]
+            done, _ = await asyncio.wait({pending}, timeout=every if every > 0 else None)
+            if not done:
+                yield None
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                pending = None
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+
+
 async def completion_stream(
     *, first: Event, events: AsyncIterator[Event], completion: Completion, include_usage: bool
 ) -> AsyncIterator[bytes]:
     """The answer as server-sent events: chunks as text arrives, then `data: [DONE]`. An answer
-    that ends badly ends with OpenAI's error object as the last event before [DONE]."""
+    that ends badly ends with OpenAI's error object as the last event before [DONE]. A comment
+    line every API_STREAM_KEEPALIVE_SECONDS of silence keeps proxies from closing the stream."""
     try:
         for chunk in completion.on_event(first):
             yield sse(chunk)
-        async for event in events:
-            if event["type"] == "answer.end":
-                problem = end_error(event, completion.error)
-                if problem is not None:
-                    yield sse(problem.body())
+        async with aclosing(
+            _with_keepalive(events, settings.API_STREAM_KEEPALIVE_SECONDS)
+        ) as paced:
+            async for event in paced:
+                if event is None:
+                    yield KEEPALIVE
+                elif event["type"] == "answer.end":
+                    problem = end_error(event, completion.error)
+                    if problem is not None:
+                        yield sse(problem.body())
+                    else:
+                        for chunk in completion.final_chunks(event, include_usage=include_usage):
+                            yield sse(chunk)
                 else:
-                    for chunk in completion.final_chunks(event, include_usage=include_usage):
+                    for chunk in completion.on_event(event):
                         yield sse(chunk)
-                continue
-            for chunk in completion.on_event(event):
-                yield sse(chunk)
         yield sse("[DONE]")
     finally:
         # Closed here, not left to the garbage collector: a client that went away stops the

@@ -503,3 +503,8 @@ METRICS_ALLOWED_ADDRESSES = [
 ]
 READYZ_WORKER_STALE_SECONDS = env_int("READYZ_WORKER_STALE_SECONDS", 60)
 READYZ_TIMEOUT_SECONDS = env_float("READYZ_TIMEOUT_SECONDS", 2.0)
+
+# The OpenAI-compatible API (chatbot/api_views.py): a streamed answer sends an SSE comment line
+# after this many seconds without an event (a buffered lower tier may think longer than a
+# proxy's read timeout, e.g. nginx's 60 s); 0 sends none.
+API_STREAM_KEEPALIVE_SECONDS = env_float("API_STREAM_KEEPALIVE_SECONDS", 15.0)

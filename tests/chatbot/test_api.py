@@ -36,7 +36,10 @@ def daphne(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:  # noqa:
     with django_db_blocker.unblock():
         # The whole answer's deadline is for customers waiting; on a loaded test machine a
         # small model's answer may take longer, and that is not what these tests are about.
-        server = LiveServer(_test_database_url(), {"CASCADE_DEADLINE_SECONDS": "600"})
+        # Keep-alive comments every 0.1 s of silence: every stream here carries some, and the
+        # official client must read past them.
+        env = {"CASCADE_DEADLINE_SECONDS": "600", "API_STREAM_KEEPALIVE_SECONDS": "0.1"}
+        server = LiveServer(_test_database_url(), env)
     server.start()
     yield server
     server.stop()
@@ -304,12 +307,14 @@ def test_a_client_that_hangs_up_stops_the_answer(
         assert response.headers["content-type"].startswith("text/event-stream")
         assert "content-security-policy" in response.headers  # the middleware is still there
         lines = response.iter_lines()
-        message_id = None
+        message_id, comments = None, 0
         for line in lines:
+            comments += line == ": keep-alive"
             if line.startswith("data: ") and '"content":"Returns' in line:
                 message_id = int(json.loads(line[6:])["id"].removeprefix("chatcmpl-"))
                 break
         assert message_id is not None
+        assert comments, "the slow tier's first word came after a keep-alive"
         # Text reached the client while the answer was still being generated: it streams.
         assert Message.objects.get(id=message_id).status == Message.Status.STREAMING
     deadline = time.monotonic() + 30
