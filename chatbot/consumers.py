@@ -377,6 +377,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             async for event in events:
                 await self._send_json(event)
+            # The end frame is out: the page may ask its next question while this task still
+            # tidies up (the generator's close, its lane's connection), without a `busy`.
+            if self.generation is asyncio.current_task():
+                self.generation = None
         except Exception:
             logger.exception("answer failed")
             failed = True
