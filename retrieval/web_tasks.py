@@ -66,8 +66,8 @@ class SyncReport:
 
 
 def web_source_add(*, url: str) -> WebSource:
-    """Store a web source (WebRefused for a URL the fetcher would never fetch) and schedule its
-    first sync now; adding an existing URL returns it."""
+    """Store a web source, due for its first sync now (web_sync_ensure queues it on the worker);
+    WebRefused for a URL the fetcher would never fetch. Adding an existing URL returns it."""
     url = url_check(url)
     source, _ = WebSource.objects.get_or_create(url=url)
     return source
