@@ -273,6 +273,11 @@ class ActiveEmbedder(Embedder):
     def count_tokens(self, text: str) -> int:
         return self.backend(self._path or settings.EMBEDDER).count_tokens(text)
 
+    @property
+    def path(self) -> str:
+        """The dotted path of the embedder this process last knew to hold the tables."""
+        return self._path or settings.EMBEDDER
+
 
 def _active_path() -> str:
     from retrieval.models import EmbedderState

@@ -174,8 +174,19 @@ def text_search_config(language: str) -> str:
 
 
 def cache_supports(language: str) -> bool:
-    """True when the answer cache's guard understands questions in this language."""
-    return language in CACHE_LANGUAGES
+    """True when the answer cache can decide for a question in this language: its guard reads
+    the language, and its pair model was fitted on the cosines of the embedder in use.
+
+    Another embedder's cosines lie elsewhere (multilingual-e5-small's between 0.82 and 0.90
+    for every SQuAD question, bench/multilingual.py): the fitted cut would serve nearly any
+    cached answer. After an embedder switch the cache waits for `cache_pair_model_fit`.
+    """
+    if language not in CACHE_LANGUAGES:
+        return False
+    from retrieval.embedders import get_embedder
+    from retrieval.pair_model import pair_model
+
+    return pair_model().fitted.get("embedder") == get_embedder().path
 
 
 def answer_instruction(language: str) -> str:

