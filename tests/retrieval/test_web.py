@@ -640,3 +640,56 @@ def test_a_real_worker_syncs_a_due_source_and_indexes_its_page(
     assert DBTaskResult.objects.filter(
         task_path=web_sync_task.module_path, status=TaskResultStatus.READY
     ).exists()
+
+
+def test_https_goes_to_the_checked_address_with_the_name_in_sni_and_verifies_the_certificate(
+    site: SiteServer, settings: Any, tmp_path: Any
+) -> None:
+    import ssl
+    import subprocess
+
+    settings.WEB_ALLOW_PRIVATE_ADDRESSES = True
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            pass  # the client refuses the self-signed certificate mid-handshake
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"https://localhost:{port}/robots.txt"
+    with Fetcher.for_url(url) as fetcher, pytest.raises(WebUnavailable, match="CERTIFICATE"):
+        fetcher.get(url)
+    thread.join(5)
+    listener.close()
+    # The connection went to the resolved address, but TLS was told the name: the certificate
+    # is checked against it (and refused here, being self-signed), never skipped.
+    assert names == ["localhost"]
