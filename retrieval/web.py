@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # the extraction child imports this module: it needs no searc
 _REDIRECTS = (301, 302, 303, 307, 308)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _XML_TYPES = ("application/xml", "text/xml")
+# A file served gzipped (sitemap.xml.gz), not a content encoding.
+_GZIP_TYPES = ("application/gzip", "application/x-gzip")
 # Google's cap for robots.txt; anything past it is ignored.
 _ROBOTS_MAX_BYTES = 500_000
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -274,16 +276,24 @@ class Fetcher:
                         "location"
                     ]
                 body = b""
+                content_type = (
+                    response.headers.get("content-type", "").split(";")[0].strip().lower()
+                )
                 if response.status_code == 200:
                     body = self._body(url, response, deadline, max_bytes)
+                    gzipped = content_type in _GZIP_TYPES or urlsplit(url).path.endswith(".gz")
+                    if gzipped and body[:2] == b"\x1f\x8b":
+                        body = _decoder(url, "gzip")(body, max_bytes + 1)
+                        if len(body) > max_bytes:
+                            raise WebRefused(
+                                f"{url}: the file unpacks to over {max_bytes:,} bytes (WEB_MAX_BYTES)"
+                            )
+                        content_type = ""
                 return (
                     Fetched(
                         url=url,
                         status=response.status_code,
-                        content_type=response.headers.get("content-type", "")
-                        .split(";")[0]
-                        .strip()
-                        .lower(),
+                        content_type=content_type,
                         etag=response.headers.get("etag", "")[:300],
                         last_modified=response.headers.get("last-modified", "")[:100],
                         body=body,

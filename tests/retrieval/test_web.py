@@ -292,6 +292,12 @@ def test_a_huge_page_and_a_compression_bomb_are_refused(
             fetcher.get(site.url("/huge"))
         with pytest.raises(WebRefused, match="WEB_MAX_BYTES"):
             fetcher.get(site.url("/bomb"))
+        # The same as a gzipped file (a sitemap.xml.gz) rather than a content encoding.
+        site.routes["/sitemap.xml.gz"] = Route(
+            site.routes["/bomb"].body, content_type="application/gzip"
+        )
+        with pytest.raises(WebRefused, match="unpacks to over"):
+            fetcher.get(site.url("/sitemap.xml.gz"))
         site.routes["/small.gz"] = Route(
             gzip.compress(RETURNS), headers={"Content-Encoding": "gzip"}
         )
@@ -491,11 +497,14 @@ def test_a_sitemap_syncs_its_pages_and_retires_the_ones_it_drops(
             f"<url><loc>{site.url('/elsewhere', 'localhost')}</loc></url></urlset>"
         ).encode()
 
-    site.routes["/sitemap-help.xml"] = Route(sitemap(list(pages)), content_type="application/xml")
+    # The child sitemap is a gzipped file (sitemap.xml.gz), as large sites serve them.
+    site.routes["/sitemap-help.xml.gz"] = Route(
+        gzip.compress(sitemap(list(pages))), content_type="application/gzip"
+    )
     site.routes["/sitemap.xml"] = Route(
         (
             '<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-            f"<sitemap><loc>{site.url('/sitemap-help.xml')}</loc></sitemap></sitemapindex>"
+            f"<sitemap><loc>{site.url('/sitemap-help.xml.gz')}</loc></sitemap></sitemapindex>"
         ).encode(),
         content_type="application/xml",
     )
@@ -509,8 +518,9 @@ def test_a_sitemap_syncs_its_pages_and_retires_the_ones_it_drops(
     titles = set(KnowledgeDocument.objects.filter(status="ready").values_list("title", flat=True))
     assert titles == {"Returns policy", "Shipping", "Warranty"}
 
-    site.routes["/sitemap-help.xml"] = Route(
-        sitemap(["/help/returns", "/help/shipping"]), content_type="application/xml"
+    site.routes["/sitemap-help.xml.gz"] = Route(
+        gzip.compress(sitemap(["/help/returns", "/help/shipping"])),
+        content_type="application/gzip",
     )
     report = web_source_sync(source=source, inline=True)
     assert report.counts == {"unchanged": 2, "retired": 1}
