@@ -1,3 +1,4 @@
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -7,6 +8,7 @@ from django.template.response import TemplateResponse
 
 from chatbot import handoff_admin  # noqa: F401 - registers widget sites and handoffs
 from chatbot.api_keys import api_key_revoke, api_key_set, key_new
+from chatbot.budget import budget_key_committed_today
 from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin
 from chatbot.evaluation.labelled import LABEL_FIELDS, message_label, messages_label
 from chatbot.models import ApiKey, Conversation, Message
@@ -99,14 +101,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix")
     fields = ("name", "prefix", "rate_limit_per_minute", "daily_cost_cap_usd", "created_at")
-    readonly_fields = ("prefix", "created_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "revoked_at", "spent_today")
     actions = ["revoke"]
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         """A new key has no prefix or dates yet; a stored one shows whether it was revoked."""
         if obj is None:
             return ["name", "rate_limit_per_minute", "daily_cost_cap_usd"]
-        return [*self.fields, "revoked_at"]
+        return [*self.fields, "spent_today", "revoked_at"]
+
+    @admin.display(description="spent today (USD, answers in flight included)")
+    def spent_today(self, obj: ApiKey) -> Decimal:
+        return budget_key_committed_today(api_key_id=obj.id)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         """A new row gets a fresh key; only its hash and prefix are stored."""
