@@ -155,10 +155,15 @@ def cache_shareable(
 
 
 def cited_sources(answer: str, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sources an answer cites by a valid [n], in the order first cited."""
+    """The sources an answer rests on: those it cites by a valid [n], in the order first cited;
+    without one, the most similar source (as the scorer and the answerability check take the
+    best passage for an answer that cites none: small models often leave the [n] out)."""
     by_number = {s.get("n"): s for s in sources}
     numbers = dict.fromkeys(int(n) for n in _CITATION.findall(answer))
-    return [by_number[n] for n in numbers if n in by_number]
+    cited = [by_number[n] for n in numbers if n in by_number]
+    if cited or not sources:
+        return cited
+    return [max(sources, key=lambda s: float(s.get("similarity") or 0.0))]
 
 
 def cache_support_refusal(
@@ -166,14 +171,14 @@ def cache_support_refusal(
 ) -> str:
     """Why the passages do not support an answer well enough to share it ('' when they do).
 
-    The rule: the answer cites at least one of its passages; when the answerability check ran,
+    The rule: the answer rests on at least one passage (`cited_sources`); when the check ran,
     its P(yes) that the cited passage states the answer is at least CACHE_SHARE_MIN_CHECK; and
     at least CACHE_SHARE_MIN_SUPPORT of the answer's content words are found in the cited
     passages. The scorer's acceptance comes first (only accepted answers reach the cache), but a
     high score alone says the answer looks confident, not that it says what the passages say.
     """
     if not cited_passages:
-        return "uncited"
+        return "no_passage"
     if check_yes is not None and check_yes < settings.CACHE_SHARE_MIN_CHECK:
         return "check"
     if guard.content_support(answer, cited_passages) < settings.CACHE_SHARE_MIN_SUPPORT:

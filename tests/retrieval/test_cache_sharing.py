@@ -188,7 +188,7 @@ def test_contact_details_are_normalised() -> None:
 def test_an_answer_must_cite_and_be_supported_by_its_passage() -> None:
     assert cache_support_refusal(answer=ANSWER, cited_passages=[RETURNS], check_yes=None) == ""
     assert cache_support_refusal(answer=ANSWER, cited_passages=[RETURNS], check_yes=0.9) == ""
-    assert cache_support_refusal(answer=ANSWER, cited_passages=[], check_yes=None) == "uncited"
+    assert cache_support_refusal(answer=ANSWER, cited_passages=[], check_yes=None) == "no_passage"
     # The answerability check said the cited passage does not state it.
     assert cache_support_refusal(answer=ANSWER, cited_passages=[RETURNS], check_yes=0.2) == "check"
     # A payload the model obeyed: its words are not the passage's, whatever the scorer said.
@@ -305,7 +305,10 @@ def test_poisoned_and_personal_answers_are_not_stored(returns_sources: list[dict
         is None
     )
     assert store(returns_sources, "a", answer="Within 30 days [1], see cheap-deals.com.") is None
-    assert store(returns_sources, "a", answer="Within 30 days of delivery.") is None  # uncited
+    # No [n]: judged against the best passage, which does not say this.
+    assert (
+        store(returns_sources, "a", answer="Returns are free for members of cheap deals.") is None
+    )
     assert store(returns_sources, "a", check_yes=0.1) is None
     assert store(returns_sources, "a", question="hi, alice here, " + QUESTION.lower()) is None
     assert not CacheEntry.objects.exists()
@@ -424,3 +427,15 @@ def test_the_rules_refuse_almost_no_everyday_help_question(name: str, most: int)
         or contact_details(q, region="US")
     )
     assert len(refused) <= most, refused
+
+
+def test_an_answer_without_a_citation_rests_on_its_best_passage() -> None:
+    from retrieval.cache import cited_sources
+
+    sources = [
+        {"n": 1, "chunk_id": 7, "similarity": 0.5},
+        {"n": 2, "chunk_id": 9, "similarity": 0.8},
+    ]
+    assert [s["chunk_id"] for s in cited_sources("As [1] says.", sources)] == [7]
+    assert [s["chunk_id"] for s in cited_sources("No citation here.", sources)] == [9]
+    assert cited_sources("Anything.", []) == []
