@@ -1,4 +1,3 @@
-from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -111,8 +110,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return [*self.fields, "spent_today", "revoked_at"]
 
     @admin.display(description="spent today (USD, answers in flight included)")
-    def spent_today(self, obj: ApiKey) -> Decimal:
-        return budget_key_committed_today(api_key_id=obj.id)
+    def spent_today(self, obj: ApiKey) -> str:
+        return f"{budget_key_committed_today(api_key_id=obj.id):.6f}"
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         """A new row gets a fresh key; only its hash and prefix are stored."""
