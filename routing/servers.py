@@ -24,6 +24,37 @@ class LocalServerSpec:
     alias: str = ""
 
 
+class SlotSettingError(ValueError):
+    """LOCAL_MODEL_PARALLEL is not a slot count or a list of tier=count pairs."""
+
+
+def slots_for(name: str, setting: str | int) -> int:
+    """Slots (llama.cpp's n_parallel) for a tier or model name from LOCAL_MODEL_PARALLEL.
+
+    The setting is a count for every server ("2") or comma-separated name=count pairs with an
+    optional bare count for the rest ("medium=4,1"); a name not listed gets the bare count, else 1.
+    """
+    default, counts = 1, {}
+    for item in str(setting).split(","):
+        key, sep, value = item.strip().rpartition("=")
+        if not value:
+            continue
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1 or (sep and not key.strip()):
+            raise SlotSettingError(
+                f"LOCAL_MODEL_PARALLEL={setting!r}: {item.strip()!r} is not a slot count of at "
+                "least 1 or a name=count pair (e.g. '2' or 'medium=4,large=1')."
+            )
+        if sep:
+            counts[key.strip()] = count
+        else:
+            default = count
+    return counts.get(name, default)
+
+
 def start_local_server(spec: LocalServerSpec) -> Any:
     """Start llama.cpp's OpenAI-compatible server in this process; returns the xllamacpp.Server."""
     import xllamacpp
@@ -34,7 +65,11 @@ def start_local_server(spec: LocalServerSpec) -> Any:
         params.model_alias = spec.alias
     params.hostnames = [spec.host]
     params.port = spec.port
-    # Each slot gets context_window tokens.
+    # llama.cpp divides n_ctx between the slots (no unified KV cache), so each slot still holds
+    # the tier's whole prompt. A request goes to the slot whose cached prompt shares the most
+    # with it (slot_prompt_similarity), so with several slots a topic's passages can stay cached
+    # while other topics are asked in between.
+    params.kv_unified = False
     params.n_ctx = spec.context_window * spec.parallel
     params.n_parallel = spec.parallel
     params.cpuparams.n_threads = spec.threads

@@ -14,7 +14,9 @@ from routing.bundled import ModelFileError, model_path
 from routing.models import ModelTier
 from routing.servers import (
     LocalServerSpec,
+    SlotSettingError,
     port_in_use,
+    slots_for,
     start_local_server,
     wait_until_healthy,
 )
@@ -28,8 +30,11 @@ class Command(BaseCommand):
             "--serve",
             action="append",
             default=[],
-            metavar="MODEL=PORT[:CTX]",
-            help="Serve a bundled model on a port instead of the enabled tiers (repeatable).",
+            metavar="MODEL=PORT[:CTX[:SLOTS]]",
+            help=(
+                "Serve a bundled model on a port instead of the enabled tiers (repeatable); "
+                "CTX is each slot's context, SLOTS defaults to LOCAL_MODEL_PARALLEL."
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -47,7 +52,8 @@ class Command(BaseCommand):
         servers = []  # kept referenced: a collected xllamacpp.Server stops serving
         for key, spec in specs:
             self.stdout.write(
-                f"serving {key} on http://{spec.host}:{spec.port}/v1 (context {spec.context_window})"
+                f"serving {key} on http://{spec.host}:{spec.port}/v1 "
+                f"({spec.parallel} slot(s) of context {spec.context_window})"
             )
             self.stdout.flush()
             try:
@@ -72,26 +78,37 @@ class Command(BaseCommand):
             )
 
     def _specs(self, explicit: list[str]) -> list[tuple[str, LocalServerSpec]]:
-        common = {
-            "threads": settings.LOCAL_MODEL_THREADS,
-            "parallel": settings.LOCAL_MODEL_PARALLEL,
-        }
+        threads = settings.LOCAL_MODEL_THREADS
         specs: list[tuple[str, LocalServerSpec]] = []
         try:
             if explicit:
                 for item in explicit:
                     key, _, rest = item.partition("=")
-                    port, _, ctx = rest.partition(":")
+                    port, _, rest = rest.partition(":")
+                    ctx, _, slots = rest.partition(":")
+                    try:
+                        port_number, context = int(port), int(ctx or 4096)
+                        parallel = (
+                            int(slots) if slots else slots_for(key, settings.LOCAL_MODEL_PARALLEL)
+                        )
+                    except ValueError as exc:
+                        raise CommandError(
+                            f"--serve {item!r}: expected MODEL=PORT[:CTX[:SLOTS]] with numbers "
+                            f"({exc})"
+                        ) from exc
+                    if parallel < 1:
+                        raise CommandError(f"--serve {item!r}: SLOTS must be at least 1")
                     path = model_path(key, settings.MODEL_CACHE_DIR)
                     specs.append(
                         (
                             key,
                             LocalServerSpec(
                                 path,
-                                int(port),
-                                context_window=int(ctx or 4096),
+                                port_number,
+                                context_window=context,
+                                threads=threads,
+                                parallel=parallel,
                                 alias=key,
-                                **common,
                             ),
                         )
                     )
@@ -107,11 +124,12 @@ class Command(BaseCommand):
                             url.port or 80,
                             host=url.hostname or "127.0.0.1",
                             context_window=tier.context_window,
+                            threads=threads,
+                            parallel=slots_for(tier.name, settings.LOCAL_MODEL_PARALLEL),
                             alias=tier.model,
-                            **common,
                         ),
                     )
                 )
-        except ModelFileError as exc:
+        except (ModelFileError, SlotSettingError) as exc:
             raise CommandError(str(exc)) from exc
         return specs
