@@ -115,6 +115,8 @@ async def replay(url: str, sequence: list[dict]) -> dict:
     load_before = os.getloadavg()[0]
     for item in sequence:
         runs.append({**item, **await ask(url, item["question"])})
+        # Progress, so that a run cut short still says what it measured.
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     answered = [r for r in runs if r["type"] == "answer.end"]
     generated = [r for r in answered if not r["cached"] and "first_words_ms" in r]
     hits = [r for r in answered if r["cached"]]
@@ -144,7 +146,7 @@ async def replay(url: str, sequence: list[dict]) -> dict:
 class Stack:
     """`manage.py run_stack` on free ports with the medium tier only, on the bench database."""
 
-    def __init__(self, slots: int, max_answer_tokens: int | None) -> None:
+    def __init__(self, slots: int, max_answer_tokens: int | None, timeout: int | None) -> None:
         from retrieval.models import CacheEntry, CacheHit
         from routing.models import ModelTier
         from routing.servers import wait_until_healthy
@@ -160,6 +162,8 @@ class Stack:
         }
         if max_answer_tokens:
             update["max_answer_tokens"] = max_answer_tokens
+        if timeout:
+            update["timeout_seconds"] = timeout
         ModelTier.objects.filter(name="medium").update(**update)
         env = {
             **os.environ,
@@ -167,6 +171,8 @@ class Stack:
             "CHAT_RATE_LIMIT_PER_MINUTE": "100000",
             "CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "100000",
         }
+        if timeout:
+            env["CASCADE_DEADLINE_SECONDS"] = str(timeout)
         self.log = open(ROOT / "var" / f"bench_traffic_slots{slots}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "run_stack", "--port", str(self.web_port)],
@@ -207,6 +213,12 @@ def main() -> None:
         type=int,
         help="with --start: the medium tier's answer length (shorter runs; first words unchanged)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        help="with --start: the tier's timeout and the answer's deadline in seconds (a loaded "
+        "machine prefills slowly; a cut answer is not stored, so its paraphrase cannot hit)",
+    )
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     if bool(args.url) == bool(args.start):
@@ -239,9 +251,10 @@ def main() -> None:
             tiers_ensure_defaults()
             call_command("load_demo_knowledge", verbosity=0, stdout=open(os.devnull, "w"))
             result["max_answer_tokens"] = args.max_answer_tokens or "tier default"
+            result["timeout_seconds"] = args.timeout or "tier default"
             result["by_slots"] = {}
             for slots in [int(s) for s in args.slots.split(",")]:
-                stack = Stack(slots, args.max_answer_tokens)
+                stack = Stack(slots, args.max_answer_tokens, args.timeout)
                 try:
                     result["by_slots"][str(slots)] = asyncio.run(replay(stack.url, sequence))
                 finally:
