@@ -94,14 +94,20 @@ async def ask(url: str, question: str) -> dict:
         while True:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 600))
             now = (time.perf_counter() - started) * 1000
-            if frame["type"] == "answer.delta":
+            if frame["type"] == "answer.start":
+                out["start_tier"] = frame.get("tier")
+            elif frame["type"] == "answer.delta":
                 out.setdefault("first_words_ms", round(now, 1))
             elif frame["type"] in ("answer.end", "error"):
                 out.update(
                     end_ms=round(now, 1),
                     type=frame["type"],
                     cached=bool(frame.get("cached")),
-                    tier=frame.get("tier") or ("cache" if frame.get("cached") else None),
+                    # The end frame names the tier that answered; the start frame the first one
+                    # tried (all the end frame has when the stored message lacks it).
+                    tier="cache"
+                    if frame.get("cached")
+                    else frame.get("tier") or out.get("start_tier"),
                     cost=frame.get("cost") or 0.0,
                     abstained=frame.get("abstained"),
                     code=frame.get("code"),

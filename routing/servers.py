@@ -21,6 +21,10 @@ class LocalServerSpec:
     context_window: int = 4096
     threads: int = 2
     parallel: int = 1
+    # A prompt goes to the slot whose cached prompt it shares at least this share of with
+    # (else the least recently used slot); llama.cpp's 0.1 is met by the shared instructions
+    # alone, so every prompt overwrote the last slot and several slots kept no topic.
+    slot_similarity: float = 0.5
     alias: str = ""
 
 
@@ -72,6 +76,7 @@ def start_local_server(spec: LocalServerSpec) -> Any:
     params.kv_unified = False
     params.n_ctx = spec.context_window * spec.parallel
     params.n_parallel = spec.parallel
+    params.slot_prompt_similarity = spec.slot_similarity
     params.cpuparams.n_threads = spec.threads
     params.cpuparams_batch.n_threads = spec.threads
     params.cache_prompt = True

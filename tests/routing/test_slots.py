@@ -107,13 +107,18 @@ def test_each_slot_gets_the_whole_context(three_slot_server: str) -> None:
 
 
 def test_a_returning_prefix_is_served_from_its_slot(three_slot_server: str) -> None:
-    """Topic A, then topic B, then A with a new question: A's prefix is still cached."""
+    """Topic A, then topic B, then A with a new question: A's passages are still cached.
+
+    The prompts share their instructions (about a third of each, as the product's prompts do):
+    with llama.cpp's default similarity (0.1) B would land on A's slot and overwrite it (A's
+    prompt could then come back only from llama.cpp's prompt cache in RAM)."""
+    instructions = "Answer the customer's question from the passages below and cite one. " * 10
 
     def topic(name: str) -> str:
         facts = " ".join(
-            f"{name} fact {i}: item {i} of {name} costs {i * 7} euros." for i in range(40)
+            f"{name} fact {i}: item {i} of {name} costs {i * 7} euros." for i in range(25)
         )
-        return f"Passages about {name}.\n{facts}\nQuestion: "
+        return f"{instructions}\nPassages about {name}.\n{facts}\nQuestion: "
 
     def ask(prompt: str) -> dict:
         return _post(
@@ -122,8 +127,11 @@ def test_a_returning_prefix_is_served_from_its_slot(three_slot_server: str) -> N
         )
 
     first = ask(topic("returns") + "How long do I have?")
-    ask(topic("shipping") + "How much is it?")
+    other = ask(topic("shipping") + "How much is it?")
     again = ask(topic("returns") + "Which items are excluded?")
+    # Another topic takes another slot; the returning topic finds its own.
+    assert other["id_slot"] != first["id_slot"]
+    assert again["id_slot"] == first["id_slot"]
     prefix_tokens = first["timings"]["prompt_n"] - 12
     assert again["timings"]["cache_n"] >= prefix_tokens, (first["timings"], again["timings"])
     assert again["timings"]["prompt_n"] < first["timings"]["prompt_n"] / 4
