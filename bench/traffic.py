@@ -3,7 +3,8 @@ topics, cache hits, cost per question and the share of each tier.
 
 Usage:
   python bench/traffic.py --url ws://127.0.0.1:8000/ws/chat/ [--questions 30]
-      Against a running server (`make run`); its rate limits must allow the asks.
+      Against a running server (`make run`); its rate limits must allow the asks, and only with
+      CHAT_SHOW_DETAILS=1 do its frames name the tier and the cost (else they count as "none").
   python bench/traffic.py --start --slots 1,4 [--questions 16]
       For each slot count, in one run: a throw-away database (bench_traffic) with the demo help
       centre, only the medium tier (threshold 0, so its answers are stored and paraphrases can
@@ -176,6 +177,8 @@ class Stack:
             "LOCAL_MODEL_PARALLEL": str(slots),
             "CHAT_RATE_LIMIT_PER_MINUTE": "100000",
             "CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "100000",
+            # Customers' frames carry no tier or cost otherwise.
+            "CHAT_SHOW_DETAILS": "1",
         }
         if timeout:
             env["CASCADE_DEADLINE_SECONDS"] = str(timeout)
