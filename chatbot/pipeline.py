@@ -20,7 +20,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from django.db.models import Count, Sum
 
 from chatbot import metrics
@@ -604,7 +604,24 @@ async def _store(answer: Answer, *, status: str, totals: bool = False) -> dict[s
     message.error_code = result.error_code
     message.ttft_ms = result.ttft_ms
     message.total_ms = (time.perf_counter() - answer.started) * 1000
-    return await sync_to_async(_save_and_total)(answer, totals)
+    return await sync_to_async(_save_retrying)(answer, totals)
+
+
+# A restarting PostgreSQL is back within a few seconds: an answer the customer has already read
+# is saved on a fresh connection rather than lost (about 4 s of pauses in all).
+SAVE_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0)
+
+
+def _save_retrying(answer: Answer, totals: bool) -> dict[str, Any] | None:
+    for pause in (*SAVE_RETRY_PAUSES, None):
+        try:
+            return _save_and_total(answer, totals)
+        except (OperationalError, InterfaceError):
+            if pause is None:
+                raise
+            close_old_connections()  # drops the broken connection; the next try opens another
+            time.sleep(pause)
+    return None  # unreachable: the last try returns or raises
 
 
 def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:

@@ -83,10 +83,11 @@ async def test_an_unexpected_exception_ends_the_answer_as_an_error(
     assert ratelimit.generations_running() == 0
 
 
-async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
+async def test_a_dropped_database_connection_while_saving_is_retried_and_nothing_is_lost(
     unused_tier: ModelTier,
     monkeypatch,  # noqa: ANN001
 ) -> None:
+    # What a PostgreSQL restart does to an answer being saved: its connection is gone once.
     real = pipeline._save_and_total
     saves = []
 
@@ -99,6 +100,33 @@ async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
     monkeypatch.setattr(pipeline, "_save_and_total", failing_once)
     frames, ws = await _ask_until_end("Can I pay with a llama?")
 
+    assert [f["type"] for f in frames] == ["ask.ack", "answer.start", "answer.delta", "answer.end"]
+    end = frames[-1]
+    assert end["status"] == "complete", end
+    assert saves[:2] == [Message.Status.COMPLETE, Message.Status.COMPLETE]
+    stored = await Message.objects.aget(id=end["message_id"])
+    assert stored.status == Message.Status.COMPLETE and stored.content
+    await _still_works(ws)
+
+
+async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
+    unused_tier: ModelTier,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # The database stays away longer than the retries: the answer ends as an error, not stopped.
+    real = pipeline._save_and_total
+    saves = []
+    retries = len(pipeline.SAVE_RETRY_PAUSES) + 1
+
+    def failing(answer, totals):  # noqa: ANN001, ANN202
+        saves.append(answer.message.status)
+        if totals and len(saves) <= retries:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(answer, totals)
+
+    monkeypatch.setattr(pipeline, "_save_and_total", failing)
+    frames, ws = await _ask_until_end("Can I pay with a llama?")
+
     assert [f["type"] for f in frames] == [
         "ask.ack",
         "answer.start",
@@ -108,8 +136,8 @@ async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
     ]
     end = frames[-1]
     assert end["status"] == "error", end
-    # The complete answer could not be saved; the second save marks it failed, not stopped.
-    assert saves[:2] == [Message.Status.COMPLETE, Message.Status.ERROR]
+    # The complete answer could not be saved; the next save marks it failed, not stopped.
+    assert saves[: retries + 1] == [Message.Status.COMPLETE] * retries + [Message.Status.ERROR]
     stored = await Message.objects.aget(id=end["message_id"])
     assert stored.status == Message.Status.ERROR and stored.error_code == "internal"
     await _still_works(ws)
