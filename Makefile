@@ -63,6 +63,16 @@ test: setup chromium redis
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# Re-pin every dependency with hashes after editing pyproject.toml (needs PyPI; the CPU build of
+# PyTorch comes from a local wheel folder or https://download.pytorch.org/whl/cpu).
+lock: $(PY)
+	$(PIP) install 'uv>=0.9,<1'
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --allow-unsafe \
+		--universal --python-version 3.11 \
+		--index-strategy unsafe-best-match $(LOCK_INDEX) \
+		--override requirements-overrides.txt --custom-compile-command 'make lock' \
+		-o requirements.lock
+
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
