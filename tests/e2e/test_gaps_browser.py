@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, User
 from playwright.sync_api import Page, expect
 
 from chatbot.models import Conversation, Message
@@ -40,7 +40,8 @@ def test_gap_inbox_groups_dismisses_and_curates(page: Page, daphne_server) -> No
     for question in GIFT + CRYPTO + DOGS:
         _declined(question)
     user = User.objects.create_user("reviewer", password="reviewer-pass-123", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="review_gaps"))
+    # A knowledge editor: reviews gaps, and reads the dashboard that links to them.
+    user.groups.add(Group.objects.get(name="Knowledge editors"))
     base = daphne_server.url
 
     page.goto(f"{base}/admin/login/?next=/admin/dashboard/")
