@@ -58,3 +58,11 @@ def test_vector_extension_is_installed() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         assert cursor.fetchone() is not None
+
+
+@pytest.mark.django_db
+def test_every_model_change_has_its_migration() -> None:
+    # Migrations are written by hand when several changes land at once: none may be missing.
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
