@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +43,8 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+
+from cache_latency import free_port, percentiles  # noqa: E402
 
 # Questions the demo help centre answers; asked until cached, then the cycles reuse them.
 CACHED = [
@@ -60,28 +61,6 @@ STREAMED = [
     "Is there a warranty on item {n}?",
     "How do I change the address of order {n}?",
 ]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentiles(values: list[float]) -> dict:
-    """n, p50 and p95 (nearest rank) in milliseconds."""
-    if not values:
-        return {"n": 0, "p50_ms": None, "p95_ms": None}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(p95, 1),
-    }
 
 
 def rss_kib(pid: int | None) -> int | None:

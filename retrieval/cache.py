@@ -251,14 +251,17 @@ def _count(*, hit: bool, bypassed: bool) -> None:
         )
 
 
+def _ttl_cutoff() -> datetime:
+    """Entries stored before this are too old to serve (CACHE_TTL_SECONDS; 0: no expiry)."""
+    ttl = settings.CACHE_TTL_SECONDS
+    return timezone.now() - timedelta(seconds=ttl) if ttl > 0 else datetime.min.replace(tzinfo=UTC)
+
+
 def _lookup_sync(
     *, question: str, vector: list[float], message_id: int | None, session: str
 ) -> CacheLookup:
     result = CacheLookup(vector=vector)
-    ttl = settings.CACHE_TTL_SECONDS
-    cutoff = (
-        timezone.now() - timedelta(seconds=ttl) if ttl > 0 else datetime.min.replace(tzinfo=UTC)
-    )
+    cutoff = _ttl_cutoff()
     with connection.cursor() as cursor:
         cursor.execute(
             _CANDIDATES_SQL,
@@ -383,10 +386,7 @@ def _agreeing_entry(
 ) -> int | None:
     """A pending entry for the same question whose answer agrees with this one (the same cited
     passage, the same numbers, mostly the same words), another session's first; its id or None."""
-    ttl = settings.CACHE_TTL_SECONDS
-    cutoff = (
-        timezone.now() - timedelta(seconds=ttl) if ttl > 0 else datetime.min.replace(tzinfo=UTC)
-    )
+    cutoff = _ttl_cutoff()
     with connection.cursor() as cursor:
         cursor.execute(
             _PENDING_SQL,
