@@ -12,11 +12,11 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -63,6 +63,7 @@ from routing.policy import arelevance_floors
 from routing.router import Route, route_choose, route_observe
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Event = dict[str, Any]
 
@@ -323,14 +324,22 @@ async def answer_question(
     control = control or RunControl()
     options = options or AnswerOptions()
     question = user_message.content
-    enabled = [t async for t in ModelTier.objects.filter(enabled=True).order_by("order", "name")]
-    message = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        content="",
-        status=Message.Status.STREAMING,
-        standalone_question=question,
-        origin=options.origin,
+    # Every database step before the answer's first words runs again on a fresh connection
+    # after a dropped one (a restart): the customer waits a moment instead of losing the answer.
+    enabled = await _db_retrying(
+        lambda: sync_to_async(list)(
+            ModelTier.objects.filter(enabled=True).order_by("order", "name")
+        )
+    )
+    message = await _db_retrying(
+        lambda: Message.objects.acreate(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            content="",
+            status=Message.Status.STREAMING,
+            standalone_question=question,
+            origin=options.origin,
+        )
     )
     # The baseline is the dearest usable tier of all, not only those from the starting tier.
     answer = control.answer = Answer(message=message, baseline_pool=enabled)
@@ -340,8 +349,10 @@ async def answer_question(
         turns = (
             options.history[-settings.CHAT_HISTORY_MAX_TURNS :]
             if options.history is not None
-            else await conversation_turns(
-                conversation_id=conversation.id, before_id=user_message.id
+            else await _db_retrying(
+                lambda: conversation_turns(
+                    conversation_id=conversation.id, before_id=user_message.id
+                )
             )
         )
         # A follow-up becomes a complete question before the cache and retrieval.
@@ -355,8 +366,10 @@ async def answer_question(
         # the cache's guard cannot read (or none detected): a hit there would be a guess.
         use_cache = options.tiers is None and cache_supports(message.language)
         if use_cache:
-            lookup = await answer_cache.cache_lookup(
-                question=question, message_id=message.id, session=conversation.session_key
+            lookup = await _db_retrying(
+                lambda: answer_cache.cache_lookup(
+                    question=question, message_id=message.id, session=conversation.session_key
+                )
             )
         elif options.tiers is not None:
             lookup = answer_cache.CacheLookup(bypass_reason="evaluation")
@@ -368,8 +381,8 @@ async def answer_question(
             hit=lookup.hit is not None, bypassed=bool(lookup.bypass_reason)
         )
         # Chosen here, with the question's vector (the router learns per cluster of questions).
-        tiers, answer.route = await cascade_tiers(
-            options=options, enabled=enabled, vector=lookup.vector
+        tiers, answer.route = await _db_retrying(
+            lambda: cascade_tiers(options=options, enabled=enabled, vector=lookup.vector)
         )
         if options.tiers is not None:
             answer.baseline_pool = tiers
@@ -382,11 +395,15 @@ async def answer_question(
             "cached": hit is not None,
             "cache_similarity": hit.similarity if hit else None,
         }
-        passages = [] if hit else await retrieve(question=question, vector=lookup.vector)
+        passages = (
+            []
+            if hit
+            else await _db_retrying(lambda: retrieve(question=question, vector=lookup.vector))
+        )
         answer.top_similarity = max((p.similarity for p in passages), default=0.0)
         relevance = [p.relevance for p in passages if p.relevance is not None]
         answer.top_relevance = max(relevance) if relevance else None
-        floor, rerank_floor = await arelevance_floors()
+        floor, rerank_floor = await _db_retrying(arelevance_floors)
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
             message.tier = hit.tier  # the tier that first produced the answer
@@ -425,12 +442,13 @@ async def answer_question(
                     )
                 )
             )
-            check = await support_check()
+            check = await _db_retrying(support_check)
             if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
-                allowed = await sync_to_async(budget_reserve)(
-                    message_id=message.id,
-                    chain=[(p.tier.name, p.max_cost(check)) for p in prompts],
-                    key_cap=options.key_cap,
+                chain = [(p.tier.name, p.max_cost(check)) for p in prompts]
+                allowed = await _db_retrying(
+                    lambda: sync_to_async(budget_reserve)(
+                        message_id=message.id, chain=chain, key_cap=options.key_cap
+                    )
                 )
                 answer.reserved = True
                 prompts = prompts[:allowed]
@@ -604,24 +622,24 @@ async def _store(answer: Answer, *, status: str, totals: bool = False) -> dict[s
     message.error_code = result.error_code
     message.ttft_ms = result.ttft_ms
     message.total_ms = (time.perf_counter() - answer.started) * 1000
-    return await sync_to_async(_save_retrying)(answer, totals)
+    return await _db_retrying(lambda: sync_to_async(_save_and_total)(answer, totals))
 
 
-# A restarting PostgreSQL is back within a few seconds: an answer the customer has already read
-# is saved on a fresh connection rather than lost (about 4 s of pauses in all).
-SAVE_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0)
+# A restarting PostgreSQL is back within a few seconds: a step that met a dropped connection
+# runs again on a fresh one rather than losing the customer's answer (about 4 s of pauses).
+DB_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0)
 
 
-def _save_retrying(answer: Answer, totals: bool) -> dict[str, Any] | None:
-    for pause in (*SAVE_RETRY_PAUSES, None):
+async def _db_retrying(step: Callable[[], Awaitable[T]]) -> T:
+    """Run an idempotent database step, again on a fresh connection after a dropped one. The
+    close runs on the thread that held the broken connection (thread-sensitive, as the ORM)."""
+    for pause in DB_RETRY_PAUSES:
         try:
-            return _save_and_total(answer, totals)
+            return await step()
         except (OperationalError, InterfaceError):
-            if pause is None:
-                raise
-            close_old_connections()  # drops the broken connection; the next try opens another
-            time.sleep(pause)
-    return None  # unreachable: the last try returns or raises
+            await sync_to_async(close_old_connections)()
+            await asyncio.sleep(pause)
+    return await step()
 
 
 def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:

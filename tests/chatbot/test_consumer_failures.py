@@ -83,6 +83,35 @@ async def test_an_unexpected_exception_ends_the_answer_as_an_error(
     assert ratelimit.generations_running() == 0
 
 
+@pytest.mark.parametrize("step", ["conversation_turns", "retrieve", "arelevance_floors"])
+async def test_a_dropped_database_connection_before_the_first_words_is_retried(
+    step: str,
+    unused_tier: ModelTier,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # What a PostgreSQL restart does to an answer in flight: its connection is gone once. The
+    # customer gets the whole answer, once, not an error.
+    real = getattr(pipeline, step)
+    calls = []
+
+    async def failing_once(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(step)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, step, failing_once)
+    frames, ws = await _ask_until_end("Can I pay with a llama?")
+
+    assert [f["type"] for f in frames] == ["ask.ack", "answer.start", "answer.delta", "answer.end"]
+    end = frames[-1]
+    assert end["status"] == "complete", end
+    assert len(calls) == 2
+    answers = [m async for m in Message.objects.filter(role=Message.Role.ASSISTANT)]
+    assert [(m.id, m.status) for m in answers] == [(end["message_id"], Message.Status.COMPLETE)]
+    await _still_works(ws)
+
+
 async def test_a_dropped_database_connection_while_saving_is_retried_and_nothing_is_lost(
     unused_tier: ModelTier,
     monkeypatch,  # noqa: ANN001
@@ -116,7 +145,7 @@ async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
     # The database stays away longer than the retries: the answer ends as an error, not stopped.
     real = pipeline._save_and_total
     saves = []
-    retries = len(pipeline.SAVE_RETRY_PAUSES) + 1
+    retries = len(pipeline.DB_RETRY_PAUSES) + 1
 
     def failing(answer, totals):  # noqa: ANN001, ANN202
         saves.append(answer.message.status)
