@@ -1,5 +1,5 @@
 """PostgreSQL restarted (`pg_ctl restart -m fast`) while customers ask, against a real Daphne:
-each customer loses at most one ask to it (a clear `unavailable` error or an answer ended as an
+the process loses at most one ask to it (a clear `unavailable` error or an answer ended as an
 error, never a stuck page), a question resent with its client_id is stored exactly once, and
 answers flow again soon after the server is back (the time is measured and written to
 test-output/db_restart.json, not asserted).
@@ -248,7 +248,7 @@ async def _customers_through_a_restart(postgres: PrivatePostgres, url: str) -> d
     }
 
 
-def test_a_database_restart_costs_each_customer_at_most_one_ask(private_stack) -> None:  # noqa: ANN001
+def test_a_database_restart_costs_the_process_at_most_one_ask(private_stack) -> None:  # noqa: ANN001
     postgres, daphne = private_stack
     daphne.wait_listening()
     run = asyncio.run(_customers_through_a_restart(postgres, daphne.url))
@@ -265,8 +265,9 @@ def test_a_database_restart_costs_each_customer_at_most_one_ask(private_stack) -
     print(json.dumps(figures))
 
     assert not any(c.stuck for c in customers), "a page waited for an end that never came"
-    for customer in customers:
-        assert len(customer.failures) <= 1, (customer.name, customer.failures)
+    # Answers in flight run their database steps again on a fresh connection: of the four busy
+    # customers, at most one ask fails (one whose question met the dropped connection).
+    assert sum(len(c.failures) for c in customers) <= 1, figures["failures"]
     assert all(t is not None for t in run["recovery_after_back_seconds"]), "answers flow again"
     # Every question asked is stored exactly once (a resend after `unavailable` included).
     with psycopg.connect(postgres.url) as conn:
