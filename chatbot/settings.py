@@ -263,6 +263,9 @@ LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2)
 # Slots per model server: a count ("2") or tier=count pairs ("medium=4,1"), see slots_for.
 LOCAL_MODEL_PARALLEL = os.environ.get("LOCAL_MODEL_PARALLEL", "1")
 LOCAL_MODEL_SLOT_SIMILARITY = env_float("LOCAL_MODEL_SLOT_SIMILARITY", 0.5)
+# Speculative decoding: name=model[:draft tokens] pairs, e.g. "large=qwen2.5-coder-0.5b:4" (see
+# draft_for); empty serves every model alone.
+LOCAL_MODEL_DRAFT = os.environ.get("LOCAL_MODEL_DRAFT", "")
 # Environment variables a tier's api_key_env may name (comma-separated shell patterns): a tier
 # sends its key to its base URL, so no other secret (DJANGO_SECRET_KEY, DATABASE_URL) may be.
 _key_env_allowed = os.environ.get("TIER_API_KEY_ENV_ALLOWED", "OPENAI_API_KEY,REMOTE_*_API_KEY")

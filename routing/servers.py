@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Tokens the draft model proposes per step when LOCAL_MODEL_DRAFT gives no count:
+# bench/speculative.py measured the counts on a 2-core machine.
+DEFAULT_DRAFT_MAX = 4
+
 
 @dataclass(frozen=True)
 class LocalServerSpec:
@@ -26,10 +30,53 @@ class LocalServerSpec:
     # alone, so every prompt overwrote the last slot and several slots kept no topic.
     slot_similarity: float = 0.5
     alias: str = ""
+    # Speculative decoding: a smaller model of the same tokenizer drafts up to draft_max tokens
+    # that this model checks in one batch (greedy answers stay the same, token for token).
+    draft_model_path: Path | None = None
+    draft_max: int = DEFAULT_DRAFT_MAX
 
 
 class SlotSettingError(ValueError):
     """LOCAL_MODEL_PARALLEL is not a slot count or a list of tier=count pairs."""
+
+
+class DraftSettingError(ValueError):
+    """LOCAL_MODEL_DRAFT is not a list of name=model[:count] pairs."""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The bundled model that drafts for a server, and how many tokens it drafts per step."""
+
+    model: str
+    max_tokens: int = DEFAULT_DRAFT_MAX
+
+
+def draft_for(name: str, setting: str) -> Draft | None:
+    """The draft model for a tier or model name from LOCAL_MODEL_DRAFT, or None.
+
+    The setting is comma-separated name=model pairs with an optional token count
+    ("large=qwen2.5-coder-0.5b:4"); a name not listed serves without a draft. Only names are
+    accepted: a draft for every server would make the draft model draft for itself.
+    """
+    drafts: dict[str, Draft] = {}
+    for item in str(setting).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        model, colon, count = value.strip().partition(":")
+        try:
+            max_tokens = int(count) if colon else DEFAULT_DRAFT_MAX
+        except ValueError:
+            max_tokens = 0
+        if not sep or not key.strip() or not model or max_tokens < 1:
+            raise DraftSettingError(
+                f"LOCAL_MODEL_DRAFT={setting!r}: {item!r} is not a name=model pair with an "
+                "optional draft count of at least 1 (e.g. 'large=qwen2.5-coder-0.5b:4')."
+            )
+        drafts[key.strip()] = Draft(model=model, max_tokens=max_tokens)
+    return drafts.get(name)
 
 
 def slots_for(name: str, setting: str | int) -> int:
@@ -82,6 +129,16 @@ def start_local_server(spec: LocalServerSpec) -> Any:
     params.cache_prompt = True
     params.n_cache_reuse = 256
     params.endpoint_metrics = True
+    if spec.draft_model_path is not None:
+        draft = params.speculative.draft
+        draft.mparams.path = str(spec.draft_model_path)
+        draft.n_max = spec.draft_max
+        draft.cpuparams.n_threads = spec.threads
+        draft.cpuparams_batch.n_threads = spec.threads
+        # A draft path alone loads the draft model but leaves it unused (type NONE).
+        params.speculative.types = [
+            xllamacpp.common_speculative_type.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE
+        ]
     return xllamacpp.Server(params)
 
 

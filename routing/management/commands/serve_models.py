@@ -13,8 +13,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from routing.bundled import ModelFileError, model_path
 from routing.models import ModelTier
 from routing.servers import (
+    DraftSettingError,
     LocalServerSpec,
     SlotSettingError,
+    draft_for,
     port_in_use,
     slots_for,
     start_local_server,
@@ -53,7 +55,13 @@ class Command(BaseCommand):
         for key, spec in specs:
             self.stdout.write(
                 f"serving {key} on http://{spec.host}:{spec.port}/v1 "
-                f"({spec.parallel} slot(s) of context {spec.context_window})"
+                f"({spec.parallel} slot(s) of context {spec.context_window}"
+                + (
+                    f", drafting {spec.draft_max} with {spec.draft_model_path.stem}"
+                    if spec.draft_model_path
+                    else ""
+                )
+                + ")"
             )
             self.stdout.flush()
             try:
@@ -110,6 +118,7 @@ class Command(BaseCommand):
                                 slot_similarity=settings.LOCAL_MODEL_SLOT_SIMILARITY,
                                 parallel=parallel,
                                 alias=key,
+                                **self._draft(key),
                             ),
                         )
                     )
@@ -129,9 +138,20 @@ class Command(BaseCommand):
                             slot_similarity=settings.LOCAL_MODEL_SLOT_SIMILARITY,
                             parallel=slots_for(tier.name, settings.LOCAL_MODEL_PARALLEL),
                             alias=tier.model,
+                            **self._draft(tier.name),
                         ),
                     )
                 )
-        except (ModelFileError, SlotSettingError) as exc:
+        except (ModelFileError, SlotSettingError, DraftSettingError) as exc:
             raise CommandError(str(exc)) from exc
         return specs
+
+    def _draft(self, name: str) -> dict[str, Any]:
+        """The LocalServerSpec fields of the draft model LOCAL_MODEL_DRAFT names for a server."""
+        draft = draft_for(name, settings.LOCAL_MODEL_DRAFT)
+        if draft is None:
+            return {}
+        return {
+            "draft_model_path": model_path(draft.model, settings.MODEL_CACHE_DIR),
+            "draft_max": draft.max_tokens,
+        }
