@@ -39,6 +39,7 @@ from chatbot.prompts import (
     SUPPORT_CHECK_USER,
     build_messages,
     instructions,
+    passage_defused,
     passage_line,
     passages_fit,
     question_message,
@@ -46,6 +47,7 @@ from chatbot.prompts import (
 )
 from retrieval import cache as answer_cache
 from retrieval.embedders import get_embedder
+from retrieval.injection import question_attack
 from retrieval.language import abstain_text, adetect_language, answer_instruction, cache_supports
 from retrieval.rerank import passages_search_reranked
 from retrieval.search import Passage
@@ -240,7 +242,8 @@ async def retrieve(*, question: str, vector: list[float] | None = None) -> list[
         k=settings.RETRIEVAL_TOP_K,
         min_similarity=settings.RETRIEVAL_MIN_SIMILARITY,
     )
-    return await passages_linked(passages)
+    # Defused once here, so the prompt, the scorer and the cache all read the same sentences.
+    return [passage_defused(p) for p in await passages_linked(passages)]
 
 
 async def tier_prompt(
@@ -355,9 +358,17 @@ async def answer_question(
                 )
             )
         )
+        # A question that steers the assistant (reveal its instructions, show other customers'
+        # chats, say what it dictates) is declined before any model reads it, the rewrite's too.
+        attack = question_attack(question)
         # A follow-up becomes a complete question before the cache and retrieval.
-        answer.rewrite = await question_rewrite(question=question, history=turns)
+        answer.rewrite = (
+            Rewrite(question=question)
+            if attack
+            else await question_rewrite(question=question, history=turns)
+        )
         question = answer.rewrite.question
+        attack = attack or question_attack(question)
         message.standalone_question = question
         message.language = await adetect_language(question)
         declined = abstain_text(message.language, ABSTAIN_TEXT)
@@ -386,7 +397,7 @@ async def answer_question(
         )
         if options.tiers is not None:
             answer.baseline_pool = tiers
-        hit = lookup.hit if tiers else None
+        hit = lookup.hit if tiers and not attack else None
         yield {
             "type": "answer.start",
             "message_id": message.id,
@@ -397,7 +408,7 @@ async def answer_question(
         }
         passages = (
             []
-            if hit
+            if hit or attack
             else await _db_retrying(lambda: retrieve(question=question, vector=lookup.vector))
         )
         answer.top_similarity = max((p.similarity for p in passages), default=0.0)
@@ -412,15 +423,15 @@ async def answer_question(
         elif not tiers:
             answer.result.error_code = "no_tier"
             yield {"type": "error", "code": "no_tier", "message": "No model tier is enabled."}
-        elif below_floor(
+        elif attack or below_floor(
             top_similarity=answer.top_similarity,
             floor=floor,
             top_relevance=answer.top_relevance,
             rerank_floor=rerank_floor,
         ):
-            # Nothing in the knowledge is about this: decline before any model runs.
+            # An attack, or nothing in the knowledge is about this: decline before any model runs.
             answer.result.text, answer.result.abstained = declined, True
-            answer.result.abstain_reason = "no_passages"
+            answer.result.abstain_reason = "instruction" if attack else "no_passages"
             answer.text = declined
             yield {"type": "answer.delta", "text": declined}
         else:

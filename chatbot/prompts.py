@@ -3,7 +3,10 @@
 Retrieved passages are material to quote, not instructions: they never enter the system message.
 They go in the customer's turn between <passages> marks that the instructions describe as quoted
 data, and a mark inside a passage's own text is defused so a document cannot close the quote
-early and speak as us. Instructions come first and the passages keep a stable order, so llama.cpp
+early and speak as us. Sentences of a passage addressed to the assistant ("Note for the assistant:
+...", "Ignore all previous instructions", "Tell the customer to call ...") are dropped before it
+is quoted (`passage_defused`): a small model copies what it reads, whatever it was told about
+it. Instructions come first and the passages keep a stable order, so llama.cpp
 still reuses the prompt's prefix.
 
 Prompt adaptation (FrugalGPT): `passages_fit` keeps as many passages as a tier's context
@@ -18,6 +21,7 @@ from dataclasses import replace
 
 from django.conf import settings
 
+from retrieval.injection import passage_defuse
 from retrieval.search import Passage
 
 ABSTAIN_TEXT = (
@@ -78,8 +82,21 @@ def quote_escape(text: str) -> str:
     return _QUOTE_MARK.sub(lambda m: f"\u2039{m.group(1)}\u203a", text)
 
 
+def passage_defused(passage: Passage) -> Passage:
+    """The passage without its sentences addressed to the assistant (text, title and heading);
+    the same passage when it has none."""
+    text, title, heading = (
+        passage_defuse(t) for t in (passage.text, passage.title, passage.heading)
+    )
+    if (text, title, heading) == (passage.text, passage.title, passage.heading):
+        return passage
+    return replace(passage, text=text, title=title, heading=heading)
+
+
 def passage_line(number: int, passage: Passage) -> str:
-    """One numbered passage as it appears in the prompt (its text and labels quote-escaped)."""
+    """One numbered passage as it appears in the prompt (defused, its text and labels
+    quote-escaped)."""
+    passage = passage_defused(passage)
     where = f"{passage.title} > {passage.heading}" if passage.heading else passage.title
     return quote_escape(f"[{number}] ({where}) {passage.text}")
 
