@@ -328,6 +328,13 @@ INGEST_MAX_CHUNKS = env_int("INGEST_MAX_CHUNKS", 5_000)
 # CPU seconds the parse child may use (RLIMIT_CPU, set in the child itself): a looping parser
 # is killed by the kernel even if the worker that started it is gone.
 INGEST_PARSE_CPU_SECONDS = env_int("INGEST_PARSE_CPU_SECONDS", 60)
+# Throughput: a worker task takes up to INGEST_BATCH_DOCUMENTS waiting ingestions at once and
+# embeds their passages together in full batches once INGEST_BATCH_CHUNKS are gathered
+# (bench/ingest.py). The task worker runs at nice INGEST_WORKER_NICE (0: unchanged) so a large
+# upload leaves the model servers the CPU.
+INGEST_BATCH_DOCUMENTS = env_int("INGEST_BATCH_DOCUMENTS", 32)
+INGEST_BATCH_CHUNKS = env_int("INGEST_BATCH_CHUNKS", 256)
+INGEST_WORKER_NICE = env_int("INGEST_WORKER_NICE", 19)
 
 # Chat.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)

@@ -13,13 +13,17 @@ retrieval.tasks can import this module and nothing here imports it back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, PositiveIntegerField, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from retrieval.chunking import ChunkDraft, chunk_text
@@ -71,6 +75,65 @@ def document_process(*, document_id: int, version: int, enqueue: Enqueue) -> str
     Unexpected errors re-queue the document (up to INGEST_MAX_ATTEMPTS, with enqueue) and
     propagate.
     """
+    outcome = documents_process(documents=[(document_id, version)], enqueue=enqueue)[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def documents_process(
+    *, documents: Sequence[tuple[int, int]], enqueue: Enqueue
+) -> list[str | Exception]:
+    """Ingest several (document id, version) pairs, embedding their passages together; returns
+    each one's outcome in order (see document_process), or the unexpected error it met (the
+    document was re-queued or failed as document_process does; the others carry on).
+
+    The embedder runs far faster on full batches than on a document's two or three passages,
+    so documents are parsed and chunked one by one, and once INGEST_BATCH_CHUNKS passages are
+    gathered they are embedded in full batches across documents. Each document is still indexed in its own
+    transaction: a reader sees its old version or its new one, whole.
+    """
+    outcomes: dict[int, str | Exception] = {}
+    group: list[tuple[int, _Prepared]] = []
+    waiting = dict(enumerate(documents))
+    last_beat = time.monotonic()
+    for i, (document_id, version) in enumerate(documents):
+        del waiting[i]
+        prepared = _prepare(document_id, version, enqueue)
+        if isinstance(prepared, _Prepared):
+            group.append((i, prepared))
+            if sum(len(p.drafts) for _, p in group) >= settings.INGEST_BATCH_CHUNKS:
+                outcomes.update(_embed_and_index(group, enqueue))
+                group = []
+        else:
+            outcomes[i] = prepared
+        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            # Documents claimed for this batch but not reached yet must not look abandoned.
+            _beat([*waiting.values(), *((p.document_id, p.version) for _, p in group)])
+            last_beat = time.monotonic()
+    if group:
+        outcomes.update(_embed_and_index(group, enqueue))
+    return [outcomes[i] for i in range(len(documents))]
+
+
+# Seconds between heartbeats of documents that wait in a batch (far below INGEST_STALE_SECONDS).
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass
+class _Prepared:
+    document_id: int
+    version: int
+    source_name: str
+    title: str
+    text: str
+    drafts: list[ChunkDraft]
+    vectors: list = field(default_factory=list)
+    superseded: bool = False
+
+
+def _prepare(document_id: int, version: int, enqueue: Enqueue) -> _Prepared | str | Exception:
+    """Parse and chunk one document and mark it EMBEDDING; else its outcome."""
     document = KnowledgeDocument.objects.filter(id=document_id, version=version).first()
     if document is None:
         return "superseded"
@@ -78,7 +141,8 @@ def document_process(*, document_id: int, version: int, enqueue: Enqueue) -> str
         return "skipped"
     if not _touch(document_id, version, status=Status.PARSING, attempts=F("attempts") + 1):
         return "superseded"
-    try:
+
+    def parse_and_chunk() -> _Prepared | str:
         parsed = document_parse(
             name=document.source_name, kind=document.source_type, data=bytes(document.raw)
         )
@@ -106,13 +170,24 @@ def document_process(*, document_id: int, version: int, enqueue: Enqueue) -> str
             document_id, version, status=Status.EMBEDDING, chunks_total=len(drafts), chunks_done=0
         ):
             return "superseded"
-        vectors = _embed(document_id, version, title, drafts)
-        if vectors is None:
-            return "superseded"
-        return _index(document_id, version, title, parsed.text, drafts, vectors)
+        return _Prepared(document_id, version, document.source_name, title, parsed.text, drafts)
+
+    return _guarded(document_id, version, document.source_name, enqueue, parse_and_chunk)
+
+
+def _guarded(
+    document_id: int,
+    version: int,
+    source_name: str,
+    enqueue: Enqueue,
+    step: Callable[[], _Prepared | str],
+) -> _Prepared | str | Exception:
+    """step(), with a rejected file stored as FAILED and an unexpected error re-queued."""
+    try:
+        return step()
     except DocumentRejected as exc:
         reason = str(exc)
-        prefix = f"{document.source_name}: "
+        prefix = f"{source_name}: "
         reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
         _touch(document_id, version, status=Status.FAILED, error=reason, heartbeat_at=None)
         return "failed"
@@ -123,24 +198,91 @@ def document_process(*, document_id: int, version: int, enqueue: Enqueue) -> str
             reason=f"internal error during ingestion ({type(exc).__name__}: {exc})",
             enqueue=enqueue,
         )
-        raise
+        return exc
 
 
-def _embed(document_id: int, version: int, title: str, drafts: list[ChunkDraft]) -> list | None:
-    embedder = get_embedder()
-    batch = settings.EMBEDDING_BATCH_SIZE
-    vectors: list = []
-    for start in range(0, len(drafts), batch):
-        part = drafts[start : start + batch]
-        vectors.extend(
-            embedder.embed(
-                [embedding_input(title=title, heading=d.heading, text=d.text) for d in part]
+def _embed_and_index(
+    group: list[tuple[int, _Prepared]], enqueue: Enqueue
+) -> dict[int, str | Exception]:
+    """Embed the group's passages together, then index each document; their outcomes."""
+    outcomes: dict[int, str | Exception] = {}
+    try:
+        _embed([p for _, p in group])
+    except Exception as exc:
+        for i, p in group:
+            outcomes[i] = _guarded(
+                p.document_id, p.version, p.source_name, enqueue, functools.partial(_raise, exc)
             )
+        return outcomes
+    for i, p in group:
+        if p.superseded:
+            outcomes[i] = "superseded"
+            continue
+        outcomes[i] = _guarded(
+            p.document_id,
+            p.version,
+            p.source_name,
+            enqueue,
+            functools.partial(
+                _index, p.document_id, p.version, p.title, p.text, p.drafts, p.vectors
+            ),
         )
-        # Progress doubles as the heartbeat the reaper watches.
-        if not _touch(document_id, version, chunks_done=len(vectors)):
-            return None
-    return vectors
+    return outcomes
+
+
+def _raise(exc: Exception) -> str:
+    raise exc
+
+
+def _embed(prepared: list[_Prepared]) -> None:
+    """Fill each document's vectors, EMBEDDING_BATCH_SIZE passages per embedder call, and mark
+    a document replaced meanwhile as superseded."""
+    embedder = get_embedder()
+    texts: list[str] = []
+    owners: list[_Prepared] = []
+    for p in prepared:
+        for d in p.drafts:
+            texts.append(embedding_input(title=p.title, heading=d.heading, text=d.text))
+            owners.append(p)
+    step = settings.EMBEDDING_BATCH_SIZE
+    for start in range(0, len(texts), step):
+        vectors = embedder.embed(texts[start : start + step])
+        touched: dict[int, _Prepared] = {}
+        for owner, vector in zip(owners[start : start + step], vectors, strict=True):
+            owner.vectors.append(vector)
+            touched[id(owner)] = owner
+        live = [p for p in touched.values() if not p.superseded]
+        # Progress doubles as the heartbeat the reaper watches: one UPDATE for the whole slice.
+        progress = Case(
+            *(When(id=p.document_id, then=Value(len(p.vectors))) for p in live),
+            default=F("chunks_done"),
+            output_field=PositiveIntegerField(),
+        )
+        now = timezone.now()
+        updated = _versions(live).update(chunks_done=progress, heartbeat_at=now, updated_at=now)
+        if updated < len(live):
+            alive = set(_versions(live).values_list("id", "version"))
+            for p in live:
+                p.superseded = (p.document_id, p.version) not in alive
+
+
+def _versions(prepared: list[_Prepared]) -> QuerySet[KnowledgeDocument]:
+    match = Q(pk__in=[])
+    for p in prepared:
+        match |= Q(id=p.document_id, version=p.version)
+    return KnowledgeDocument.objects.filter(match)
+
+
+def _beat(documents: Sequence[tuple[int, int]]) -> None:
+    """Refresh the heartbeat of documents that wait in a batch, so the reaper leaves them be."""
+    if not documents:
+        return
+    match = Q(pk__in=[])
+    for document_id, version in documents:
+        match |= Q(id=document_id, version=version)
+    KnowledgeDocument.objects.filter(match, status__in=(Status.PARSING, Status.EMBEDDING)).update(
+        heartbeat_at=timezone.now()
+    )
 
 
 def _unfinished_for_update(*, document_id: int, version: int) -> KnowledgeDocument | None:

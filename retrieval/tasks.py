@@ -6,24 +6,90 @@ ingestion functions that may re-queue a document are given document_enqueue.
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.dispatch import receiver
 from django.utils import timezone
-from django_tasks import TaskResultStatus, task
+from django_tasks import TaskContext, TaskResultStatus, task
+from django_tasks.signals import task_started
+from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.models import DBTaskResult
 
-from retrieval.ingestion import IN_PROGRESS, Status, document_process, document_retry_or_fail
+from retrieval.ingestion import (
+    IN_PROGRESS,
+    Status,
+    document_retry_or_fail,
+    documents_process,
+)
 from retrieval.models import KnowledgeDocument
+
+logger = logging.getLogger(__name__)
 
 INGEST_QUEUE = "default"
 
 
-@task(queue_name=INGEST_QUEUE)
-def document_ingest_task(document_id: int, version: int) -> str:
-    """Ingest one version of a document on the worker; returns the outcome (see document_process)."""
-    return document_process(document_id=document_id, version=version, enqueue=document_enqueue)
+@task(queue_name=INGEST_QUEUE, takes_context=True)
+def document_ingest_task(context: TaskContext, document_id: int, version: int) -> str:
+    """Ingest one version of a document on the worker; returns the outcome (see document_process).
+
+    On the database backend it also takes up to INGEST_BATCH_DOCUMENTS - 1 other waiting
+    ingestion tasks and runs them in the same batch (their passages embedded together), each
+    task row ending with its own document's outcome or error.
+    """
+    claimed = _ingest_tasks_claim(context.task_result)
+    documents = [(document_id, version)]
+    for row in claimed:
+        kwargs = row.args_kwargs.get("kwargs", {})
+        documents.append((int(kwargs["document_id"]), int(kwargs["version"])))
+    try:
+        outcomes = documents_process(documents=documents, enqueue=document_enqueue)
+    except BaseException as exc:
+        for row in claimed:
+            row.set_failed(exc)
+        raise
+    for row, outcome in zip(claimed, outcomes[1:], strict=True):
+        if isinstance(outcome, Exception):
+            row.set_failed(outcome)
+        else:
+            row.set_successful(outcome)
+    if isinstance(outcomes[0], Exception):
+        raise outcomes[0]
+    return outcomes[0]
+
+
+def _ingest_tasks_claim(own: Any) -> list[DBTaskResult]:  # noqa: ANN401 - a TaskResult
+    """Claim other ready ingestion tasks of this backend for this worker, as its own worker loop
+    would (locked rows skipped, so two workers never take the same task)."""
+    limit = settings.INGEST_BATCH_DOCUMENTS - 1
+    if limit <= 0 or not isinstance(own.task.get_backend(), DatabaseBackend):
+        return []
+    worker_id = own.worker_ids[-1] if own.worker_ids else "ingest-batch"
+    with transaction.atomic():
+        rows = list(
+            DBTaskResult.objects.ready()
+            .filter(
+                task_path=document_ingest_task.module_path,
+                backend_name=own.backend,
+                queue_name=INGEST_QUEUE,
+            )
+            .exclude(id=own.id)
+            .select_for_update(skip_locked=True)[:limit]
+        )
+        now = timezone.now()
+        for row in rows:
+            row.claim(worker_id)
+            kwargs = row.args_kwargs.get("kwargs", {})
+            # Busy from now on in the reaper's eyes: the heartbeat is kept while it waits.
+            KnowledgeDocument.objects.filter(
+                id=kwargs.get("document_id"), version=kwargs.get("version"), status=Status.QUEUED
+            ).update(status=Status.PARSING, heartbeat_at=now, updated_at=now)
+    return rows
 
 
 @task(queue_name=INGEST_QUEUE, priority=10)
@@ -130,3 +196,46 @@ def documents_reap_stale(*, now=None) -> dict[str, int]:  # noqa: ANN001 - datet
 
 class StaleIngestion(Exception):
     """Recorded on a task row whose worker vanished."""
+
+
+_lowered = False
+
+
+@receiver(task_started)
+def _worker_priority_lower(sender: Any, **kwargs: Any) -> None:  # noqa: ANN401, ARG001
+    """Lower the task worker's CPU priority before its first task (the worker is the only
+    process that runs database-backend tasks), so background work yields to the chat."""
+    global _lowered
+    backend = sender if isinstance(sender, type) else type(sender)
+    if _lowered or not issubclass(backend, DatabaseBackend):
+        return
+    _lowered = True
+    worker_priority_lower(nice=settings.INGEST_WORKER_NICE)
+
+
+def worker_priority_lower(*, nice: int) -> int:
+    """Raise this process's nice value to `nice` (never lower it); returns the nice it has.
+
+    On Linux nice is per thread and, with autogroups (the default), counts only against
+    processes of the same session: a worker started in its own session (run_stack, a
+    container) gets its session's autogroup niced too, else it would still take half the
+    CPU from the model server beside it. A worker sharing a terminal's session leaves the
+    session alone.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+    tasks = Path("/proc/self/task")
+    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
+    for thread in threads:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
+        except OSError as exc:
+            logger.warning("could not lower the priority of thread %s: %s", thread, exc)
+    autogroup = Path("/proc/self/autogroup")
+    if os.getsid(0) == os.getpid() and autogroup.exists():
+        try:
+            autogroup.write_text(str(nice))
+        except OSError as exc:
+            logger.warning("could not lower the worker's autogroup priority: %s", exc)
+    return os.getpriority(os.PRIO_PROCESS, 0)
