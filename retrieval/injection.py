@@ -125,7 +125,7 @@ _ATTACK = {
         r"details|data|order\s+numbers|transcripts?)\s+(?:of|from|with|by)\s+(?:the\s+)?(?:other|"
         r"another|previous|last|earlier|past|recent|former)\s+(?:\w+\s+)?(?:customers?|users?|"
         r"visitors?|clients?|shoppers?)\b"
-        r"|\b(?:customer|user|person)\s+(?:called|named)\s+\w+\s+(?:asked?|said|says?|wrote|"
+        r"|\b(?:customer|user|person)\s+(?:called|named)\s+\w+\s+(?:ask(?:ed|s)?|said|says?|wrote|"
         r"writes?|wanted|wants?)\b"
         r"|\bwhich\s+(?:customers|users|people)\b[^?]{0,60}\?\s*(?:give|list|tell)\s+(?:me\s+)?"
         r"(?:their\s+)?names\b",
