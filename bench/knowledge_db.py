@@ -27,16 +27,21 @@ def _server_url() -> str:
     return embedded_database_url(var / "pgdata")
 
 
-def bench_database(name: str) -> Callable[[], None]:
-    """Create database `name`, make it Django's default, migrate it; returns a dropper."""
+def bench_database(name: str, *, reuse: bool = False) -> Callable[[], None]:
+    """Create database `name`, make it Django's default, migrate it; returns a dropper.
+
+    reuse: open the database a run kept (--keep) as it is, to measure it again (a 1M-chunk
+    load and index build takes an hour on 2 cores).
+    """
     import psycopg
 
     base = _server_url()
     parsed = urlparse(base)
     admin_url = urlunparse(parsed._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    if not reuse:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
     os.environ["DATABASE_URL"] = urlunparse(parsed._replace(path=f"/{name}"))
     os.environ.pop("DATABASE_NAME", None)
 
@@ -45,7 +50,8 @@ def bench_database(name: str) -> Callable[[], None]:
     django.setup()
     from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
+    if not reuse:
+        call_command("migrate", verbosity=0)
 
     def drop() -> None:
         from django.db import connections

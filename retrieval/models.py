@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import F, Func
-from pgvector.django import HnswIndex, VectorField
+from django.db.models.functions import Cast
+from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
 
 class KnowledgeDocument(models.Model):
@@ -110,12 +111,18 @@ class Chunk(models.Model):
             )
         ]
         indexes = [
+            # Half precision in the index only (the column keeps float32): half the index size
+            # and build memory, so 1M chunks fit in RAM; search ranks its candidates by the
+            # float32 distance (bench/retrieval_speed.py, README). Search's SQL must use this
+            # very expression, or PostgreSQL cannot use the index.
             HnswIndex(
+                OpClass(
+                    Cast("embedding", HalfVectorField(dimensions=settings.EMBEDDING_DIMENSIONS)),
+                    name="halfvec_cosine_ops",
+                ),
                 name="chunk_embedding_hnsw",
-                fields=["embedding"],
                 m=16,
                 ef_construction=64,
-                opclasses=["vector_cosine_ops"],
             ),
             # fastupdate off: a bulk load otherwise leaves rows in the GIN pending list, which
             # every full-text query scans linearly until a vacuum (bench: 21 ms -> ~1 s).

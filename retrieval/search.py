@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -62,16 +63,69 @@ def text_query(question: str) -> str:
     return " | ".join(words[:32])
 
 
+# Seconds the word statistics are reused: ANALYZE (autovacuum) refreshes them far less often.
+COMMON_WORDS_TTL = 300.0
+# Words matching fewer passages than this share of the budget are left out of the list passed
+# to each query: 32 of them (text_query's cap) add at most one budget more.
+_COMMON_SHARE = 1 / 32
+_common: dict[str, tuple[float, list[str], list[float]]] = {}
+
+
+def common_words(cursor, max_matches: int) -> tuple[list[str], list[float]]:  # noqa: ANN001
+    """Lexemes of the passages' full text that match many passages, with their estimated
+    counts: from pg_stats (most_common_elems of search_vector, times the table's rows), read
+    once per COMMON_WORDS_TTL per database (reading it costs milliseconds, the search one)."""
+    key = f"{cursor.db.alias}:{cursor.db.settings_dict['NAME']}:{max_matches}"
+    cached = _common.get(key)
+    if cached and time.monotonic() - cached[0] < COMMON_WORDS_TTL:
+        return cached[1], cached[2]
+    cursor.execute(
+        """
+        SELECT e.lexeme, e.freq * t.reltuples
+        FROM pg_stats s
+        JOIN pg_class t ON t.oid = 'retrieval_chunk'::regclass
+        CROSS JOIN LATERAL unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs)
+            AS e(lexeme, freq)
+        WHERE s.schemaname = current_schema() AND s.tablename = 'retrieval_chunk'
+          AND s.attname = 'search_vector' AND e.lexeme IS NOT NULL
+          AND e.freq * t.reltuples >= %s
+        """,
+        [max_matches * _COMMON_SHARE],
+    )
+    rows = cursor.fetchall()
+    lexemes, matches = [r[0] for r in rows], [float(r[1]) for r in rows]
+    _common[key] = (time.monotonic(), lexemes, matches)
+    return lexemes, matches
+
+
 def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
+# The candidates come from the HNSW index over the embedding cast to halfvec (the index's own
+# expression, retrieval.models.Chunk: {dims} is EMBEDDING_DIMENSIONS); they are ranked by the
+# float32 distance, so half precision can only change which passages are candidates.
+# The full-text half ranks every passage matching any of its words (ts_rank reads each one), so
+# a word in a tenth of a million passages would make it the slow half; and ts_rank weighs words
+# without their rarity, so such a word adds cost, not signal. The question's words are kept
+# rarest first while the passages they match stay within %(max_matches)s (common_words: the
+# planner's statistics of the column); an unlisted word is rare and always kept, so a small
+# knowledge base loses no word.
 _SQL = """
-WITH vec AS MATERIALIZED (
+WITH words AS (
+    SELECT w.lexeme, sum(coalesce(common.matches, 0)) OVER (
+        ORDER BY coalesce(common.matches, 0), w.lexeme) AS matches
+    FROM unnest(tsvector_to_array(retrieval_tsvector(%(cfg)s, '', %(words)s))) AS w(lexeme)
+    LEFT JOIN unnest(%(common)s::text[], %(common_matches)s::float8[]) AS common(lexeme, matches)
+        ON common.lexeme = w.lexeme
+), q AS MATERIALIZED (
+    SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
+    FROM words WHERE matches <= %(max_matches)s OR %(max_matches)s <= 0
+), vec AS MATERIALIZED (
     SELECT c.id, c.embedding <=> %(v)s::vector AS distance
     FROM retrieval_chunk c JOIN retrieval_knowledgedocument d ON d.id = c.document_id
     WHERE c.version = d.served_version AND %(use_vector)s
-    ORDER BY c.embedding <=> %(v)s::vector
+    ORDER BY c.embedding::halfvec({dims}) <=> %(v)s::halfvec({dims})
     LIMIT %(n)s
 ), vec_ranked AS (
     SELECT id, row_number() OVER (ORDER BY distance, id) AS rnk FROM vec
@@ -79,7 +133,7 @@ WITH vec AS MATERIALIZED (
     SELECT c.id, ts_rank(c.search_vector, q.query) AS rank
     FROM retrieval_chunk c
     JOIN retrieval_knowledgedocument d ON d.id = c.document_id
-    CROSS JOIN (SELECT retrieval_tsquery(%(cfg)s, %(tsq)s) AS query) q
+    CROSS JOIN q
     WHERE c.version = d.served_version AND %(use_text)s AND c.search_vector @@ q.query
     ORDER BY rank DESC, c.id
     LIMIT %(n)s
@@ -112,20 +166,27 @@ def passages_rank(
     params = {
         "v": _vector_literal(vector),
         "n": candidates,
-        "tsq": tsq or "nothing_to_match",
+        "words": tsq.replace(" | ", " "),
+        "max_matches": settings.RETRIEVAL_TEXT_MAX_MATCHES,
         "cfg": text_search_config(language or settings.LANGUAGE_DEFAULT),
         "use_vector": mode in ("hybrid", "vector"),
         "use_text": mode in ("hybrid", "text") and bool(tsq),
     }
     rrf_k = settings.RETRIEVAL_RRF_K
     with transaction.atomic(), connection.cursor() as cursor:
-        # SET LOCAL lasts for this transaction only. Iterative scans keep the HNSW index
-        # returning candidates when the served-version filter drops some (pgvector 0.8).
+        common, common_matches = [], []
+        if params["use_text"] and params["max_matches"] > 0:
+            common, common_matches = common_words(cursor, params["max_matches"])
+        params.update(common=common, common_matches=common_matches)
+        # Both last for this transaction only (set_config's `true`), set in one round trip.
+        # Iterative scans keep the HNSW index returning candidates when the served-version
+        # filter drops some (pgvector 0.8).
         cursor.execute(
-            "SET LOCAL hnsw.ef_search = %s", [max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH)]
+            "SELECT set_config('hnsw.ef_search', %s, true),"
+            " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+            [str(max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))],
         )
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cursor.execute(_SQL, params)
+        cursor.execute(_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)), params)
         rows = cursor.fetchall()
     passages = [
         Passage(
