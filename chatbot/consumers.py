@@ -16,7 +16,7 @@ from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
 from chatbot import handoff as handoffs
 from chatbot import metrics, ratelimit
@@ -24,7 +24,7 @@ from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
 from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
 from chatbot.models import Conversation, Handoff, Message, WidgetSite
-from chatbot.pipeline import RunControl, answer_question
+from chatbot.pipeline import AnswerOptions, RunControl, answer_question
 from chatbot.services import FeedbackError, message_feedback
 from chatbot.widget import VISITOR_TOKEN, visitor_session_key
 
@@ -250,28 +250,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _ask_accepted(self, frame: dict[str, Any], *, text: str, client_id: str) -> bool:
         """Store the question and start its answer; True when an answer task now holds the
         generation slot taken for it. After the rate limit: a flood reaches no query."""
-        await aclose_old_connections()
-        if client_id:
-            # A resend after a reconnect: acknowledge the stored message, never ask twice.
-            existing = await Message.objects.filter(
-                conversation__session_key=self.session_key,
-                role=Message.Role.USER,
-                client_id=client_id,
-            ).afirst()
-            if existing is not None:
-                await self._send_json(
-                    {
-                        "type": "ask.ack",
-                        "client_id": client_id,
-                        "message_id": existing.id,
-                        "conversation_id": str(existing.conversation_id),
-                        "duplicate": True,
-                    }
-                )
-                return False
-        refused, conversation, user_message, held = await self._accept_question(
+        refused, conversation, user_message, held, new = await self._accept_question(
             text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
         )
+        if refused == "duplicate":
+            # A resend after a reconnect: acknowledge the stored message, never ask twice.
+            await self._send_json(
+                {
+                    "type": "ask.ack",
+                    "client_id": client_id,
+                    "message_id": user_message.id,
+                    "conversation_id": str(user_message.conversation_id),
+                    "duplicate": True,
+                }
+            )
+            return False
         if refused == "not_found":
             await self._error("not_found", "That conversation does not exist in this session.")
             return False
@@ -299,7 +292,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return False
         self.control = RunControl()
         self.generation = asyncio.create_task(
-            self._generate(conversation, user_message, self.control)
+            self._generate(conversation, user_message, self.control, new_conversation=new)
         )
         # A callback, not the task's own finally: a task cancelled before it first runs never
         # enters its body.
@@ -361,17 +354,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handoffs.broadcast(self.group or "", status_frame(handoff))
 
     async def _generate(
-        self, conversation: Conversation, user_message: Message, control: RunControl
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        control: RunControl,
+        *,
+        new_conversation: bool = False,
     ) -> None:
         # Its own lane: the task outlives the event that started it.
         async with database_lane():
-            await self._answer(conversation, user_message, control)
+            await self._answer(
+                conversation, user_message, control, new_conversation=new_conversation
+            )
 
     async def _answer(
-        self, conversation: Conversation, user_message: Message, control: RunControl
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        control: RunControl,
+        *,
+        new_conversation: bool = False,
     ) -> None:
         events = answer_question(
-            conversation=conversation, user_message=user_message, control=control
+            conversation=conversation,
+            user_message=user_message,
+            control=control,
+            # A conversation this question opened has no earlier turns: no query for them.
+            options=AnswerOptions(history=[]) if new_conversation else None,
         )
         failed = False
         try:
@@ -436,9 +445,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _accept_question(
         self, *, text: str, client_id: str, conversation_id: Any
-    ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
-        """Conversation and the stored question in one trip to the database thread and one commit: (refusal code or "", conversation, user message, the conversation's
-        open handoff). Stored (committed) before any model work."""
+    ) -> tuple[str, Conversation | None, Message | None, Handoff | None, bool]:
+        """The resend check, the conversation and the stored question in one trip to the
+        database thread and one commit: (refusal code or "", conversation, user message, the
+        conversation's open handoff, whether this question opened the conversation). A resend
+        ("duplicate") returns the message stored before. Stored (committed) before any model
+        work."""
+        # In this trip rather than a hop of its own (aclose_old_connections): every trip to the
+        # lane's thread is paid by every cache hit.
+        close_old_connections()
+        if client_id:
+            existing = Message.objects.filter(
+                conversation__session_key=self.session_key,
+                role=Message.Role.USER,
+                client_id=client_id,
+            ).first()
+            if existing is not None:
+                return "duplicate", None, existing, None, False
         with transaction.atomic():
             return self._accept_question_in_transaction(
                 text=text, client_id=client_id, conversation_id=conversation_id
@@ -446,17 +469,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _accept_question_in_transaction(
         self, *, text: str, client_id: str, conversation_id: Any
-    ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
+    ) -> tuple[str, Conversation | None, Message | None, Handoff | None, bool]:
         # No conversation_id starts a new conversation: the browser owns which thread is open.
-        if conversation_id:
-            try:
-                conversation = Conversation.objects.get(
-                    id=conversation_id, session_key=self.session_key
-                )
-            except (Conversation.DoesNotExist, ValueError, ValidationError):
-                return "not_found", None, None, None
-        else:
-            conversation = Conversation.objects.create(session_key=self.session_key, site=self.site)
+        if not conversation_id:
+            # Titled as it is created, and nobody can hold a conversation this new: two
+            # statements fewer for every first question.
+            conversation = Conversation.objects.create(
+                session_key=self.session_key, site=self.site, title=text[:80]
+            )
+            self.conversation = conversation
+            user_message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=text,
+                client_id=client_id,
+            )
+            return "", conversation, user_message, None, True
+        try:
+            conversation = Conversation.objects.get(
+                id=conversation_id, session_key=self.session_key
+            )
+        except (Conversation.DoesNotExist, ValueError, ValidationError):
+            return "not_found", None, None, None, False
         self.conversation = conversation
         user_message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
@@ -469,7 +503,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             .filter(conversation=conversation, status__in=OPEN)
             .first()
         )
-        return "", conversation, user_message, held
+        return "", conversation, user_message, held, False
 
     @database_sync_to_async
     def _ensure_session(self) -> str:

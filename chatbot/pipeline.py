@@ -329,19 +329,9 @@ async def answer_question(
     question = user_message.content
     # Every database step before the answer's first words runs again on a fresh connection
     # after a dropped one (a restart): the customer waits a moment instead of losing the answer.
-    enabled = await _db_retrying(
-        lambda: sync_to_async(list)(
-            ModelTier.objects.filter(enabled=True).order_by("order", "name")
-        )
-    )
-    message = await _db_retrying(
-        lambda: Message.objects.acreate(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            content="",
-            status=Message.Status.STREAMING,
-            standalone_question=question,
-            origin=options.origin,
+    enabled, message = await _db_retrying(
+        lambda: sync_to_async(_answer_begin)(
+            conversation=conversation, question=question, origin=options.origin
         )
     )
     # The baseline is the dearest usable tier of all, not only those from the starting tier.
@@ -414,7 +404,8 @@ async def answer_question(
         answer.top_similarity = max((p.similarity for p in passages), default=0.0)
         relevance = [p.relevance for p in passages if p.relevance is not None]
         answer.top_relevance = max(relevance) if relevance else None
-        floor, rerank_floor = await _db_retrying(arelevance_floors)
+        # Only a miss is held to the floors: a hit's answer is streamed without them.
+        floor, rerank_floor = await _db_retrying(arelevance_floors) if hit is None else (0.0, 0.0)
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
             message.tier = hit.tier  # the tier that first produced the answer
@@ -514,6 +505,23 @@ async def answer_question(
             if reason == Message.Status.ERROR and not answer.result.error_code:
                 answer.result.error_code = "internal"  # an unexpected exception, not the model
             await _store(answer, status=reason)
+
+
+def _answer_begin(
+    *, conversation: Conversation, question: str, origin: str
+) -> tuple[list[ModelTier], Message]:
+    """The enabled tiers and the new (streaming) assistant message in one trip to the database
+    thread: every answer, every cache hit included, starts with both."""
+    enabled = list(ModelTier.objects.filter(enabled=True).order_by("order", "name"))
+    message = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.STREAMING,
+        standalone_question=question,
+        origin=origin,
+    )
+    return enabled, message
 
 
 async def _cascade_events(

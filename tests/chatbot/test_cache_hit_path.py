@@ -1,0 +1,103 @@
+"""A cache hit over the chat socket does what it did, with fewer trips to the database: the
+question and the answer are stored, the conversation is titled, a resend is acknowledged once.
+(A follow-up in an existing conversation still reads its turns: test_consumer_answer's
+rewrite test.)"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db.backends.signals import connection_created
+
+from chatbot.models import Conversation, Message
+from retrieval.models import CacheEntry, CacheHit
+from tests.chatbot.conftest import chat_socket, frames_until, new_session
+from tests.chatbot.test_cache_ws import CACHED_ANSWER, CACHED_QUESTION, _seed
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+# What one hit on a new conversation may cost, counted over every database thread: resend check
+# and both rows of the question, the tiers and the answer's row, the cache query and its hit
+# row, the routing policy, the answer's save and the conversation's totals. (It was 13.)
+MAX_STATEMENTS_PER_HIT = 10
+
+
+class StatementCount:
+    """SQL statements run on any connection (every lane's thread has its own) while counting."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.counting = False
+        self._lock = threading.Lock()
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if self.counting:
+            with self._lock:
+                self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+    def attach(self, sender: Any, connection: Any, **kwargs: Any) -> None:
+        # A pooled connection reconnects on the same wrapper: attach once.
+        if self not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self)
+
+
+@pytest.fixture
+def statement_count() -> Iterator[StatementCount]:
+    """Counts the statements of every connection opened from now on."""
+    from django.db import connections
+
+    counter = StatementCount()
+    connections.close_all()  # the next use of each thread's connection is a new connect
+    connection_created.connect(counter.attach)
+    yield counter
+    connection_created.disconnect(counter.attach)
+
+
+async def _ask(ws: Any, text: str, **fields: Any) -> list[dict]:
+    await ws.send_json_to({"type": "ask", "text": text, **fields})
+    return await frames_until(ws, ("answer.end", "error"))
+
+
+async def test_a_hit_on_a_new_conversation_is_stored_whole_in_few_statements(
+    small_tier,  # noqa: ANN001
+    help_centre,  # noqa: ANN001
+    statement_count: StatementCount,
+) -> None:
+    entry = await _seed()
+    ws = await chat_socket(await new_session())
+    await _ask(ws, CACHED_QUESTION, client_id="warm-up")  # the guard and the embedder load
+    statement_count.counting = True
+    frames = await _ask(ws, CACHED_QUESTION, client_id="c-1")
+    statement_count.counting = False
+    end = frames[-1]
+    assert end["type"] == "answer.end" and end["cached"] is True, frames
+    assert "".join(f["text"] for f in frames if f["type"] == "answer.delta") == CACHED_ANSWER
+    ack = frames[0]
+    assert ack["type"] == "ask.ack" and ack["duplicate"] is False
+    conversation = await Conversation.objects.aget(id=ack["conversation_id"])
+    assert conversation.title == CACHED_QUESTION
+    rows = [m async for m in Message.objects.filter(conversation=conversation).order_by("id")]
+    assert [(m.role, m.content, m.status) for m in rows] == [
+        (Message.Role.USER, CACHED_QUESTION, Message.Status.COMPLETE),
+        (Message.Role.ASSISTANT, CACHED_ANSWER, Message.Status.COMPLETE),
+    ]
+    assert rows[0].client_id == "c-1" and rows[1].cached
+    assert await CacheHit.objects.filter(entry=entry, message_id=rows[1].id).aexists()
+    assert (await CacheEntry.objects.aget(id=entry.id)).hit_count == 2
+    assert end["conversation_totals"]["answers"] == 1
+    written = [s for s in statement_count.statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(written) >= 2, statement_count.statements  # the counter sees the lanes' work
+    assert len(statement_count.statements) <= MAX_STATEMENTS_PER_HIT, statement_count.statements
+
+    # The page sends a question again after a reconnect: acknowledged, never stored twice.
+    await ws.send_json_to({"type": "ask", "text": CACHED_QUESTION, "client_id": "c-1"})
+    again = await ws.receive_json_from(timeout=30)
+    assert again["type"] == "ask.ack" and again["duplicate"] is True
+    assert again["message_id"] == rows[0].id
+    assert again["conversation_id"] == str(conversation.id)
+    assert await Message.objects.filter(client_id="c-1").acount() == 1
+    await ws.disconnect()
