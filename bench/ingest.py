@@ -1,149 +1,415 @@
-"""Ingestion throughput: documents/s end to end (upload -> task worker -> READY) vs the bare embedder.
+"""Ingestion throughput against the bare embedder, where the time goes, and the chat's first words
+while a large upload is ingested.
 
-Usage: python bench/ingest.py [--data ../shared/data/squad-dev-public] [--docs 87] [--keep]
-In a throw-away database (bench_ingest): the SQuAD paragraphs become documents, uploaded
-once as markdown and once as HTML (HTML goes through the sandboxed parser child process).
-Each set is queued with document_upload and drained by a real `manage.py db_worker --batch`
-(its start-up, including loading the model, is part of the time), then the same set is run
-inline (document_process in this process). The bare embedder embeds the same chunk texts in
-batches. Prints JSON.
+Usage:
+  python bench/ingest.py [--data ../shared/data/squad-dev-public] [--docs 87] [--copies 3]
+      [--batches 1,32] [--html-docs 40] [--out FILE]
+      In a throw-away database (bench_ingest): the SQuAD paragraphs, --copies times over, become
+      markdown documents. For each INGEST_BATCH_DOCUMENTS in --batches the set is uploaded
+      (document_upload) and drained by a real `manage.py db_worker --batch` at nice 0. Worker
+      passages/s count from the first task's start to the last one's end (the worker's start-up
+      and model load are reported apart); right after each drain SentenceTransformer.encode
+      embeds the same passage texts (EMBEDDING_BATCH_SIZE, as the worker) in this process: the
+      ratio is worker / bare from the same minute. Then the set runs inline (documents_process)
+      with timers on each step: parsing, chunking, embedding, indexing (inserts, the HNSW and
+      full-text index maintenance, commit), and again with the chunk table's indexes dropped to
+      price their maintenance. --html-docs of them also go as HTML through the worker (the
+      parse child process per document).
+  python bench/ingest.py --chat [--copies 40] [--pairs 6] [--nice 19]
+      Time to first words of the medium tier while the worker ingests a large upload: a
+      throw-away database (bench_ingest_chat) with the demo help centre, `manage.py run_stack`
+      on free ports, the upload queued, then demo questions asked one at a time, alternately
+      with the worker paused (SIGSTOP: idle) and running (ingesting), every question distinct,
+      so both conditions see the same machine load over the same minutes. With --nice, runs
+      once per listed INGEST_WORKER_NICE (e.g. 0,19) with the cache emptied in between.
+Prints JSON (and writes it to --out).
 """
 
 from __future__ import annotations
 
 import argparse
-import html
+import asyncio
 import json
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from knowledge_db import ROOT, bench_database  # noqa: E402
 
+DATA = ROOT.parent / "shared" / "data" / "squad-dev-public"
+
 
 def main() -> None:
     """Run the benchmark and print its JSON."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "squad-dev-public"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--docs", type=int, default=87)
+    parser.add_argument("--copies", type=int, help="default: 3, with --chat 20")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--html-docs", type=int, default=40)
+    parser.add_argument("--chat", action="store_true")
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--nice", default="19")
+    parser.add_argument("--max-answer-tokens", type=int, default=24)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--out")
     args = parser.parse_args()
-    drop = bench_database("bench_ingest")
+    passages = [json.loads(line) for line in (Path(args.data) / "passages.jsonl").open()]
+    passages = passages[: args.docs]
+    args.copies = args.copies or (20 if args.chat else 3)
+    drop = bench_database("bench_ingest_chat" if args.chat else "bench_ingest")
     try:
-        print(json.dumps(run(Path(args.data), args.docs), indent=2))
+        if args.chat:
+            result = run_chat(passages, args)
+        else:
+            result = run(passages, args)
     finally:
         if not args.keep:
             drop()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
 
 
-def _files(passages: list[dict], kind: str) -> list[tuple[str, bytes]]:
-    if kind == "md":
-        return [
-            (f"{kind}/{p['id']}.md", f"# {p['title']}\n\n{p['text']}".encode()) for p in passages
-        ]
-    return [
-        (
-            f"{kind}/{p['id']}.html",
-            f"<html><head><title>{html.escape(p['title'])}</title></head><body>"
-            f"<h1>{html.escape(p['title'])}</h1><p>{html.escape(p['text'])}</p></body></html>".encode(),
-        )
-        for p in passages
-    ]
+def _files(passages: list[dict], kind: str, copies: int = 1) -> list[tuple[str, bytes]]:
+    import html
+
+    out = []
+    for copy in range(copies):
+        for p in passages:
+            name = f"{kind}/c{copy}/{p['id']}.{kind}"
+            if kind == "md":
+                out.append((name, f"# {p['title']}\n\n{p['text']}".encode()))
+            else:
+                out.append(
+                    (
+                        name,
+                        f"<html><head><title>{html.escape(p['title'])}</title></head><body>"
+                        f"<h1>{html.escape(p['title'])}</h1><p>{html.escape(p['text'])}</p>"
+                        "</body></html>".encode(),
+                    )
+                )
+    return out
 
 
-def _worker_drain() -> float:
+def _worker_drain(env: dict) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "db_worker",
-            "--batch",
-            "--no-startup-delay",
-            "--interval",
-            "0",
-            "-v",
-            "0",
-        ],
+        [sys.executable, "manage.py", "db_worker", "--batch", "--no-startup-delay"]
+        + ["--interval", "0", "-v", "0"],
         cwd=ROOT,
-        env=os.environ.copy(),
+        env={**os.environ, **env},
         check=True,
         timeout=3600,
     )
     return time.perf_counter() - started
 
 
-def run(data: Path, n_docs: int) -> dict:
-    """Upload, drain, compare."""
-    from django.db import connections
+def _texts(prefix: str) -> list[str]:
+    from retrieval.embedders import embedding_input
+    from retrieval.models import Chunk
+
+    chunks = Chunk.objects.filter(document__source_name__startswith=prefix).select_related(
+        "document"
+    )
+    return [embedding_input(title=c.document.title, heading=c.heading, text=c.text) for c in chunks]
+
+
+def _bare(texts: list[str]) -> float:
+    """Seconds for SentenceTransformer.encode on texts, as the worker's embedder calls it."""
+    from django.conf import settings
 
     from retrieval.embedders import get_embedder
-    from retrieval.models import Chunk, KnowledgeDocument
-    from retrieval.services import (
-        document_accept,
-        document_process,
-        document_upload,
-        embedding_input,
-    )
 
-    passages = [json.loads(line) for line in (data / "passages.jsonl").open()][:n_docs]
-    results: dict = {}
-    for kind in ("md", "html"):
-        files = _files(passages, kind)
-        started = time.perf_counter()
-        for name, body in files:
-            document_upload(source_name=f"worker/{name}", data=body)
-        enqueue_seconds = time.perf_counter() - started
-        connections.close_all()
-        drain_seconds = _worker_drain()
-        ready = KnowledgeDocument.objects.filter(
-            source_name__startswith=f"worker/{kind}/", status="ready"
-        ).count()
-        total = enqueue_seconds + drain_seconds
-        started = time.perf_counter()
-        for name, body in files:
-            document = document_accept(source_name=f"inline/{name}", data=body)
-            document_process(document_id=document.id, version=document.version)
-        inline_seconds = time.perf_counter() - started
-        results[kind] = {
-            "documents": len(files),
-            "ready_via_worker": ready,
-            "worker_end_to_end_seconds": round(total, 2),
-            "worker_docs_per_s": round(len(files) / total, 2),
-            "inline_seconds": round(inline_seconds, 2),
-            "inline_docs_per_s": round(len(files) / inline_seconds, 2),
-        }
-    chunks = list(
-        Chunk.objects.filter(document__source_name__startswith="inline/md/").select_related(
-            "document"
-        )
-    )
-    texts = [
-        embedding_input(title=c.document.title, heading=c.heading, text=c.text) for c in chunks
-    ]
-    embedder = get_embedder()
-    embedder.embed(texts[:8])  # loaded and warm, as in a running worker
+    model = get_embedder().current()._load()
+    model.encode(texts[:8], batch_size=settings.EMBEDDING_BATCH_SIZE)  # warm
     started = time.perf_counter()
-    embedder.embed(texts)
-    embed_seconds = time.perf_counter() - started
-    per_doc = len(chunks) / n_docs
+    model.encode(
+        texts,
+        batch_size=settings.EMBEDDING_BATCH_SIZE,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return time.perf_counter() - started
+
+
+def _worker_set(files: list[tuple[str, bytes]], prefix: str, env: dict) -> dict:
+    from django.db import connections
+    from django.db.models import Max, Min
+    from django_tasks_db.models import DBTaskResult
+
+    from retrieval.models import Chunk, KnowledgeDocument
+    from retrieval.services import document_upload
+    from retrieval.tasks import document_ingest_task
+
+    ids = []
+    for name, body in files:
+        ids.append(document_upload(source_name=f"{prefix}{name}", data=body).task_id)
+    connections.close_all()
+    wall = _worker_drain(env)
+    span = DBTaskResult.objects.filter(
+        task_path=document_ingest_task.module_path, id__in=ids
+    ).aggregate(first=Min("started_at"), last=Max("finished_at"))
+    busy = (span["last"] - span["first"]).total_seconds()
+    chunks = Chunk.objects.filter(document__source_name__startswith=prefix).count()
+    texts = _texts(prefix)
+    bare = statistics.median(_bare(texts) for _ in range(2))
     return {
-        "benchmark": "ingest",
-        "documents_per_set": n_docs,
-        "chunks_per_document": round(per_doc, 2),
-        "end_to_end": results,
-        "bare_embedder": {
-            "passages": len(texts),
-            "seconds": round(embed_seconds, 2),
-            "passages_per_s": round(len(texts) / embed_seconds, 1),
-            "equivalent_docs_per_s": round(len(texts) / embed_seconds / per_doc, 2),
-        },
-        "note": "worker time includes the worker's start-up and model load; inline runs in a "
-        "warm process. Each document embeds on its own (one small batch per document).",
+        "documents": len(files),
+        "ready": KnowledgeDocument.objects.filter(
+            source_name__startswith=prefix, status="ready"
+        ).count(),
+        "chunks": chunks,
+        "worker_wall_seconds": round(wall, 2),
+        "worker_startup_seconds": round(wall - busy, 2),
+        "worker_busy_seconds": round(busy, 2),
+        "worker_chunks_per_s": round(chunks / busy, 1),
+        "bare_encode_seconds": round(bare, 2),
+        "bare_chunks_per_s": round(len(texts) / bare, 1),
+        "worker_over_bare": round((chunks / busy) / (len(texts) / bare), 3),
     }
+
+
+def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
+    """documents_process in this process with a timer around each step it calls."""
+    import retrieval.ingestion as ingestion
+    from retrieval.embedders import ActiveEmbedder
+    from retrieval.services import document_accept
+
+    spent: dict[str, float] = defaultdict(float)
+    originals = {}
+
+    def timed(owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        originals[(owner, name)] = original
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - started
+
+        setattr(owner, name, wrapper)
+
+    documents = [document_accept(source_name=f"{prefix}{name}", data=body) for name, body in files]
+    timed(ingestion, "document_parse", "parse")
+    timed(ingestion, "chunk_text", "chunk")
+    timed(ActiveEmbedder, "embed", "embed")
+    timed(ingestion, "detect_language", "index_language_detection")
+    timed(ingestion, "_index", "index_total")
+    started = time.perf_counter()
+    try:
+        outcomes = ingestion.documents_process(
+            documents=[(d.id, d.version) for d in documents], enqueue=lambda **_: None
+        )
+    finally:
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
+    total = time.perf_counter() - started
+    spent["index_inserts_and_commit"] = spent["index_total"] - spent["index_language_detection"]
+    accounted = spent["parse"] + spent["chunk"] + spent["embed"] + spent["index_total"]
+    return {
+        "documents": len(documents),
+        "ready": sum(1 for o in outcomes if o == "ready"),
+        "total_seconds": round(total, 2),
+        "seconds": {k: round(v, 2) for k, v in sorted(spent.items())},
+        "share": {
+            k: round(v / total, 3)
+            for k, v in sorted(spent.items())
+            if k in ("parse", "chunk", "embed", "index_total")
+        }
+        | {"other": round((total - accounted) / total, 3)},
+    }
+
+
+def _indexes_drop() -> list[str]:
+    """Drop the chunk table's secondary indexes (HNSW, GIN, ...); returns their definitions."""
+    from django.db import connection
+
+    from retrieval.models import Chunk
+
+    table = Chunk._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = %s "
+            "AND i.indexname NOT IN (SELECT conname FROM pg_constraint)",
+            [table],
+        )
+        rows = cursor.fetchall()
+        for name, _ in rows:
+            cursor.execute(f'DROP INDEX "{name}"')
+    return [definition for _, definition in rows]
+
+
+def run(passages: list[dict], args: argparse.Namespace) -> dict:
+    """Worker vs bare embedder per batch size, the inline profile, the HTML set."""
+    from django.conf import settings
+
+    md = _files(passages, "md", args.copies)
+    result: dict = {
+        "benchmark": "ingest",
+        "documents": len(md),
+        "embedding_batch_size": settings.EMBEDDING_BATCH_SIZE,
+        "load_average_at_start": os.getloadavg(),
+        "worker": {},
+    }
+    for batch in [int(b) for b in args.batches.split(",")]:
+        env = {"INGEST_BATCH_DOCUMENTS": str(batch), "INGEST_WORKER_NICE": "0"}
+        result["worker"][f"batch_documents_{batch}"] = _worker_set(md, f"w{batch}/", env)
+    result["inline_profile"] = _inline_profile(md, "inline/")
+    result["chunk_indexes_dropped"] = _indexes_drop()
+    result["inline_profile_without_chunk_indexes"] = _inline_profile(md, "noindex/")
+    if args.html_docs:
+        html_files = _files(passages[: args.html_docs], "html")
+        env = {"INGEST_WORKER_NICE": "0"}
+        result["worker_html"] = _worker_set(html_files, "html/", env)
+        result["inline_profile_html"] = _inline_profile(html_files, "inline-html/")
+    result["load_average_at_end"] = os.getloadavg()
+    return result
+
+
+# --- the chat while ingesting -----------------------------------------------------------------
+
+
+def _worker_pid(stack_pid: int) -> int | None:
+    """The db_worker child of our run_stack (its pid, found by parent)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == stack_pid and b"db_worker" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def _questions(count: int) -> list[str]:
+    path = ROOT / "bench" / "data" / "traffic_questions.jsonl"
+    rows = [json.loads(line) for line in path.open()]
+    # Round-robin over the documents: neighbouring questions share no topic.
+    by_doc: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_doc[row["document"]].append(row["question"])
+    out: list[str] = []
+    while len(out) < count and any(by_doc.values()):
+        for doc in list(by_doc):
+            if by_doc[doc]:
+                out.append(by_doc[doc].pop(0))
+    return out[:count]
+
+
+def _chat_round(passages: list[dict], args: argparse.Namespace, nice: int, questions: list) -> dict:
+    from first_chunk import ask_once
+    from traffic import Stack
+
+    from retrieval.models import KnowledgeDocument
+    from retrieval.services import document_upload
+
+    os.environ["INGEST_WORKER_NICE"] = str(nice)
+    stack = Stack(1, args.max_answer_tokens, None)
+    try:
+        worker = None
+        deadline = time.monotonic() + 120
+        while worker is None and time.monotonic() < deadline:
+            worker = _worker_pid(stack.proc.pid)
+            time.sleep(0.5)
+        if worker is None:
+            raise RuntimeError("run_stack's db_worker did not start")
+        # Warm the model server's and Daphne's first use outside the measurement.
+        asyncio.run(ask_once(stack.url, "Do you ship abroad?"))
+        prefix = f"upload-nice{nice}/"
+        files = _files(passages, "md", args.copies)
+        started = time.perf_counter()
+        for name, body in files:
+            document_upload(source_name=f"{prefix}{name}", data=body)
+        upload_seconds = time.perf_counter() - started
+        time.sleep(5)  # the worker picks the upload up and loads the embedder
+        runs: dict[str, list[float]] = {"idle": [], "ingesting": []}
+        asked = []
+        for i, question in enumerate(questions):
+            state = "idle" if i % 2 == (i // 2) % 2 else "ingesting"  # idle,busy,busy,idle,...
+            os.kill(worker, signal.SIGSTOP if state == "idle" else signal.SIGCONT)
+            time.sleep(1.0)
+            marks = asyncio.run(ask_once(stack.url, question))
+            os.kill(worker, signal.SIGCONT)
+            if "first_delta_ms" in marks and not marks["end"].get("cached"):
+                runs[state].append(marks["first_delta_ms"])
+            asked.append({"question": question, "state": state, **marks})
+        ready = KnowledgeDocument.objects.filter(
+            source_name__startswith=prefix, status="ready"
+        ).count()
+    finally:
+        stack.stop()
+    idle, busy = runs["idle"], runs["ingesting"]
+    return {
+        "worker_nice": nice,
+        "upload_documents": len(files),
+        "upload_seconds": round(upload_seconds, 2),
+        "ready_at_end": ready,
+        "ingestion_still_running_at_end": ready < len(files),
+        "first_words_ms": {
+            "idle": {"n": len(idle), "p50": _p50(idle), "mean": _mean(idle)},
+            "ingesting": {"n": len(busy), "p50": _p50(busy), "mean": _mean(busy)},
+        },
+        "ingesting_over_idle_p50": round(_p50(busy) / _p50(idle), 3) if idle and busy else None,
+        "asks": [
+            {
+                "question": a["question"],
+                "state": a["state"],
+                "first_delta_ms": round(a.get("first_delta_ms", 0)),
+                "tier": a["end"].get("tier"),
+            }
+            for a in asked
+        ],
+    }
+
+
+def _p50(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 1) if values else None
+
+
+def run_chat(passages: list[dict], args: argparse.Namespace) -> dict:
+    """First words idle vs ingesting, per worker nice value, in one run."""
+    from django.core.management import call_command
+
+    from retrieval.models import CacheEntry, CacheHit
+    from routing.defaults import tiers_ensure_defaults
+
+    tiers_ensure_defaults()
+    call_command("load_demo_knowledge", verbosity=0, stdout=open(os.devnull, "w"))
+    nices = [int(n) for n in str(args.nice).split(",")]
+    questions = _questions(2 * args.pairs * len(nices))
+    result: dict = {
+        "benchmark": "ingest_chat",
+        "tier": "medium",
+        "max_answer_tokens": args.max_answer_tokens,
+        "load_average_at_start": os.getloadavg(),
+        "rounds": [],
+    }
+    for n, nice in enumerate(nices):
+        CacheHit.objects.all().delete()
+        CacheEntry.objects.all().delete()
+        chunk = questions[n * 2 * args.pairs : (n + 1) * 2 * args.pairs]
+        result["rounds"].append(_chat_round(passages, args, nice, chunk))
+    result["load_average_at_end"] = os.getloadavg()
+    return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""Ingestion in batches across queued documents, and a task worker that yields the CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django_tasks import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
+
+from retrieval.embedders import embedding_input, get_embedder
+from retrieval.ingestion import documents_process
+from retrieval.models import KnowledgeDocument
+from retrieval.services import document_accept, document_upload
+from retrieval.tasks import document_ingest_task
+from tests.retrieval import files
+from tests.retrieval.test_worker import worker_database_url
+
+Status = KnowledgeDocument.Status
+ROOT = Path(__file__).resolve().parents[2]
+TOPICS = ["Returns", "Delivery", "Warranty", "Gift cards", "Repairs"]
+
+
+def _page(topic: str) -> bytes:
+    return (
+        f"# {topic}\n\nEverything about {topic.lower()} at the shop, {len(topic)} rules.".encode()
+    )
+
+
+def _nice(pid: int) -> int:
+    # Field 19 of /proc/<pid>/stat, counted after the command name's closing parenthesis.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_takes_queued_documents_together_and_each_task_keeps_its_own_outcome() -> None:
+    documents = [document_upload(source_name=f"{t}.md", data=_page(t)) for t in TOPICS]
+    broken = document_upload(source_name="scan.pdf", data=files.pdf_blank())
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.2"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": worker_database_url(),
+            "INGEST_BATCH_DOCUMENTS": "8",
+            "INGEST_WORKER_NICE": "7",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        ids = [d.task_id for d in [*documents, broken]]
+        rows = DBTaskResult.objects.filter(id__in=ids)
+        while rows.exclude(status__in=(TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)):
+            assert time.monotonic() < deadline, "the worker did not finish the upload"
+            assert worker.poll() is None, "the worker died"
+            time.sleep(0.5)
+        worker_nice = _nice(worker.pid)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    for document in documents:
+        document.refresh_from_db()
+        assert document.status == Status.READY and document.chunks.count() == 1
+        assert document_ingest_task.get_result(document.task_id).return_value == "ready"
+    broken.refresh_from_db()
+    assert broken.status == Status.FAILED and "no text" in broken.error
+    assert document_ingest_task.get_result(broken.task_id).return_value == "failed"
+    # Taken together: every task had started before the first one finished (one at a time,
+    # each would start only after the one before it ended).
+    started = max(rows.values_list("started_at", flat=True))
+    finished = min(rows.values_list("finished_at", flat=True))
+    assert started <= finished
+    # The worker ran at the configured nice value, so the chat's model servers come first.
+    assert worker_nice == 7
+
+
+@pytest.mark.django_db
+def test_a_batch_keeps_each_documents_outcome_in_order() -> None:
+    good = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS[:3]]
+    empty = document_accept(source_name="empty.md", data=b"# Only a title")
+    replaced = document_accept(source_name="old.md", data=_page("Old"))
+    document_accept(source_name="old.md", data=_page("New"))
+    pairs = [(good[0].id, 1), (empty.id, 1), (good[1].id, 1), (replaced.id, 1), (good[2].id, 1)]
+    outcomes = documents_process(documents=pairs, enqueue=lambda **_: None)
+    assert outcomes == ["ready", "failed", "ready", "superseded", "ready"]
+    for document in good:
+        document.refresh_from_db()
+        assert document.status == Status.READY
+        assert document.chunks_done == document.chunks_total == document.chunks.count() == 1
+    empty.refresh_from_db()
+    assert empty.status == Status.FAILED and "no text" in empty.error
+    replaced.refresh_from_db()
+    assert replaced.version == 2 and replaced.chunks.filter(version=1).count() == 0
+    # Embedded together, yet each passage carries its own vector, not a neighbour's.
+    chunks = [d.chunks.get() for d in good]
+    expected = get_embedder().embed(
+        [
+            embedding_input(title=d.title, heading=c.heading, text=c.text)
+            for d, c in zip(good, chunks, strict=True)
+        ]
+    )
+    stored = np.array([c.embedding for c in chunks], dtype=np.float32)
+    similarity = stored @ expected.T
+    assert (similarity.argmax(axis=1) == np.arange(len(good))).all()
+    assert similarity.diagonal().min() > 0.99
+
+
+def test_priority_is_only_ever_lowered() -> None:
+    script = (
+        "import os, sys; sys.path.insert(0, '.'); "
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'chatbot.settings'); "
+        "import django; django.setup(); "
+        "from retrieval.tasks import worker_priority_lower as lower; "
+        "print(lower(nice=5), lower(nice=3), lower(nice=0))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["5", "5", "5"]
