@@ -1,6 +1,7 @@
 """Speculative decoding for the large tier: decode speed, time to the full answer, same text.
 
 Usage: python bench/speculative.py [--drafts 0,2,4,8] [--questions 6] [--max-tokens 160]
+       python bench/speculative.py --slot-restore qwen2.5-coder-0.5b [--rounds 2]
 
 For each draft count (0: no draft) one `manage.py serve_models --serve qwen2.5-coder-1.5b=PORT`
 process is started with LOCAL_MODEL_DRAFT naming the medium model (qwen2.5-coder-0.5b) as its
@@ -10,6 +11,12 @@ without streaming: the server's own timings give decode tokens/s and the draft's
 The prompts are the product's own (chatbot.prompts.build_messages) over the sections of the demo
 help-centre document each demo question is about. Prints JSON and saves it to
 bench/results/speculative.json, with each server's resident memory and the load average.
+
+--slot-restore probes llama.cpp's saved slot states (not used by the product): a server with
+`slot_save_path` answers a topic's question cold and saves its slot; then, per round, it is
+restarted twice and asked another question on the same passages, once as it starts and once
+after restoring the saved slot: time to the first token of each, the save and restore times
+and the file size (bench/results/speculative_slot_restore.json).
 """
 
 from __future__ import annotations
@@ -182,6 +189,113 @@ def summary(runs: list[dict]) -> dict:
     }
 
 
+SLOT_SERVER = """
+import sys, threading, xllamacpp
+params = xllamacpp.CommonParams()
+params.model.path, params.port = sys.argv[1], int(sys.argv[2])
+params.hostnames = ["127.0.0.1"]
+params.n_ctx, params.n_parallel, params.kv_unified = 4096, 1, False
+params.cpuparams.n_threads = params.cpuparams_batch.n_threads = int(sys.argv[4])
+params.cache_prompt, params.endpoint_slots = True, True
+params.slot_save_path = sys.argv[3]  # joined to the file name as is: it must end in "/"
+server = xllamacpp.Server(params)
+threading.Event().wait()
+"""
+
+
+def slot_restore(model: str, rounds: int, out: Path) -> dict:
+    """First-token time after a restart, with and without restoring a saved slot state."""
+    from routing.bundled import model_path
+
+    path = model_path(model, settings.MODEL_CACHE_DIR)
+    folder = ROOT / "test-output" / "slot-states"
+    folder.mkdir(parents=True, exist_ok=True)
+    ask = prompts(1)[0]
+    system, user = ask["messages"]
+    passages = user["content"].rsplit("\n\n", 1)[0]
+
+    def messages(question: str) -> list[dict]:
+        return [system, {"role": "user", "content": f"{passages}\n\n{question}"}]
+
+    def post(url: str, route: str, body: dict) -> tuple[float, dict]:
+        request = urllib.request.Request(
+            f"{url}{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=900) as response:
+            return time.perf_counter() - started, json.load(response)
+
+    def first_token(url: str, question: str) -> dict:
+        load = os.getloadavg()[0]
+        body = {"messages": messages(question), "temperature": 0, "max_tokens": 1}
+        seconds, out = post(url, "/v1/chat/completions", body)
+        t = out["timings"]
+        return {
+            "s": round(seconds, 3),
+            "prompt_n": t["prompt_n"],
+            "cache_n": t.get("cache_n"),
+            "load_1m": round(load, 2),
+        }
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SLOT_SERVER,
+                str(path),
+                str(port),
+                f"{folder}/",
+                str(settings.LOCAL_MODEL_THREADS),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=600)
+        return process, f"http://127.0.0.1:{port}"
+
+    def stop(process: subprocess.Popen) -> None:
+        process.terminate()
+        process.wait(15)
+
+    result: dict = {"model": model, "question": ask["question"], "rounds": []}
+    process, url = start()
+    try:
+        result["cold"] = first_token(url, f"Question: {ask['question']}")
+        seconds, saved = post(url, "/slots/0?action=save", {"filename": "topic.bin"})
+        result["save"] = {
+            "s": round(seconds, 3),
+            "tokens": saved["n_saved"],
+            "mb": round(saved["n_written"] / 1e6, 1),
+        }
+    finally:
+        stop(process)
+    follow_up = "Question: Can I still return a jacket I wore outside once?"
+    for _ in range(rounds):
+        row = {}
+        process, url = start()
+        try:
+            row["restarted"] = first_token(url, follow_up)
+        finally:
+            stop(process)
+        process, url = start()
+        try:
+            seconds, restored = post(url, "/slots/0?action=restore", {"filename": "topic.bin"})
+            row["restore_s"] = round(seconds, 3)
+            row["restored"] = first_token(url, follow_up)
+        finally:
+            stop(process)
+        result["rounds"].append(row)
+    result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    out.write_text(text + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drafts", default="0,4,8", help="draft token counts; 0 is no draft")
@@ -189,7 +303,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--context", type=int, default=4096)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--slot-restore", metavar="MODEL", help="probe saved slot states instead")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    if args.slot_restore:
+        slot_restore(
+            args.slot_restore, args.rounds, RESULTS.with_name("speculative_slot_restore.json")
+        )
+        return
     counts = [int(c) for c in args.drafts.split(",")]
     asks = prompts(args.questions)
     servers: list[Server] = []

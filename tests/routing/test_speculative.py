@@ -87,14 +87,39 @@ QUESTIONS = (
 )
 
 
+# How far below the large model's own greedy choice (in log-probability) a token the drafted
+# run chose instead may lie: batched verification sums in another order than one-token decoding
+# (llama.cpp issue 25618), which flips only near-ties. A draft token accepted against the
+# target's choice would lie far below.
+NEAR_TIE = 0.5
+
+
+def first_divergence(reference: dict, text: str) -> tuple[float, float] | None:
+    """Where text leaves the reference answer: (logprob of the reference's token there, best
+    logprob among the alternatives text continues with, -inf if none); None if text is the same."""
+    done = ""
+    for token in reference["choices"][0]["logprobs"]["content"]:
+        if not text.startswith(done + token["token"]):
+            rest = text[len(done) :]
+            alternatives = [
+                t["logprob"]
+                for t in token["top_logprobs"]
+                if t["token"] and rest.startswith(t["token"])
+            ]
+            return token["logprob"], max(alternatives, default=float("-inf"))
+        done += token["token"]
+    return None if done == text else (0.0, float("-inf"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two 1.5B servers on a shared 2-core machine
 @pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="large tier: set RUN_SLOW=1")
-def test_the_draft_is_used_and_leaves_greedy_answers_unchanged() -> None:
+def test_the_draft_is_used_and_keeps_the_large_models_greedy_answer() -> None:
     """The large model with the medium model drafting, against the large model alone.
 
-    Greedy decoding checks every drafted token against the large model's own choice, so the
-    answers must match token for token; the server's timings count the drafted and accepted
-    tokens, which shows the draft was really used."""
+    Greedy verification keeps only tokens the large model itself ranks first, so the answers
+    match, or part at a near-tie that batched arithmetic tipped the other way; the server's
+    timings count the drafted and accepted tokens, which shows the draft was really used."""
 
     def serve(draft: str) -> tuple[subprocess.Popen, str]:
         port = free_port()
@@ -108,21 +133,22 @@ def test_the_draft_is_used_and_leaves_greedy_answers_unchanged() -> None:
         )
         return process, f"http://127.0.0.1:{port}"
 
-    def ask(url: str, question: str) -> dict:
+    def ask(url: str, question: str, **extra: object) -> dict:
         body = {
             "messages": [
                 {"role": "system", "content": "Answer from the passages only, citing [n]."},
                 {"role": "user", "content": f"{PASSAGES}\n\nQuestion: {question}"},
             ],
             "temperature": 0,
-            "max_tokens": 48,
+            "max_tokens": 32,
+            **extra,
         }
         request = urllib.request.Request(
             f"{url}/v1/chat/completions",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=600) as response:
+        with urllib.request.urlopen(request, timeout=900) as response:
             return json.load(response)
 
     from routing.servers import wait_until_healthy
@@ -130,19 +156,23 @@ def test_the_draft_is_used_and_leaves_greedy_answers_unchanged() -> None:
     alone, alone_url = serve("")
     drafted, drafted_url = serve(f"{LARGE}={MEDIUM}:4")
     try:
-        wait_until_healthy(alone_url, timeout=300)
-        wait_until_healthy(drafted_url, timeout=300)
+        wait_until_healthy(alone_url, timeout=600)
+        wait_until_healthy(drafted_url, timeout=600)
         for question in QUESTIONS:
-            reference = ask(alone_url, question)
+            reference = ask(alone_url, question, logprobs=True, top_logprobs=5)
             answer = ask(drafted_url, question)
-            assert (
-                answer["choices"][0]["message"]["content"]
-                == (reference["choices"][0]["message"]["content"])
-            )
+            text = answer["choices"][0]["message"]["content"]
             assert answer["usage"]["completion_tokens"] > 8
             timings = answer["timings"]
             assert timings["draft_n"] > 0 and timings["draft_n_accepted"] > 0, timings
-            assert "draft_n" not in reference["timings"]
+            assert not reference["timings"].get("draft_n")
+            parted = first_divergence(reference, text)
+            if parted is not None:
+                chosen, alternative = parted
+                assert chosen - alternative <= NEAR_TIE, (
+                    reference["choices"][0]["message"]["content"],
+                    text,
+                )
     finally:
         for process in (alone, drafted):
             process.terminate()
