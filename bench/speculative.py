@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,6 +41,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from cache_latency import free_port  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatbot.prompts import build_messages  # noqa: E402
@@ -52,15 +54,6 @@ TARGET = "qwen2.5-coder-1.5b"
 DRAFT = "qwen2.5-coder-0.5b"
 QUESTIONS = ROOT / "bench" / "data" / "demo_questions.jsonl"
 RESULTS = ROOT / "bench" / "results" / "speculative.json"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def document_passages(stem: str, document_id: int) -> list[Passage]:
