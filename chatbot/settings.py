@@ -264,7 +264,7 @@ LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2)
 LOCAL_MODEL_PARALLEL = os.environ.get("LOCAL_MODEL_PARALLEL", "1")
 LOCAL_MODEL_SLOT_SIMILARITY = env_float("LOCAL_MODEL_SLOT_SIMILARITY", 0.5)
 # Speculative decoding: name=model[:draft tokens] pairs, e.g. "large=qwen2.5-coder-0.5b:4" (see
-# draft_for); empty serves every model alone.
+# draft_for); empty (the default, measured not to pay on 2 cores) serves every model alone.
 LOCAL_MODEL_DRAFT = os.environ.get("LOCAL_MODEL_DRAFT", "")
 # Environment variables a tier's api_key_env may name (comma-separated shell patterns): a tier
 # sends its key to its base URL, so no other secret (DJANGO_SECRET_KEY, DATABASE_URL) may be.
@@ -288,7 +288,8 @@ DEMO_KNOWLEDGE_DIR = Path(
 RETRIEVAL_MODE = os.environ.get("RETRIEVAL_MODE", "hybrid")  # hybrid | vector | text
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
-# 400: recall@10 0.99+ of the product's search at 100k chunks, 40 gave 0.92 (bench/retrieval_speed.py).
+# 400: recall@10 against exact search 1.0 (hybrid), 0.998 (vector) at 100k chunks; 40 gave
+# 0.91 / 0.90 (bench/results/retrieval_scale_100k.json). pgvector caps it at 1000.
 RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 400)
 # The full-text half ranks at most about this many passages: the question's rarest words are
 # kept while their estimated matches fit (retrieval/search.py); 0 keeps every word.

@@ -63,6 +63,9 @@ def text_query(question: str) -> str:
     return " | ".join(words[:32])
 
 
+# pgvector refuses a larger hnsw.ef_search (every search would fail); iterative scans still
+# return more candidates than this when asked.
+HNSW_EF_SEARCH_MAX = 1000
 # Seconds the word statistics are reused: ANALYZE (autovacuum) refreshes them far less often.
 COMMON_WORDS_TTL = 300.0
 # Words matching fewer passages than this share of the budget are left out of the list passed
@@ -184,7 +187,7 @@ def passages_rank(
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true),"
             " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            [str(max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))],
+            [str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH)))],
         )
         cursor.execute(_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)), params)
         rows = cursor.fetchall()

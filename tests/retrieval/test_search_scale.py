@@ -114,3 +114,9 @@ def test_full_text_drops_a_word_too_common_to_rank_cheaply(corpus, settings) -> 
     search._common.clear()
     ranked = passages_rank(vector=vector, question="everywhere", mode="hybrid", candidates=40)
     assert len(ranked) == 40 and all(p.text_rank is None for p in ranked)
+
+
+def test_an_ef_search_above_pgvectors_limit_still_searches(settings) -> None:  # noqa: ANN001
+    settings.RETRIEVAL_HNSW_EF_SEARCH = 5000  # pgvector accepts 1..1000
+    ranked = passages_rank(vector=[0.05] * DIM, question="anything", mode="hybrid", candidates=40)
+    assert ranked == []
