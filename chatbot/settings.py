@@ -264,7 +264,7 @@ LOCAL_MODEL_THREADS = env_int("LOCAL_MODEL_THREADS", 2)
 LOCAL_MODEL_PARALLEL = os.environ.get("LOCAL_MODEL_PARALLEL", "1")
 LOCAL_MODEL_SLOT_SIMILARITY = env_float("LOCAL_MODEL_SLOT_SIMILARITY", 0.5)
 # Speculative decoding: name=model[:draft tokens] pairs, e.g. "large=qwen2.5-coder-0.5b:4" (see
-# draft_for); empty serves every model alone.
+# draft_for); empty (the default, measured not to pay on 2 cores) serves every model alone.
 LOCAL_MODEL_DRAFT = os.environ.get("LOCAL_MODEL_DRAFT", "")
 # Environment variables a tier's api_key_env may name (comma-separated shell patterns): a tier
 # sends its key to its base URL, so no other secret (DJANGO_SECRET_KEY, DATABASE_URL) may be.
