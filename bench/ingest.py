@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, help="default: 3, with --chat 20")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--html-docs", type=int, default=40)
+    parser.add_argument("--no-profile", action="store_true", help="skip the inline profiles")
     parser.add_argument("--chat", action="store_true")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--nice", default="19")
@@ -181,7 +182,7 @@ def _worker_set(files: list[tuple[str, bytes]], prefix: str, env: dict) -> dict:
 def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
     """documents_process in this process with a timer around each step it calls."""
     import retrieval.ingestion as ingestion
-    from retrieval.embedders import ActiveEmbedder
+    from retrieval.embedders import ActiveEmbedder, get_embedder
     from retrieval.services import document_accept
 
     spent: dict[str, float] = defaultdict(float)
@@ -201,6 +202,10 @@ def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
         setattr(owner, name, wrapper)
 
     documents = [document_accept(source_name=f"{prefix}{name}", data=body) for name, body in files]
+    # Warm, as in a running worker: the model and its tokenizer loaded once per process.
+    embedder = get_embedder()
+    embedder.embed(["warm"])
+    embedder.count_tokens("warm")
     timed(ingestion, "document_parse", "parse")
     timed(ingestion, "chunk_text", "chunk")
     timed(ActiveEmbedder, "embed", "embed")
@@ -265,14 +270,17 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
     for batch in [int(b) for b in args.batches.split(",")]:
         env = {"INGEST_BATCH_DOCUMENTS": str(batch), "INGEST_WORKER_NICE": "0"}
         result["worker"][f"batch_documents_{batch}"] = _worker_set(md, f"w{batch}/", env)
-    result["inline_profile"] = _inline_profile(md, "inline/")
-    result["chunk_indexes_dropped"] = _indexes_drop()
-    result["inline_profile_without_chunk_indexes"] = _inline_profile(md, "noindex/")
     if args.html_docs:
         html_files = _files(passages[: args.html_docs], "html")
         env = {"INGEST_WORKER_NICE": "0"}
         result["worker_html"] = _worker_set(html_files, "html/", env)
-        result["inline_profile_html"] = _inline_profile(html_files, "inline-html/")
+        if not args.no_profile:
+            result["inline_profile_html"] = _inline_profile(html_files, "inline-html/")
+    if not args.no_profile:
+        result["inline_profile"] = _inline_profile(md, "inline/")
+        # Last: the chunk indexes stay dropped.
+        result["chunk_indexes_dropped"] = _indexes_drop()
+        result["inline_profile_without_chunk_indexes"] = _inline_profile(md, "noindex/")
     result["load_average_at_end"] = os.getloadavg()
     return result
 
@@ -312,8 +320,7 @@ def _questions(count: int) -> list[str]:
 
 
 def _chat_round(passages: list[dict], args: argparse.Namespace, nice: int, questions: list) -> dict:
-    from first_chunk import ask_once
-    from traffic import Stack
+    from traffic import Stack, ask
 
     from retrieval.models import KnowledgeDocument
     from retrieval.services import document_upload
@@ -329,7 +336,7 @@ def _chat_round(passages: list[dict], args: argparse.Namespace, nice: int, quest
         if worker is None:
             raise RuntimeError("run_stack's db_worker did not start")
         # Warm the model server's and Daphne's first use outside the measurement.
-        asyncio.run(ask_once(stack.url, "Do you ship abroad?"))
+        asyncio.run(ask(stack.url, "Do you ship abroad?"))
         prefix = f"upload-nice{nice}/"
         files = _files(passages, "md", args.copies)
         started = time.perf_counter()
@@ -343,10 +350,10 @@ def _chat_round(passages: list[dict], args: argparse.Namespace, nice: int, quest
             state = "idle" if i % 2 == (i // 2) % 2 else "ingesting"  # idle,busy,busy,idle,...
             os.kill(worker, signal.SIGSTOP if state == "idle" else signal.SIGCONT)
             time.sleep(1.0)
-            marks = asyncio.run(ask_once(stack.url, question))
+            marks = asyncio.run(ask(stack.url, question))
             os.kill(worker, signal.SIGCONT)
-            if "first_delta_ms" in marks and not marks["end"].get("cached"):
-                runs[state].append(marks["first_delta_ms"])
+            if "first_words_ms" in marks and not marks.get("cached"):
+                runs[state].append(marks["first_words_ms"])
             asked.append({"question": question, "state": state, **marks})
         ready = KnowledgeDocument.objects.filter(
             source_name__startswith=prefix, status="ready"
@@ -369,8 +376,8 @@ def _chat_round(passages: list[dict], args: argparse.Namespace, nice: int, quest
             {
                 "question": a["question"],
                 "state": a["state"],
-                "first_delta_ms": round(a.get("first_delta_ms", 0)),
-                "tier": a["end"].get("tier"),
+                "first_words_ms": a.get("first_words_ms"),
+                "tier": a.get("tier"),
             }
             for a in asked
         ],
