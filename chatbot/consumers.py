@@ -24,7 +24,7 @@ from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
 from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
 from chatbot.models import Conversation, Handoff, Message, WidgetSite
-from chatbot.pipeline import AnswerOptions, RunControl, answer_question
+from chatbot.pipeline import RunControl, answer_question
 from chatbot.services import FeedbackError, message_feedback
 from chatbot.widget import VISITOR_TOKEN, visitor_session_key
 
@@ -250,7 +250,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _ask_accepted(self, frame: dict[str, Any], *, text: str, client_id: str) -> bool:
         """Store the question and start its answer; True when an answer task now holds the
         generation slot taken for it. After the rate limit: a flood reaches no query."""
-        refused, conversation, user_message, held, new = await self._accept_question(
+        refused, conversation, user_message, held = await self._accept_question(
             text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
         )
         if refused == "duplicate":
@@ -292,7 +292,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return False
         self.control = RunControl()
         self.generation = asyncio.create_task(
-            self._generate(conversation, user_message, self.control, new_conversation=new)
+            self._generate(conversation, user_message, self.control)
         )
         # A callback, not the task's own finally: a task cancelled before it first runs never
         # enters its body.
@@ -354,33 +354,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handoffs.broadcast(self.group or "", status_frame(handoff))
 
     async def _generate(
-        self,
-        conversation: Conversation,
-        user_message: Message,
-        control: RunControl,
-        *,
-        new_conversation: bool = False,
+        self, conversation: Conversation, user_message: Message, control: RunControl
     ) -> None:
         # Its own lane: the task outlives the event that started it.
         async with database_lane():
-            await self._answer(
-                conversation, user_message, control, new_conversation=new_conversation
-            )
+            await self._answer(conversation, user_message, control)
 
     async def _answer(
-        self,
-        conversation: Conversation,
-        user_message: Message,
-        control: RunControl,
-        *,
-        new_conversation: bool = False,
+        self, conversation: Conversation, user_message: Message, control: RunControl
     ) -> None:
         events = answer_question(
-            conversation=conversation,
-            user_message=user_message,
-            control=control,
-            # A conversation this question opened has no earlier turns: no query for them.
-            options=AnswerOptions(history=[]) if new_conversation else None,
+            conversation=conversation, user_message=user_message, control=control
         )
         failed = False
         try:
@@ -445,10 +429,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _accept_question(
         self, *, text: str, client_id: str, conversation_id: Any
-    ) -> tuple[str, Conversation | None, Message | None, Handoff | None, bool]:
+    ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
         """The resend check, the conversation and the stored question in one trip to the
         database thread and one commit: (refusal code or "", conversation, user message, the
-        conversation's open handoff, whether this question opened the conversation). A resend
+        conversation's open handoff). A resend
         ("duplicate") returns the message stored before. Stored (committed) before any model
         work."""
         # In this trip rather than a hop of its own (aclose_old_connections): every trip to the
@@ -461,7 +445,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id=client_id,
             ).first()
             if existing is not None:
-                return "duplicate", None, existing, None, False
+                return "duplicate", None, existing, None
         with transaction.atomic():
             return self._accept_question_in_transaction(
                 text=text, client_id=client_id, conversation_id=conversation_id
@@ -469,7 +453,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _accept_question_in_transaction(
         self, *, text: str, client_id: str, conversation_id: Any
-    ) -> tuple[str, Conversation | None, Message | None, Handoff | None, bool]:
+    ) -> tuple[str, Conversation | None, Message | None, Handoff | None]:
         # No conversation_id starts a new conversation: the browser owns which thread is open.
         if not conversation_id:
             # Titled as it is created, and nobody can hold a conversation this new: two
@@ -484,13 +468,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 content=text,
                 client_id=client_id,
             )
-            return "", conversation, user_message, None, True
+            return "", conversation, user_message, None
         try:
             conversation = Conversation.objects.get(
                 id=conversation_id, session_key=self.session_key
             )
         except (Conversation.DoesNotExist, ValueError, ValidationError):
-            return "not_found", None, None, None, False
+            return "not_found", None, None, None
         self.conversation = conversation
         user_message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text, client_id=client_id
@@ -503,7 +487,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             .filter(conversation=conversation, status__in=OPEN)
             .first()
         )
-        return "", conversation, user_message, held, False
+        return "", conversation, user_message, held
 
     @database_sync_to_async
     def _ensure_session(self) -> str:
