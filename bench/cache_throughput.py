@@ -45,6 +45,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cache_latency import Stack as CacheLatencyStack  # noqa: E402
 from cache_latency import free_port, percentiles  # noqa: E402
 from load import CACHED, seed_cache  # noqa: E402
 
@@ -222,7 +223,7 @@ class Stack:
             "redis", [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", ""], {}
         )
         self.redis_url = f"redis://127.0.0.1:{port}/0"
-        self._wait_port(port)
+        CacheLatencyStack._wait_port(port)
 
     def _spawn(self, name: str, argv: list[str], env: dict, cwd: Path = ROOT) -> subprocess.Popen:
         log = open(ROOT / "var" / f"bench_cache_throughput_{name}.log", "ab")
@@ -230,18 +231,6 @@ class Stack:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
-
-    @staticmethod
-    def _wait_port(port: int, timeout: float = 120) -> None:
-        import socket
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"nothing listens on {port}")
 
     def start_daphnes(self, count: int, tree: Path) -> list[str]:
         """`count` Daphne processes running the code of `tree`; their socket URLs."""
@@ -261,7 +250,7 @@ class Stack:
             port = free_port()
             argv = daphne_command(bind="127.0.0.1", port=port)
             self.daphnes.append(self._spawn(f"daphne_{port}", argv, env, cwd=tree))
-            self._wait_port(port)
+            CacheLatencyStack._wait_port(port)
             urls.append(f"ws://127.0.0.1:{port}/ws/chat/")
         return urls
 
