@@ -75,13 +75,29 @@ _IDK = re.compile(
     re.IGNORECASE,
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")
-_WORD = re.compile(r"[a-z0-9]+")
+# Words in any alphabet (Größe, être, доставка); scripts written without spaces (Chinese,
+# Japanese) are read as overlapping character pairs, so an answer copied from its passage in
+# those languages still shows its support (whole runs would never match).
+_WORD = re.compile(r"[^\W_]+")
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _STOP = frozenset(
     "a an the of in on at to for from by with and or but is are was were be been being it its "
     "this that these those what which who whom whose when where why how do does did can could "
     "would should will shall may might must i you he she we they them their our your his her "
     "as if than then there here not no yes so such into about over under after before also "
-    "passage passages answer".split()
+    "passage passages answer "
+    # The commonest function words of the other languages the product answers in (German,
+    # French, Spanish, Italian, Portuguese, Dutch), leaving out those that are English content
+    # words ("door", "come", "plus").
+    "der die das und ist ein eine einen einem einer eines nicht mit von zu den dem des im auf "
+    "für sich es sie ich wir ihr kann können wird werden oder auch bei aus nach wenn wie wo "
+    "dass sind hat haben noch nur über unter vor durch um am vom zum zur als "
+    "le la les un une des du de et est en que qui dans pour pas sur au aux avec ce cette ces "
+    "il elle ils elles nous vous je ne se sont ou par peut être été sa ses leur leurs "
+    "el los las unos unas y por para con del al lo su sus como más pero esta este estos estas "
+    "está son hay puede gli di da della dei delle che non per sono è si più anche ma nel nella "
+    "questo questa può o os um uma umas é dos das em na nos nas não com mais mas pode seu "
+    "são ao het een van op te dat niet met voor zijn er aan ook bij wordt worden naar dan".split()
 )
 
 
@@ -114,7 +130,13 @@ def says_dont_know(text: str) -> bool:
 def content_words(text: str) -> list[str]:
     """Lower-cased words minus stop words and citation numbers."""
     text = _CITATION.sub(" ", text.lower())
+    text = _UNSPACED.sub(lambda m: f" {_pairs(m.group(0))} ", text)
     return [w for w in _WORD.findall(text) if w not in _STOP]
+
+
+def _pairs(run: str) -> str:
+    """Overlapping character pairs of a run of unspaced script ("配送料金" -> "配送 送料 料金")."""
+    return " ".join(run[i : i + 2] for i in range(max(1, len(run) - 1)))
 
 
 @dataclass(frozen=True)

@@ -64,3 +64,64 @@ def test_support_counts_only_the_passages_shown() -> None:
     assert scoring("Express costs 6 euros [1]", shown, [0.8])["support"] == 1.0
     # Words from a passage the tier never saw do not support its answer.
     assert scoring("Gift cards never expire [1]", shown, [0.8])["support"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("question", "passage", "answer", "off_passage"),
+    [
+        (
+            "Сколько стоит экспресс-доставка?",
+            "Экспресс-доставка стоит 6 евро.",
+            "Экспресс-доставка стоит 6 евро [1]",
+            "Подарочные карты не имеют срока действия.",
+        ),
+        (
+            "速達の料金はいくらですか？",
+            "速達料金は6ユーロです。",
+            "速達料金は6ユーロです [1]",
+            "ギフトカードに有効期限はありません。",
+        ),
+        (
+            "Wie groß ist die Größe der Pakete?",
+            "Pakete dürfen höchstens 30 kg wiegen und 120 cm groß sein.",
+            "Höchstens 30 kg und 120 cm [1]",
+            "Geschenkkarten verfallen nie.",
+        ),
+    ],
+)
+def test_support_and_coverage_read_words_in_any_alphabet(
+    question: str, passage: str, answer: str, off_passage: str
+) -> None:
+    def signals(shown: str) -> dict[str, float]:
+        return signals_extract(
+            ScoringInput(
+                question=question,
+                answer=answer,
+                token_logprobs=[-0.1] * 4,
+                first_top_logprobs={},
+                passage_texts=[shown],
+                passage_similarities=[0.8],
+            )
+        )
+
+    grounded, ungrounded = signals(passage), signals(off_passage)
+    assert grounded["support"] >= 0.75
+    assert ungrounded["support"] < grounded["support"]
+    assert grounded["coverage"] > ungrounded["coverage"]
+
+
+def test_function_words_of_other_languages_do_not_count_as_support() -> None:
+    from routing.scorer import content_words
+
+    assert content_words("Die Lieferung ist nicht kostenlos und dauert drei Tage") == [
+        "lieferung",
+        "kostenlos",
+        "dauert",
+        "drei",
+        "tage",
+    ]
+    assert content_words("La livraison est gratuite pour les membres") == [
+        "livraison",
+        "gratuite",
+        "membres",
+    ]
