@@ -42,6 +42,7 @@ from chatbot.prompts import (
     passage_defused,
     passage_line,
     passages_fit,
+    passages_ordered,
     question_message,
     system_prompt,
 )
@@ -273,8 +274,7 @@ async def tier_prompt(
         - tier.context_window // 8
     )
     fitted = passages_fit(passages=candidates, budget_tokens=budget, count=counter.count)
-    # The same passages in the same order give the same prefix, whatever the question's ranking.
-    fitted = sorted(fitted, key=lambda p: (p.document_id, p.chunk_id))
+    fitted = passages_ordered(fitted)
     system = system_prompt()
     # The passages are quoted in the customer's turn: history gets what they and instructions leave.
     asked = question_message(passages=fitted, question=question)

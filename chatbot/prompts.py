@@ -109,6 +109,20 @@ def question_message(*, passages: Sequence[Passage], question: str) -> str:
     return "\n".join(lines) + f"\n\n{QUESTION_LABEL}{question}"
 
 
+def passages_ordered(passages: Sequence[Passage]) -> list[Passage]:
+    """The passages in the order the prompt quotes them (PROMPT_PASSAGE_ORDER).
+
+    "document": by document, then by position in it. Two questions on one topic then quote the
+    passages they share in the same order, and llama.cpp reuses its cached prefix up to the
+    first passage they do not share (which passages fit is still decided by rank). "rank": the
+    best passage first, so the prefix differs from question to question.
+    """
+    if settings.PROMPT_PASSAGE_ORDER == "rank":
+        return list(passages)
+    # Chunk ids grow with the position in a document version (chunks are stored in order).
+    return sorted(passages, key=lambda p: (p.document_id, p.chunk_id))
+
+
 def passages_fit(
     *,
     passages: Sequence[Passage],

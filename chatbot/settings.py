@@ -416,6 +416,14 @@ CASCADE_RERANK_FLOOR = env_float("CASCADE_RERANK_FLOOR", 0.0)
 # At most this many passages in a prompt (fewer when a tier's window is small): prefill time
 # grows with every passage; the gold SQuAD passage is in the top 3 for 84% of questions.
 PROMPT_MAX_PASSAGES = env_int("PROMPT_MAX_PASSAGES", 3)
+# The order the prompt quotes its passages in: "document" (by document and position, so questions
+# on one topic share llama.cpp's cached prefix further) or "rank" (the best passage first); see
+# chatbot.prompts.passages_ordered and bench/traffic.py.
+PROMPT_PASSAGE_ORDER = os.environ.get("PROMPT_PASSAGE_ORDER", "document").strip().lower()
+if PROMPT_PASSAGE_ORDER not in ("document", "rank"):
+    raise ValueError(
+        f"PROMPT_PASSAGE_ORDER={PROMPT_PASSAGE_ORDER!r}: expected 'document' or 'rank'."
+    )
 # Which routing.ScorerWeights row scores answers (the documented defaults when it is absent).
 SCORER_WEIGHTS_NAME = os.environ.get("SCORER_WEIGHTS_NAME", "default")
 # Tokens kept free in every prompt besides the answer (chat template, rounding).

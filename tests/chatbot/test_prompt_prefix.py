@@ -1,0 +1,159 @@
+"""Questions on one topic reuse llama.cpp's cached prompt prefix through the passages they share."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chatbot.pipeline import TierPrompt, tier_prompt
+from chatbot.prompts import PASSAGES_OPEN
+from retrieval.search import Passage
+from routing.models import ModelTier
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def passage(chunk_id: int, document_id: int, title: str, text: str, similarity: float) -> Passage:
+    return Passage(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        document_version=1,
+        title=title,
+        heading="",
+        text=text,
+        similarity=similarity,
+    )
+
+
+def topic(nonce: str) -> dict[str, Passage]:
+    """Two long passages of one document both questions retrieve, and a short one each alone.
+
+    The nonce keeps these prompts apart from any other test's in the shared model server."""
+    policy = f"Returns policy {nonce}"
+    return {
+        "window": passage(
+            5,
+            1,
+            policy,
+            "You can return most items within 30 days of delivery for a full refund, as long "
+            "as they are unused and in their original packaging with all labels attached. "
+            "Sale items can be returned within 14 days. Personalised items, gift cards, "
+            "opened software and hygiene products such as earrings cannot be returned unless "
+            "they arrived damaged or were not what you ordered. " * 2,
+            0.71,
+        ),
+        "refund": passage(
+            6,
+            1,
+            policy,
+            "Once your return reaches our warehouse we check it within three working days and "
+            "refund the original payment method. Card refunds take up to five working days to "
+            "appear, PayPal refunds one day, and gift card refunds are instant. The original "
+            "shipping cost is refunded only when the whole order is returned. " * 2,
+            0.66,
+        ),
+        "gift": passage(40, 7, f"Gift cards {nonce}", "Gift cards never expire.", 0.52),
+        "store": passage(30, 3, f"Stores {nonce}", "Our Leeds store opens at nine.", 0.58),
+    }
+
+
+def chat(tier: ModelTier, prompt: TierPrompt) -> dict:
+    """One answer token from the tier's llama.cpp server; its `timings` say what was reused."""
+    body = json.dumps(
+        {"model": tier.model, "messages": prompt.messages, "max_tokens": 1, "temperature": 0}
+    ).encode()
+    request = urllib.request.Request(
+        f"{tier.base_url}/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())["timings"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("order", ["document", "rank"])
+async def test_a_returning_topic_skips_prefilling_the_passages_it_shares(
+    order: str,
+    small_tier,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    settings.PROMPT_PASSAGE_ORDER = order
+    settings.PROMPT_MAX_PASSAGES = 3
+    p = topic(uuid.uuid4().hex[:8])
+    # Retrieval ranks the shared passages differently for the two questions (best first).
+    first = await tier_prompt(
+        tier=small_tier,
+        passages=[p["refund"], p["window"], p["gift"]],
+        turns=[],
+        question="When do I get my money back?",
+    )
+    second = await tier_prompt(
+        tier=small_tier,
+        passages=[p["window"], p["refund"], p["store"]],
+        turns=[],
+        question="Can I return earrings?",
+    )
+    await sync_to_async(chat)(small_tier, first)
+    reused = (await sync_to_async(chat)(small_tier, second))["cache_n"]
+
+    counter = small_tier.token_counter()
+    instructions = counter.count(second.messages[0]["content"])
+    # The opening mark (two lines), then [1] and [2].
+    shared = "\n".join(second.messages[-1]["content"].split("\n")[:4])
+    await counter.prime([shared, PASSAGES_OPEN])
+    through_shared = instructions + counter.count(shared)
+    if order == "document":
+        # Both quote the policy's passages first, in the document's order: only the rest and the
+        # question are prefilled (a few tokens of slack where the pieces join).
+        assert [x.chunk_id for x in second.passages] == [5, 6, 30]
+        assert reused >= through_shared - 8
+    else:
+        # Best first: the prompts part right after the passages' opening mark.
+        assert [x.chunk_id for x in second.passages] == [5, 6, 30]
+        assert [x.chunk_id for x in first.passages] == [6, 5, 40]
+        assert reused < instructions + counter.count(PASSAGES_OPEN) + 40 < through_shared
+
+
+@pytest.mark.parametrize("order", ["document", "rank"])
+async def test_a_citation_names_the_passage_quoted_under_its_number(order: str, settings) -> None:  # noqa: ANN001
+    settings.PROMPT_PASSAGE_ORDER = order
+    settings.PROMPT_MAX_PASSAGES = 3
+    p = topic("x")
+    ranked = [p["store"], p["refund"], p["gift"]]
+    tier = ModelTier(name="medium", context_window=4096, max_answer_tokens=64, local_model="")
+    prompt = await tier_prompt(tier=tier, passages=ranked, turns=[], question="Refund time?")
+    expected = [30, 6, 40] if order == "rank" else [6, 30, 40]
+    assert [x.chunk_id for x in prompt.passages] == expected
+    quoted = prompt.messages[-1]["content"]
+    by_number = {
+        int(n): text for n, text in re.findall(r"^\[(\d+)\] \([^)]*\) (.*)$", quoted, re.M)
+    }
+    texts = {x.chunk_id: x.text.strip() for x in ranked}
+    for source in prompt.sources():
+        assert by_number[source["n"]].strip() == texts[source["chunk_id"]]
+    # The scorer reads the same passages in the same order.
+    assert [t.strip() for t in prompt.cascade_tier().passage_texts] == [texts[c] for c in expected]
+
+
+def test_an_unknown_passage_order_is_refused_with_the_choices() -> None:
+    env = {**os.environ, "PROMPT_PASSAGE_ORDER": "sideways"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import chatbot.settings"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "PROMPT_PASSAGE_ORDER='sideways': expected 'document' or 'rank'" in result.stderr
