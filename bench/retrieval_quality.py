@@ -54,6 +54,7 @@ def run(data: Path, floors: list[float], rerank_counts: list[int]) -> dict:
     from django.conf import settings
 
     from retrieval.embedders import get_embedder
+    from retrieval.language import detect_language
     from retrieval.search import passages_filter, passages_rank
     from retrieval.services import document_ingest_text
 
@@ -76,13 +77,18 @@ def run(data: Path, floors: list[float], rerank_counts: list[int]) -> dict:
         "answerable": defaultdict(list),
         "unanswerable": defaultdict(list),
     }
+    languages: dict[str, int] = defaultdict(int)
     for question, vector in zip(questions, vectors, strict=True):
+        # As the product does: the question's words are stemmed in its detected language.
+        language = detect_language(question["question"])
+        languages[language or "none"] += 1
         for mode in ("vector", "text", "hybrid"):
             ranked = passages_rank(
                 vector=vector.tolist(),
                 question=question["question"],
                 mode=mode,
                 candidates=settings.RETRIEVAL_CANDIDATES,
+                language=language,
             )
             if mode == "hybrid":
                 group = "answerable" if question["answerable"] else "unanswerable"
@@ -116,6 +122,7 @@ def run(data: Path, floors: list[float], rerank_counts: list[int]) -> dict:
         "answerable_questions": n,
         "unanswerable_questions": len(questions) - n,
         "embedder": settings.EMBEDDER,
+        "question_languages": dict(languages),
         "candidates_per_method": settings.RETRIEVAL_CANDIDATES,
         "rrf_k": settings.RETRIEVAL_RRF_K,
         "ingest_seconds": round(ingest_seconds, 1),
@@ -133,6 +140,7 @@ def _rerank(questions: list[dict], chunk_passage: dict[int, str], counts: list[i
     from django.conf import settings
 
     from retrieval.embedders import get_embedder
+    from retrieval.language import detect_language
     from retrieval.rerank import get_reranker, model_dir, passages_rerank
     from retrieval.search import passages_rank
 
@@ -148,7 +156,11 @@ def _rerank(questions: list[dict], chunk_passage: dict[int, str], counts: list[i
         started = time.perf_counter()
         vector = embedder.embed([text])[0].tolist()
         ranked = passages_rank(
-            vector=vector, question=text, mode="hybrid", candidates=settings.RETRIEVAL_CANDIDATES
+            vector=vector,
+            question=text,
+            mode="hybrid",
+            candidates=settings.RETRIEVAL_CANDIDATES,
+            language=detect_language(text),
         )
         search_ms.append((time.perf_counter() - started) * 1000)
         ranks["hybrid"].append(_gold_rank(ranked, chunk_passage, gold))
