@@ -6,11 +6,20 @@ Usage:
       Against a running server (`make run`); its rate limits must allow the asks, and only with
       CHAT_SHOW_DETAILS=1 do its frames name the tier and the cost (else they count as "none").
   python bench/traffic.py --start --slots 1,4 [--questions 16]
-      For each slot count, in one run: a throw-away database (bench_traffic) with the demo help
-      centre, only the medium tier (threshold 0, so its answers are stored and paraphrases can
-      hit), `manage.py run_stack` on free ports with LOCAL_MODEL_PARALLEL set to the slot count,
-      the same question sequence, then everything stopped; the answer cache is emptied between
-      slot counts. The database is dropped at the end.
+  python bench/traffic.py --start --variant document:PROMPT_PASSAGE_ORDER=document \
+      --variant rank:PROMPT_PASSAGE_ORDER=rank [--questions 40]
+      Each variant (a slot count, or a name with environment settings) gets its own stack in one
+      run: a throw-away database with the demo help centre (bench_traffic, copied once per
+      variant), only the medium tier (threshold 0, so its answers are stored and paraphrases can
+      hit), `manage.py run_stack` on free ports with the variant's settings. All stacks run at
+      once and each question is asked of every stack in turn (the first stack alternates), so a
+      shared machine's load falls on the variants alike. Everything is stopped and the databases
+      dropped at the end.
+
+Besides first words, each generated answer reports what llama.cpp prefilled and reused (its
+/metrics counters before and after the question: with --start, or --metrics for --url), and how
+many of its quoted passages (answer.end sources) any earlier question of the run had quoted: a
+prefix cache can skip at most those, so it bounds what prompt reuse can save.
 
 The workload (seeded): topics are the demo documents in bench/data/traffic_questions.jsonl,
 drawn with Zipf-like weights 1/rank^s; a topic is never drawn twice in a row, so a returning
@@ -26,12 +35,14 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit, urlunparse
 
 import websockets
 
@@ -112,77 +123,196 @@ async def ask(url: str, question: str) -> dict:
                     cost=frame.get("cost") or 0.0,
                     abstained=frame.get("abstained"),
                     code=frame.get("code"),
+                    tokens_in=(frame.get("usage") or {}).get("tokens_in"),
+                    chunks=[s["chunk_id"] for s in frame.get("sources") or [] if "chunk_id" in s],
                 )
                 return out
 
 
-async def replay(url: str, sequence: list[dict]) -> dict:
-    """Ask the sequence in order and summarise it."""
-    runs = []
+def llama_counters(metrics_url: str | None) -> dict[str, float]:
+    """llama.cpp's prompt counters from its /metrics (tokens prefilled, tokens reused from cache)."""
+    if not metrics_url:
+        return {}
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    found = dict(
+        re.findall(r"^llamacpp:(prompt_tokens_total|prompt_tokens_cached_total) (\S+)", text, re.M)
+    )
+    return {name: float(value) for name, value in found.items()}
+
+
+async def ask_measured(url: str, question: str, metrics_url: str | None) -> dict:
+    """ask(), with the model server's prefilled and reused tokens for this question."""
+    before = await asyncio.to_thread(llama_counters, metrics_url)
+    out = await ask(url, question)
+    after = await asyncio.to_thread(llama_counters, metrics_url)
+    if before and after:
+        out["prefilled_tokens"] = int(after["prompt_tokens_total"] - before["prompt_tokens_total"])
+        out["reused_tokens"] = int(
+            after.get("prompt_tokens_cached_total", 0) - before.get("prompt_tokens_cached_total", 0)
+        )
+    return out
+
+
+def median(values: list[float]) -> float | None:
+    """The median, or None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+async def replay(targets: list[tuple[str, str, str | None]], sequence: list[dict]) -> dict:
+    """Ask the sequence of every (name, socket url, metrics url) in turn; a summary per name."""
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
     load_before = os.getloadavg()[0]
-    for item in sequence:
-        runs.append({**item, **await ask(url, item["question"])})
-        # Progress, so that a run cut short still says what it measured.
-        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    for index, item in enumerate(sequence):
+        # The stack asked first alternates, so neither always finds the machine fresher.
+        for name, url, metrics_url in targets if index % 2 == 0 else targets[::-1]:
+            runs[name].append({**item, **await ask_measured(url, item["question"], metrics_url)})
+            # Progress, so that a run cut short still says what it measured.
+            print(json.dumps({"variant": name, **runs[name][-1]}), file=sys.stderr, flush=True)
+    load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    return {
+        name: {**summarise(rs), "load_average_1min": load, "runs": rs} for name, rs in runs.items()
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """First words, prefill and the passages an earlier question shared, by kind of question."""
     answered = [r for r in runs if r["type"] == "answer.end"]
     generated = [r for r in answered if not r["cached"] and "first_words_ms" in r]
     hits = [r for r in answered if r["cached"]]
     tiers = Counter(r["tier"] or "none" for r in answered)
-    return {
-        "questions": len(runs),
-        "errors": len(runs) - len(answered),
-        "first_words_returning_topic": percentiles(
-            [r["first_words_ms"] for r in generated if r["kind"] == "returning"]
-        ),
-        "first_words_new_topic": percentiles(
-            [r["first_words_ms"] for r in generated if r["kind"] == "new"]
-        ),
-        "cache_hit_ask_to_end": percentiles([r["end_ms"] for r in hits]),
-        "paraphrases_asked": sum(r["kind"] == "paraphrase" for r in runs),
-        "paraphrases_hit": sum(r["kind"] == "paraphrase" and r["cached"] for r in runs),
-        "cost_per_question": round(sum(r["cost"] for r in answered) / max(1, len(answered)), 6),
-        "tier_share": {t: round(n / max(1, len(answered)), 3) for t, n in tiers.items()},
-        "load_average_1min": {
-            "before": round(load_before, 2),
-            "after": round(os.getloadavg()[0], 2),
-        },
-        "runs": runs,
-    }
+    quoted: list[set[int]] = []
+    for run in runs:
+        chunks = set(run.get("chunks") or [])
+        if run["type"] == "answer.end" and not run["cached"] and chunks:
+            run["passages_shared_with_earlier"] = max((len(chunks & q) for q in quoted), default=0)
+            quoted.append(chunks)
+    out: dict = {"questions": len(runs), "errors": len(runs) - len(answered)}
+    for kind, label in (("returning", "returning_topic"), ("new", "new_topic")):
+        mine = [r for r in generated if r["kind"] == kind]
+        out[f"first_words_{label}"] = percentiles([r["first_words_ms"] for r in mine])
+        measured = [r for r in mine if "prefilled_tokens" in r]
+        out[f"prefill_{label}"] = {
+            "n": len(measured),
+            "prompt_tokens_p50": median([r["tokens_in"] for r in measured if r.get("tokens_in")]),
+            "prefilled_tokens_p50": median([r["prefilled_tokens"] for r in measured]),
+            "reused_tokens_p50": median([r["reused_tokens"] for r in measured]),
+        }
+        out[f"passages_shared_with_earlier_{label}"] = dict(
+            sorted(
+                Counter(
+                    r["passages_shared_with_earlier"]
+                    for r in mine
+                    if "passages_shared_with_earlier" in r
+                ).items()
+            )
+        )
+    out.update(
+        cache_hit_ask_to_end=percentiles([r["end_ms"] for r in hits]),
+        paraphrases_asked=sum(r["kind"] == "paraphrase" for r in runs),
+        paraphrases_hit=sum(r["kind"] == "paraphrase" and r["cached"] for r in runs),
+        cost_per_question=round(sum(r["cost"] for r in answered) / max(1, len(answered)), 6),
+        tier_share={t: round(n / max(1, len(answered)), 3) for t, n in tiers.items()},
+    )
+    return out
+
+
+def compared(by_variant: dict) -> dict:
+    """Each variant's first-words p50 against the first variant's (the baseline) in this run."""
+    names = list(by_variant)
+    base = by_variant[names[0]]
+    out = {}
+    for name in names[1:]:
+        row = {}
+        for label in ("returning_topic", "new_topic"):
+            mine, theirs = by_variant[name][f"first_words_{label}"], base[f"first_words_{label}"]
+            if mine["p50_ms"] is not None and theirs["p50_ms"] is not None:
+                row[f"first_words_{label}_p50_ms"] = {
+                    "baseline": theirs["p50_ms"],
+                    "variant": mine["p50_ms"],
+                    "change": round(mine["p50_ms"] / theirs["p50_ms"] - 1, 3),
+                }
+        out[f"{name} vs {names[0]}"] = row
+    return out
+
+
+def database_copy(url: str, template: str, name: str) -> str:
+    """A new database `name` copied from `template` on the server of `url`; returns its URL."""
+    import psycopg
+
+    parsed = urlparse(url)
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # A template must have no other session: the set-up's threads may still hold one.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [template],
+        )
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return urlunparse(parsed._replace(path=f"/{name}"))
+
+
+def database_drop(url: str) -> None:
+    """Drop the database of `url` (a variant's copy)."""
+    import psycopg
+
+    parsed = urlparse(url)
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
 
 
 class Stack:
-    """`manage.py run_stack` on free ports with the medium tier only, on the bench database."""
+    """`manage.py run_stack` on free ports with the medium tier only, on a variant's database."""
 
-    def __init__(self, slots: int, max_answer_tokens: int | None, timeout: int | None) -> None:
-        from retrieval.models import CacheEntry, CacheHit
+    def __init__(
+        self,
+        name: str,
+        database_url: str,
+        settings: dict[str, str],
+        max_answer_tokens: int | None,
+        timeout: int | None,
+    ) -> None:
+        import psycopg
+
         from routing.models import ModelTier
         from routing.servers import wait_until_healthy
 
-        CacheHit.objects.all().delete()
-        CacheEntry.objects.all().delete()
+        self.name, self.database_url = name, database_url
         model_port, self.web_port = free_port(), free_port()
-        ModelTier.objects.exclude(name="medium").update(enabled=False)
-        update = {
-            "base_url": f"http://127.0.0.1:{model_port}/v1",
-            "threshold": 0.0,
-            "enabled": True,
-        }
+        update = {"base_url": f"http://127.0.0.1:{model_port}/v1", "threshold": 0.0}
         if max_answer_tokens:
             update["max_answer_tokens"] = max_answer_tokens
         if timeout:
             update["timeout_seconds"] = timeout
-        ModelTier.objects.filter(name="medium").update(**update)
+        table = ModelTier._meta.db_table
+        columns = ", ".join(f"{column} = %s" for column in update)
+        # This variant's own copy of the database: the bench process's ORM points at the template.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"UPDATE {table} SET enabled = (name = 'medium')")
+            conn.execute(
+                f"UPDATE {table} SET {columns} WHERE name = 'medium'", list(update.values())
+            )
         env = {
             **os.environ,
-            "LOCAL_MODEL_PARALLEL": str(slots),
+            "DATABASE_URL": database_url,
+            "LOCAL_MODEL_PARALLEL": "1",
             "CHAT_RATE_LIMIT_PER_MINUTE": "100000",
             "CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "100000",
             # Customers' frames carry no tier or cost otherwise.
             "CHAT_SHOW_DETAILS": "1",
+            **settings,
         }
         if timeout:
             env["CASCADE_DEADLINE_SECONDS"] = str(timeout)
-        self.log = open(ROOT / "var" / f"bench_traffic_slots{slots}.log", "wb")
+        self.metrics_url = f"http://127.0.0.1:{model_port}/metrics"
+        label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+        self.log = open(ROOT / "var" / f"bench_traffic_{label}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "run_stack", "--port", str(self.web_port)],
             cwd=ROOT,
@@ -208,11 +338,37 @@ class Stack:
         self.log.close()
 
 
+def variants_parse(items: list[str] | None, slots: str) -> list[tuple[str, dict[str, str]]]:
+    """(name, environment settings) per --variant NAME:KEY=VALUE[,KEY=VALUE], else per slot count."""
+    if not items:
+        return [(f"slots={n}", {"LOCAL_MODEL_PARALLEL": n.strip()}) for n in slots.split(",")]
+    variants = []
+    for item in items:
+        name, _, pairs = item.partition(":")
+        settings = {}
+        for pair in filter(None, (p.strip() for p in pairs.split(","))):
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"--variant {item!r}: {pair!r} is not KEY=VALUE")
+            settings[key] = value
+        if not name:
+            raise SystemExit(f"--variant {item!r}: give a name before the colon")
+        variants.append((name, settings))
+    return variants
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", help="a running server's chat socket")
     parser.add_argument("--start", action="store_true", help="start throw-away stacks")
     parser.add_argument("--slots", default="1,4", help="with --start: slot counts to compare")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="with --start, instead of --slots: NAME:KEY=VALUE[,KEY=VALUE] settings of one stack "
+        "(repeat; the first is the baseline)",
+    )
+    parser.add_argument("--metrics", help="with --url: the model server's /metrics URL")
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--zipf", type=float, default=1.4)
@@ -247,28 +403,46 @@ def main() -> None:
     }
     if args.url:
         result["server"] = args.url
-        result["result"] = asyncio.run(replay(args.url, sequence))
+        result["result"] = asyncio.run(replay([("server", args.url, args.metrics)], sequence))[
+            "server"
+        ]
     else:
         from knowledge_db import bench_database
 
+        variants = variants_parse(args.variant, args.slots)
         drop = bench_database("bench_traffic")
+        copies: list[str] = []
+        stacks: list[Stack] = []
         try:
             from django.core.management import call_command
+            from django.db import connections
 
             from routing.defaults import tiers_ensure_defaults
 
             tiers_ensure_defaults()
             call_command("load_demo_knowledge", verbosity=0, stdout=open(os.devnull, "w"))
+            connections.close_all()
             result["max_answer_tokens"] = args.max_answer_tokens or "tier default"
             result["timeout_seconds"] = args.timeout or "tier default"
-            result["by_slots"] = {}
-            for slots in [int(s) for s in args.slots.split(",")]:
-                stack = Stack(slots, args.max_answer_tokens, args.timeout)
-                try:
-                    result["by_slots"][str(slots)] = asyncio.run(replay(stack.url, sequence))
-                finally:
-                    stack.stop()
+            result["variants"] = {name: settings for name, settings in variants}
+            for index, (name, settings) in enumerate(variants):
+                copies.append(
+                    database_copy(
+                        os.environ["DATABASE_URL"], "bench_traffic", f"bench_traffic_{index}"
+                    )
+                )
+                stacks.append(
+                    Stack(name, copies[-1], settings, args.max_answer_tokens, args.timeout)
+                )
+            targets = [(s.name, s.url, s.metrics_url) for s in stacks]
+            result["by_variant"] = asyncio.run(replay(targets, sequence))
+            if len(variants) > 1:
+                result["compared"] = compared(result["by_variant"])
         finally:
+            for stack in stacks:
+                stack.stop()
+            for url in copies:
+                database_drop(url)
             drop()
     text = json.dumps(result, indent=1)
     if args.out:
