@@ -192,7 +192,12 @@ def summarise(runs: list[dict]) -> dict:
             run["passages_shared_with_earlier"] = max((len(chunks & q) for q in quoted), default=0)
             quoted.append(chunks)
     out: dict = {"questions": len(runs), "errors": len(runs) - len(answered)}
-    for kind, label in (("returning", "returning_topic"), ("new", "new_topic")):
+    for kind, label in (
+        ("returning", "returning_topic"),
+        ("new", "new_topic"),
+        # Mostly the same passages as an earlier question: what full reuse gives.
+        ("paraphrase", "paraphrase"),
+    ):
         mine = [r for r in generated if r["kind"] == kind]
         out[f"first_words_{label}"] = percentiles([r["first_words_ms"] for r in mine])
         measured = [r for r in mine if "prefilled_tokens" in r]
