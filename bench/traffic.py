@@ -16,6 +16,13 @@ Usage:
       shared machine's load falls on the variants alike. Everything is stopped and the databases
       dropped at the end.
 
+  python bench/traffic.py --prompts-only --tier small --cache-reuse 256,64 [--questions 40]
+      No stack: the product's own prompts for the same sequence (retrieval and tier_prompt on a
+      throw-away database) sent straight to a llama.cpp server of the tier's model, one server
+      per llama.cpp n_cache_reuse value (chunks of at least that many tokens are reused from
+      anywhere in the slot's cached prompt by shifting them, not only the shared prefix), and
+      per PROMPT_PASSAGE_ORDER (--orders). Prints the tokens llama.cpp prefilled and reused.
+
 Besides first words, each generated answer reports what llama.cpp prefilled and reused (its
 /metrics counters before and after the question: with --start, or --metrics for --url), and how
 many of its quoted passages (answer.end sources) any earlier question of the run had quoted: a
@@ -343,6 +350,101 @@ class Stack:
         self.log.close()
 
 
+SERVER_CODE = """
+import signal, sys, time, xllamacpp
+model, port, reuse, slots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+params = xllamacpp.CommonParams()
+params.model.path = model
+params.hostnames = ["127.0.0.1"]
+params.port = port
+params.n_ctx = 4096 * slots
+params.n_parallel = slots
+params.kv_unified = False
+params.slot_prompt_similarity = 0.5
+params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
+params.cache_prompt = True
+params.n_cache_reuse = reuse
+server = xllamacpp.Server(params)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(3600)
+"""
+
+
+async def prompts_only(args: argparse.Namespace, sequence: list[dict]) -> dict:
+    """The product's prompts for the sequence against llama.cpp servers per cache-reuse value and
+    passage order: tokens prefilled and reused per kind of question (no stack, no answers)."""
+    from django.conf import settings
+
+    from chatbot.pipeline import retrieve, tier_prompt
+    from routing.bundled import model_path
+    from routing.models import ModelTier
+    from routing.servers import wait_until_healthy
+
+    tier = await ModelTier.objects.aget(name=args.tier)
+    path = await asyncio.to_thread(model_path, tier.local_model, settings.MODEL_CACHE_DIR)
+    retrieved = [await retrieve(question=item["question"]) for item in sequence]
+    out: dict = {}
+    for reuse in [int(r) for r in args.cache_reuse.split(",")]:
+        for order in args.orders.split(","):
+            settings.PROMPT_PASSAGE_ORDER = order
+            port = free_port()
+            command = [sys.executable, "-c", SERVER_CODE, str(path), str(port), str(reuse), "1"]
+            server = await asyncio.create_subprocess_exec(
+                *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                tier.base_url = f"http://127.0.0.1:{port}/v1"
+                await asyncio.to_thread(wait_until_healthy, tier.base_url, 300)
+                rows = []
+                for item, passages in zip(sequence, retrieved, strict=True):
+                    prompt = await tier_prompt(
+                        tier=tier, passages=passages, turns=[], question=item["question"]
+                    )
+                    body = {"messages": prompt.messages, "max_tokens": 1, "temperature": 0}
+                    timings = await asyncio.to_thread(completion_timings, tier.base_url, body)
+                    rows.append(
+                        {
+                            "kind": item["kind"],
+                            "prefilled": timings["prompt_n"],
+                            "reused": timings.get("cache_n", 0),
+                            "prefill_ms": round(timings["prompt_ms"], 1),
+                            "chunks": [p.chunk_id for p in prompt.passages],
+                        }
+                    )
+            finally:
+                server.terminate()
+                await server.wait()
+            summary = {}
+            for kind in ("returning", "new", "paraphrase"):
+                mine = [r for r in rows if r["kind"] == kind]
+                summary[kind] = {
+                    "n": len(mine),
+                    "prefilled_tokens_p50": median([r["prefilled"] for r in mine]),
+                    "prefilled_tokens_mean": round(
+                        sum(r["prefilled"] for r in mine) / max(1, len(mine)), 1
+                    ),
+                    "reused_tokens_mean": round(
+                        sum(r["reused"] for r in mine) / max(1, len(mine)), 1
+                    ),
+                    "prefill_ms_p50": median([r["prefill_ms"] for r in mine]),
+                }
+            out[f"n_cache_reuse={reuse} order={order}"] = {"summary": summary, "rows": rows}
+            print(json.dumps({reuse: order, **summary}), file=sys.stderr, flush=True)
+    return out
+
+
+def completion_timings(base_url: str, body: dict) -> dict:
+    """llama.cpp's `timings` of one non-streamed completion (prompt_n prefilled, cache_n reused)."""
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=900) as response:
+        return json.loads(response.read())["timings"]
+
+
 def variants_parse(items: list[str] | None, slots: str) -> list[tuple[str, dict[str, str]]]:
     """(name, environment settings) per --variant NAME:KEY=VALUE[,KEY=VALUE], else per slot count."""
     if not items:
@@ -374,6 +476,16 @@ def main() -> None:
         "(repeat; the first is the baseline)",
     )
     parser.add_argument("--metrics", help="with --url: the model server's /metrics URL")
+    parser.add_argument(
+        "--prompts-only", action="store_true", help="prompts straight to llama.cpp, no stack"
+    )
+    parser.add_argument("--tier", default="medium", help="with --prompts-only: whose model")
+    parser.add_argument(
+        "--cache-reuse", default="256,64", help="with --prompts-only: n_cache_reuse values"
+    )
+    parser.add_argument(
+        "--orders", default="document,rank", help="with --prompts-only: PROMPT_PASSAGE_ORDERs"
+    )
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--zipf", type=float, default=1.4)
@@ -391,8 +503,8 @@ def main() -> None:
     )
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
-    if bool(args.url) == bool(args.start):
-        parser.error("give exactly one of --start or --url")
+    if sum(map(bool, (args.url, args.start, args.prompts_only))) != 1:
+        parser.error("give exactly one of --start, --url or --prompts-only")
     sequence = workload(
         args.questions, seed=args.seed, zipf_s=args.zipf, paraphrase_share=args.paraphrase_share
     )
@@ -406,7 +518,22 @@ def main() -> None:
             "kinds": dict(Counter(s["kind"] for s in sequence)),
         },
     }
-    if args.url:
+    if args.prompts_only:
+        from knowledge_db import bench_database
+
+        drop = bench_database("bench_traffic_prompts")
+        try:
+            from django.core.management import call_command
+
+            from routing.defaults import tiers_ensure_defaults
+
+            tiers_ensure_defaults()
+            call_command("load_demo_knowledge", verbosity=0, stdout=open(os.devnull, "w"))
+            result["tier"] = args.tier
+            result["by_setting"] = asyncio.run(prompts_only(args, sequence))
+        finally:
+            drop()
+    elif args.url:
         result["server"] = args.url
         result["result"] = asyncio.run(replay([("server", args.url, args.metrics)], sequence))[
             "server"
