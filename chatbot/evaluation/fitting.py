@@ -5,6 +5,7 @@ Nothing changes live unless `apply` is set; a run of synthetic demo data is neve
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from chatbot.evaluation.apply import policy_apply
@@ -42,6 +43,11 @@ def _labelled(run: EvaluationRun, split: str) -> tuple[list[dict], list[bool]]:
     return [r.signals for r in answered], labels
 
 
+def _known(value: float) -> float | None:
+    """None for an AUC that cannot be computed (one class only): JSON has no NaN."""
+    return None if math.isnan(value) else value
+
+
 def run_fit(*, run: EvaluationRun, apply: bool, goal: Goal | None = None) -> dict[str, Any]:
     """Fit weights and choose a policy on the fit split; with `apply`, write them live.
 
@@ -64,7 +70,7 @@ def run_fit(*, run: EvaluationRun, apply: bool, goal: Goal | None = None) -> dic
         if report
         else "no scorer beats chance (mean CV AUC <= 0.5): the run's weights are kept",
         "weights": weights,
-        "test_auc": auc([score_signals(s, weights) for s in test_signals], test_labels)
+        "test_auc": _known(auc([score_signals(s, weights) for s in test_signals], test_labels))
         if test_signals
         else None,
         # Is the score a probability? Test rows, under the run's weights and the fitted ones.

@@ -110,3 +110,15 @@ def test_the_admin_rolls_back_to_an_earlier_version(run: EvaluationRun, admin_cl
     live = ScorerWeights.objects.get()
     assert live.weights == {"bias": 1.0} and live.version == 3
     assert "now uses v1" in response.content.decode()
+
+
+def test_a_test_split_with_no_right_answer_is_fitted_and_stored(run: EvaluationRun) -> None:
+    # Where every test answer is wrong (a small run in a language the tiers read badly), the
+    # AUC on the test split has no meaning: it is stored as unknown, not as NaN, which
+    # PostgreSQL's JSON refuses (the whole run failed before its cascade pass).
+    EvaluationResult.objects.filter(run=run, split="test").update(answer="other", f1=0.0, grade=0.0)
+    result = run_fit(run=run, apply=False)
+    run.refresh_from_db()
+    assert result["fit"]["test_auc"] is None
+    assert run.settings["fit"]["test_auc"] is None
+    assert run.settings["fit"]["weights"]
