@@ -3,10 +3,10 @@
 Usage: DATABASE_NAME=<the run's database> python bench/answer_language.py [RUN_ID]
        (default: the newest run)
 
-For each tier (and the cascade) of the run: of the answers that are not "I don't know", the
-share whose detected language is the question's (the product's own detector,
+For each tier (and the cascade) of the run: of the answers that are neither declined nor "I
+don't know", the share whose detected language is the question's (the product's own detector,
 `retrieval.language.detect_language`), the share detected as another language (with the most
-frequent ones) and the share too short or mixed to tell. Prints JSON.
+frequent pairs, question->answer) and the share too short or mixed to tell. Prints JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def main() -> None:
         sys.exit("No such evaluation run in this database.")
     verdicts: dict[str, Counter] = defaultdict(Counter)
     others: dict[str, Counter] = defaultdict(Counter)
-    for row in EvaluationResult.objects.filter(run=run).exclude(said_dont_know=True):
+    rows = EvaluationResult.objects.filter(run=run, said_dont_know=False, abstained=False)
+    for row in rows:
         if not row.answer.strip():
             continue
         asked, answered = detect_language(row.question), detect_language(row.answer)
