@@ -80,7 +80,8 @@ def _text(element: html.HtmlElement) -> str:
 def sections(page: Path) -> dict[str, dict[str, str]]:
     """Each question section of a chapter: anchor -> heading, answer paragraphs, chapter title."""
     tree = html.fromstring(page.read_bytes())
-    chapter = tree.findtext(".//title") or ""
+    # "Chapter 1. Definitions and overview" (or "Kapitel 1. ..."): the words after the number.
+    chapter = " ".join((tree.findtext(".//title") or "").split()).split(". ", 1)[-1]
     found: dict[str, dict[str, str]] = {}
     for section in tree.xpath('//div[@class="section"]'):
         heading = section.xpath('./div[@class="titlepage"]//h2[@class="title"]')
@@ -98,7 +99,7 @@ def sections(page: Path) -> dict[str, dict[str, str]]:
             found[anchors[0]] = {
                 "question": NUMBER.sub("", _text(heading[0])),
                 "paragraphs": blocks,
-                "chapter": NUMBER.sub("", " ".join(chapter.split()).split(". ", 1)[-1]),
+                "chapter": chapter,
             }
     return found
 
@@ -143,10 +144,9 @@ def main() -> None:
     for language in languages:
         folder = out / language
         folder.mkdir(parents=True, exist_ok=True)
-        sections_ = by_language[language]
         passages, questions = [], []
         for anchor in anchors:
-            section = sections_[anchor]
+            section = by_language[language][anchor]
             answerable = not held_out(anchor, args.held_out_share)
             if answerable:
                 passages.append(

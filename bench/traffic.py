@@ -43,6 +43,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -163,11 +164,7 @@ async def ask_measured(url: str, question: str, metrics_url: str | None) -> dict
 
 def median(values: list[float]) -> float | None:
     """The median, or None for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return statistics.median(values) if values else None
 
 
 async def replay(targets: list[tuple[str, str, str | None]], sequence: list[dict]) -> dict:

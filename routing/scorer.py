@@ -88,14 +88,14 @@ _STOP = frozenset(
     "passage passages answer "
     # The commonest function words of the other languages the product answers in (German,
     # French, Spanish, Italian, Portuguese, Dutch), leaving out those that are English content
-    # words ("door", "come", "plus").
-    "der die das und ist ein eine einen einem einer eines nicht mit von zu den dem des im auf "
+    # words ("die", "hat", "son", "den", "door", "come", "plus").
+    "der das und ist ein eine einen einem einer eines nicht mit von zu dem des im auf "
     "für sich es sie ich wir ihr kann können wird werden oder auch bei aus nach wenn wie wo "
-    "dass sind hat haben noch nur über unter vor durch um am vom zum zur als "
+    "dass sind haben noch nur über unter vor durch um am vom zum zur als "
     "le la les un une des du de et est en que qui dans pour pas sur au aux avec ce cette ces "
     "il elle ils elles nous vous je ne se sont ou par peut être été sa ses leur leurs "
     "el los las unos unas y por para con del al lo su sus como más pero esta este estos estas "
-    "está son hay puede gli di da della dei delle che non per sono è si più anche ma nel nella "
+    "está hay puede gli di da della dei delle che non per sono è si più anche ma nel nella "
     "questo questa può o os um uma umas é dos das em na nos nas não com mais mas pode seu "
     "são ao het een van op te dat niet met voor zijn er aan ook bij wordt worden naar dan".split()
 )
