@@ -236,25 +236,36 @@ def _raise(exc: Exception) -> str:
 
 def _embed(prepared: list[_Prepared]) -> None:
     """Fill each document's vectors, EMBEDDING_BATCH_SIZE passages per embedder call, and mark
-    a document replaced meanwhile as superseded."""
+    a document replaced meanwhile as superseded.
+
+    Passages are embedded longest first, so each call pads its batch to similar lengths (as
+    SentenceTransformer.encode does within one call); in document order a short passage batched
+    with a long one pays for the long one's padding (about 1.5x the time on help-centre pages).
+    """
     embedder = get_embedder()
     texts: list[str] = []
-    owners: list[_Prepared] = []
+    places: list[tuple[_Prepared, int]] = []
     for p in prepared:
-        for d in p.drafts:
+        p.vectors = [None] * len(p.drafts)
+        for i, d in enumerate(p.drafts):
             texts.append(embedding_input(title=p.title, heading=d.heading, text=d.text))
-            owners.append(p)
+            places.append((p, i))
+    order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))
+    filled: dict[int, int] = {}
     step = settings.EMBEDDING_BATCH_SIZE
-    for start in range(0, len(texts), step):
-        vectors = embedder.embed(texts[start : start + step])
+    for start in range(0, len(order), step):
+        batch = order[start : start + step]
+        vectors = embedder.embed([texts[n] for n in batch])
         touched: dict[int, _Prepared] = {}
-        for owner, vector in zip(owners[start : start + step], vectors, strict=True):
-            owner.vectors.append(vector)
+        for n, vector in zip(batch, vectors, strict=True):
+            owner, i = places[n]
+            owner.vectors[i] = vector
+            filled[id(owner)] = filled.get(id(owner), 0) + 1
             touched[id(owner)] = owner
         live = [p for p in touched.values() if not p.superseded]
         # Progress doubles as the heartbeat the reaper watches: one UPDATE for the whole slice.
         progress = Case(
-            *(When(id=p.document_id, then=Value(len(p.vectors))) for p in live),
+            *(When(id=p.document_id, then=Value(filled[id(p)])) for p in live),
             default=F("chunks_done"),
             output_field=PositiveIntegerField(),
         )

@@ -112,6 +112,43 @@ def test_a_batch_keeps_each_documents_outcome_in_order() -> None:
     assert similarity.diagonal().min() > 0.99
 
 
+@pytest.mark.django_db
+def test_passages_embedded_longest_first_keep_their_own_vectors_and_order(settings) -> None:  # noqa: ANN001
+    # Small batches and short chunks: the longest-first order crosses documents and batches.
+    settings.EMBEDDING_BATCH_SIZE = 2
+    settings.CHUNK_TOKENS = 40
+    settings.CHUNK_OVERLAP_TOKENS = 0
+    bodies = {
+        "Short.md": b"# Short\n\nGift cards never expire.",
+        "Long.md": (
+            "# Long\n\n"
+            + "\n\n".join(
+                f"Rule {n}: " + " ".join(f"returns clause {n} word {w}" for w in range(n * 4 + 2))
+                for n in range(1, 6)
+            )
+        ).encode(),
+        "Middle.md": b"# Middle\n\nRepairs take five days. " + b"Parts are ordered first. " * 6,
+    }
+    documents = [document_accept(source_name=name, data=body) for name, body in bodies.items()]
+    outcomes = documents_process(
+        documents=[(d.id, d.version) for d in documents], enqueue=lambda **_: None
+    )
+    assert outcomes == ["ready"] * len(documents)
+    chunks = []
+    for document in documents:
+        document.refresh_from_db()
+        assert document.chunks_done == document.chunks_total == document.chunks.count()
+        chunks += [(document, c) for c in document.chunks.order_by("ordinal")]
+    assert len(chunks) > 4 and len({len(c.text) for _, c in chunks}) > 3
+    expected = get_embedder().embed(
+        [embedding_input(title=d.title, heading=c.heading, text=c.text) for d, c in chunks]
+    )
+    stored = np.array([c.embedding for _, c in chunks], dtype=np.float32)
+    similarity = stored @ expected.T
+    assert (similarity.argmax(axis=1) == np.arange(len(chunks))).all()
+    assert similarity.diagonal().min() > 0.99
+
+
 def test_priority_is_only_ever_lowered() -> None:
     script = (
         "import os, sys; sys.path.insert(0, '.'); "
