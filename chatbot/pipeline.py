@@ -62,6 +62,7 @@ from routing.cascade import (
     tiers_from_start,
 )
 from routing.models import ModelTier, ScorerWeights
+from routing.per_tier import count_for
 from routing.policy import arelevance_floors
 from routing.router import Route, route_choose, route_observe
 
@@ -256,7 +257,9 @@ async def tier_prompt(
     (remembered afterwards), so the window is filled, not guessed at.
     """
     counter = tier.token_counter()
-    candidates = passages[: settings.PROMPT_MAX_PASSAGES]
+    candidates = passages[
+        : count_for(tier.name, settings.PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES")
+    ]
     await counter.prime(
         [
             question,

@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 from chatbot.embedded_db import database_from_url, embedded_database_url
+from routing.per_tier import PerTierCountError, count_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHATBOT_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -415,9 +416,15 @@ if CASCADE_SUPPORT_CHECK in {"", "0", "false", "no", "none"}:
 # Best passage's cross-encoder relevance (0-1) below this: no model runs (only when reranking;
 # the admin's cascade policy overrides it, as it does the cosine floor).
 CASCADE_RERANK_FLOOR = env_float("CASCADE_RERANK_FLOOR", 0.0)
-# At most this many passages in a prompt (fewer when a tier's window is small): prefill time
-# grows with every passage; the gold SQuAD passage is in the top 3 for 84% of questions.
-PROMPT_MAX_PASSAGES = env_int("PROMPT_MAX_PASSAGES", 3)
+# At most this many passages in a prompt (fewer when a tier's window is small): one count for
+# every tier ("3") or tier=count pairs ("medium=2,3"), read through chatbot.pipeline.tier_prompt.
+# Prefill time grows with every passage; the gold SQuAD passage is in the top 3 for 84% of
+# questions.
+PROMPT_MAX_PASSAGES = os.environ.get("PROMPT_MAX_PASSAGES", "3")
+try:
+    count_for("", PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES")
+except PerTierCountError as exc:
+    raise ValueError(str(exc)) from exc
 # The order the prompt quotes its passages in: "document" (by document and position, so questions
 # on one topic share llama.cpp's cached prefix further) or "rank" (the best passage first); see
 # chatbot.prompts.passages_ordered and bench/traffic.py.

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from routing.per_tier import count_for
+
 # Tokens the draft model proposes per step when LOCAL_MODEL_DRAFT gives no count:
 # bench/speculative.py measured the counts on a 2-core machine.
 DEFAULT_DRAFT_MAX = 4
@@ -34,10 +36,6 @@ class LocalServerSpec:
     # that this model checks in one batch (greedy answers stay the same, token for token).
     draft_model_path: Path | None = None
     draft_max: int = DEFAULT_DRAFT_MAX
-
-
-class SlotSettingError(ValueError):
-    """LOCAL_MODEL_PARALLEL is not a slot count or a list of tier=count pairs."""
 
 
 class DraftSettingError(ValueError):
@@ -80,30 +78,9 @@ def draft_for(name: str, setting: str) -> Draft | None:
 
 
 def slots_for(name: str, setting: str | int) -> int:
-    """Slots (llama.cpp's n_parallel) for a tier or model name from LOCAL_MODEL_PARALLEL.
-
-    The setting is a count for every server ("2") or comma-separated name=count pairs with an
-    optional bare count for the rest ("medium=4,1"); a name not listed gets the bare count, else 1.
-    """
-    default, counts = 1, {}
-    for item in str(setting).split(","):
-        key, sep, value = item.strip().rpartition("=")
-        if not value:
-            continue
-        try:
-            count = int(value)
-        except ValueError:
-            count = 0
-        if count < 1 or (sep and not key.strip()):
-            raise SlotSettingError(
-                f"LOCAL_MODEL_PARALLEL={setting!r}: {item.strip()!r} is not a slot count of at "
-                "least 1 or a name=count pair (e.g. '2' or 'medium=4,large=1')."
-            )
-        if sep:
-            counts[key.strip()] = count
-        else:
-            default = count
-    return counts.get(name, default)
+    """Slots (llama.cpp's n_parallel) for a tier or model name from LOCAL_MODEL_PARALLEL: a count
+    for every server ("2") or name=count pairs ("medium=4,1"); raises PerTierCountError."""
+    return count_for(name, setting, knob="LOCAL_MODEL_PARALLEL")
 
 
 def start_local_server(spec: LocalServerSpec) -> Any:

@@ -12,7 +12,8 @@ import pytest
 from django.core.management.base import CommandError
 
 from routing.management.commands.serve_models import Command
-from routing.servers import SlotSettingError, slots_for, wait_until_healthy
+from routing.per_tier import PerTierCountError
+from routing.servers import slots_for, wait_until_healthy
 from tests.conftest import ROOT, free_port
 
 
@@ -34,7 +35,7 @@ def test_slots_for_reads_counts_and_tier_pairs(setting, name, expected) -> None:
 
 @pytest.mark.parametrize("setting", ["0", "medium=0", "medium=four", "=3", "-1", "two"])
 def test_slots_for_refuses_bad_settings_with_the_value(setting) -> None:  # noqa: ANN001
-    with pytest.raises(SlotSettingError, match="LOCAL_MODEL_PARALLEL"):
+    with pytest.raises(PerTierCountError, match="LOCAL_MODEL_PARALLEL"):
         slots_for("medium", setting)
 
 

@@ -12,10 +12,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from routing.bundled import ModelFileError, model_path
 from routing.models import ModelTier
+from routing.per_tier import PerTierCountError
 from routing.servers import (
     DraftSettingError,
     LocalServerSpec,
-    SlotSettingError,
     draft_for,
     port_in_use,
     slots_for,
@@ -142,7 +142,7 @@ class Command(BaseCommand):
                         ),
                     )
                 )
-        except (ModelFileError, SlotSettingError, DraftSettingError) as exc:
+        except (ModelFileError, PerTierCountError, DraftSettingError) as exc:
             raise CommandError(str(exc)) from exc
         return specs
 
