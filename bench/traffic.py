@@ -16,6 +16,10 @@ Usage:
       shared machine's load falls on the variants alike. Everything is stopped and the databases
       dropped at the end.
 
+  python bench/traffic.py --start --variant one:LOCAL_MODEL_PARALLEL=1 --customers 4
+      Every other round asks 4 questions at once, each on its own socket: first words of
+      answers asked alone and with 3 others, in the same run (first_words_by_customers_at_once).
+
   python bench/traffic.py --prompts-only --tier small --cache-reuse 256,64 [--questions 40]
       No stack: the product's own prompts for the same sequence (retrieval and tier_prompt on a
       throw-away database) sent straight to a llama.cpp server of the tier's model, one server
@@ -167,16 +171,39 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-async def replay(targets: list[tuple[str, str, str | None]], sequence: list[dict]) -> dict:
-    """Ask the sequence of every (name, socket url, metrics url) in turn; a summary per name."""
+def rounds(sequence: list[dict], customers: int) -> list[list[dict]]:
+    """The sequence in rounds: one question alone, then `customers` asked at once, and so on
+    (with customers 1, every round is one question)."""
+    out, index, alone = [], 0, True
+    while index < len(sequence):
+        size = 1 if alone or customers <= 1 else customers
+        out.append(sequence[index : index + size])
+        index += size
+        alone = not alone
+    return out
+
+
+async def replay(
+    targets: list[tuple[str, str, str | None]], sequence: list[dict], customers: int = 1
+) -> dict:
+    """Ask the sequence of every (name, socket url, metrics url) in turn; a summary per name.
+
+    With customers > 1 every other round asks that many questions at once (each on its own
+    socket), so first words alone and with company are timed in the same minutes."""
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
     load_before = os.getloadavg()[0]
-    for index, item in enumerate(sequence):
+    for index, group in enumerate(rounds(sequence, customers)):
         # The stack asked first alternates, so neither always finds the machine fresher.
         for name, url, metrics_url in targets if index % 2 == 0 else targets[::-1]:
-            runs[name].append({**item, **await ask_measured(url, item["question"], metrics_url)})
-            # Progress, so that a run cut short still says what it measured.
-            print(json.dumps({"variant": name, **runs[name][-1]}), file=sys.stderr, flush=True)
+            if len(group) == 1:
+                answers = [await ask_measured(url, group[0]["question"], metrics_url)]
+            else:
+                # Prefill counters cannot be told apart between questions that run together.
+                answers = await asyncio.gather(*(ask(url, item["question"]) for item in group))
+            for item, answer in zip(group, answers, strict=True):
+                runs[name].append({**item, **answer, "together": len(group)})
+                # Progress, so that a run cut short still says what it measured.
+                print(json.dumps({"variant": name, **runs[name][-1]}), file=sys.stderr, flush=True)
     load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     return {
         name: {**summarise(rs), "load_average_1min": load, "runs": rs} for name, rs in runs.items()
@@ -220,6 +247,15 @@ def summarise(runs: list[dict]) -> dict:
                 ).items()
             )
         )
+    together = sorted({r.get("together", 1) for r in runs})
+    if len(together) > 1:
+        # Generated answers only: how much a customer waits longer when others ask at once.
+        out["first_words_by_customers_at_once"] = {
+            str(n): percentiles(
+                [r["first_words_ms"] for r in generated if r.get("together", 1) == n]
+            )
+            for n in together
+        }
     out.update(
         cache_hit_ask_to_end=percentiles([r["end_ms"] for r in hits]),
         paraphrases_asked=sum(r["kind"] == "paraphrase" for r in runs),
@@ -498,6 +534,12 @@ def main() -> None:
         help="with --start: the tier's timeout and the answer's deadline in seconds (a loaded "
         "machine prefills slowly; a cut answer is not stored, so its paraphrase cannot hit)",
     )
+    parser.add_argument(
+        "--customers",
+        type=int,
+        default=1,
+        help="with --start: every other round asks this many questions at once",
+    )
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     if sum(map(bool, (args.url, args.start, args.prompts_only))) != 1:
@@ -564,7 +606,8 @@ def main() -> None:
                     Stack(name, copies[-1], settings, args.max_answer_tokens, args.timeout)
                 )
             targets = [(s.name, s.url, s.metrics_url) for s in stacks]
-            result["by_variant"] = asyncio.run(replay(targets, sequence))
+            result["customers_at_once"] = args.customers
+            result["by_variant"] = asyncio.run(replay(targets, sequence, args.customers))
             if len(variants) > 1:
                 result["compared"] = compared(result["by_variant"])
         finally:
