@@ -34,7 +34,9 @@ def _figures(rows: list) -> dict:
     return {
         "questions": len(rows),
         "answerable": len(answerable),
-        "answerable_f1": round(statistics.fmean(r.f1 for r in answerable), 4) if answerable else None,
+        "answerable_f1": round(statistics.fmean(r.f1 for r in answerable), 4)
+        if answerable
+        else None,
         "answerable_said_dont_know": (
             round(sum(r.said_dont_know for r in answerable) / len(answerable), 3)
             if answerable
