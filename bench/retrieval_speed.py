@@ -4,6 +4,7 @@ synthetic 384-dim chunks, HNSW vs exact, with the served-version filter. Prints 
 Usage: python bench/retrieval_speed.py [--chunks 100000] [--queries 100] [--ef 40,100,200,400]
     [--maintenance-work-mem 1GB] [--workers 1] [--index-levers] [--out FILE] [--keep]
     [--database NAME] [--reuse]  (--reuse: measure a database kept by --keep again, no load)
+    [--rebuild-hnsw 'm=16,ef_construction=200']  (with --reuse: a new HNSW index first, timed)
 
 Creates a throw-away database (bench_retrieval_speed) on the same PostgreSQL server, migrates
 it (so the chunk table and its indexes are the product's), drops the indexes, bulk-loads the
@@ -34,6 +35,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -67,6 +69,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--database", default="bench_retrieval_speed")
     parser.add_argument("--reuse", action="store_true", help="measure a kept database again")
+    parser.add_argument(
+        "--rebuild-hnsw",
+        help="with --reuse: rebuild the HNSW index first with these build options, e.g. "
+        "'m=16,ef_construction=200' (the kept database keeps the new index)",
+    )
     args = parser.parse_args()
     drop = bench_database(args.database, reuse=args.reuse)
     try:
@@ -313,6 +320,13 @@ def run(args: argparse.Namespace) -> dict:
             # Steady state: statistics and the visibility map, as autovacuum would leave them.
             cursor.execute("VACUUM ANALYZE retrieval_chunk")
             cursor.execute("VACUUM ANALYZE retrieval_knowledgedocument")
+    elif args.rebuild_hnsw:
+        hnsw_def = re.sub(
+            r"WITH \(.*\)$", f"WITH ({args.rebuild_hnsw})", index_sql("chunk_embedding_hnsw")
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX chunk_embedding_hnsw")
+        hnsw = build(hnsw_def, "chunk_embedding_hnsw", args.maintenance_work_mem, args.workers)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_relation_size('chunk_embedding_hnsw')")
         hnsw["size_mb"] = round(cursor.fetchone()[0] / 2**20, 1)
