@@ -12,7 +12,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,6 +121,8 @@ class Answer:
     # The tiers the baseline is chosen from (the books choose it when the answer is stored).
     baseline_pool: list[ModelTier] = field(default_factory=list)
     rewrite: Rewrite | None = None  # the follow-up rewrite (tier "" when no model call ran)
+    # Each tier's prompt as built: (the chunks it quotes, its prompt tokens), for the books.
+    shown: dict[str, tuple[tuple[int, ...], int]] = field(default_factory=dict)
     route: Route | None = None  # how the starting tier was chosen (the router learns from it)
     reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
@@ -290,12 +292,20 @@ async def tier_prompt(
     return TierPrompt(tier=tier, passages=fitted, messages=messages, prompt_tokens=prompt_tokens)
 
 
-def answer_baseline_cost(*, result: CascadeResult, baseline: ModelTier) -> tuple[Decimal, bool]:
+def answer_baseline_cost(
+    *,
+    result: CascadeResult,
+    baseline: ModelTier,
+    shown: Mapping[str, tuple[tuple[int, ...], int]] | None = None,
+) -> tuple[Decimal, bool]:
     """What the baseline tier alone would have paid for this answer, and whether it was measured.
 
-    Its own answer call when it ran to the end (measured); else its prices on the tokens of
-    the last answer call that ran (an estimate: same passages and history, same answer
-    length). Support checks are never part of it: the baseline alone is never checked.
+    Its own answer call when it ran to the end (measured); else an estimate at its prices with
+    the answer length of the last answer call that ran, and that call's prompt tokens when the
+    baseline's prompt quotes the same passages, or else the baseline's own prompt as counted by
+    its tokenizer (`shown`: each tier's quoted chunks and prompt tokens; tiers may quote
+    different numbers of passages). Support checks are never part of it: the baseline alone is
+    never checked.
     """
     for attempt in result.attempts:
         if attempt.tier == baseline.name and attempt.score is not None and not attempt.estimated:
@@ -303,7 +313,12 @@ def answer_baseline_cost(*, result: CascadeResult, baseline: ModelTier) -> tuple
     ran = [a for a in result.attempts if a.tokens_in]
     if not ran:
         return Decimal("0"), False
-    return baseline.cost(ran[-1].tokens_in, ran[-1].tokens_out), False
+    last, shown = ran[-1], shown or {}
+    tokens_in = last.tokens_in
+    own, answering = shown.get(baseline.name), shown.get(last.tier)
+    if own is not None and answering is not None and own[0] != answering[0]:
+        tokens_in = own[1]
+    return baseline.cost(tokens_in, last.tokens_out), False
 
 
 def avoided_baseline_cost(*, baseline: ModelTier) -> Decimal:
@@ -447,6 +462,10 @@ async def answer_question(
                     )
                 )
             )
+            answer.shown = {
+                p.tier.name: (tuple(x.chunk_id for x in p.passages), p.prompt_tokens)
+                for p in prompts
+            }
             check = await _db_retrying(support_check)
             if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
                 chain = [(p.tier.name, p.max_cost(check)) for p in prompts]
@@ -618,7 +637,7 @@ def _books(answer: Answer) -> None:
     if baseline is None:
         message.cost_if_largest = Decimal("0")
     elif result.attempts:
-        cost, measured = answer_baseline_cost(result=result, baseline=baseline)
+        cost, measured = answer_baseline_cost(result=result, baseline=baseline, shown=answer.shown)
         # The rewrite would have been paid by the baseline alone as well.
         message.cost_if_largest = cost + rewrite_cost
         message.baseline_measured = measured

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from chatbot.models import Conversation, Message
-from chatbot.pipeline import AnswerOptions, answer_question
+from chatbot.pipeline import AnswerOptions, answer_question, retrieve, tier_prompt
 from chatbot.prompts import ABSTAIN_TEXT
 from routing.models import ModelTier
 
@@ -179,6 +179,27 @@ async def test_the_baseline_ignores_a_dearer_tier_that_cannot_answer(cascade, kn
     assert end["cost_if_largest"] == pytest.approx(
         float((Decimal(10) * attempt["tokens_in"] + Decimal(40) * attempt["tokens_out"]) / 10**6)
     )
+
+
+async def test_a_baseline_quoting_more_passages_is_priced_on_its_own_prompt(
+    cascade,
+    knowledge,
+    settings,  # noqa: ANN001
+) -> None:
+    # small quotes only its best passage, big both: big alone would have read a longer prompt.
+    settings.PROMPT_MAX_PASSAGES = "small=1,3"
+    end = (await ask(QUESTION))[-1]
+    [attempt] = end["attempts"]
+    assert attempt["tier"] == "small" and len(end["sources"]) == 1
+    big = await ModelTier.objects.aget(name="big")
+    passages = await retrieve(question=QUESTION)
+    assert len(passages) == 2
+    own = await tier_prompt(tier=big, passages=passages, turns=[], question=QUESTION)
+    assert len(own.passages) == 2
+    assert end["cost_if_largest"] == pytest.approx(
+        float(big.cost(own.prompt_tokens, attempt["tokens_out"]))
+    )
+    assert end["baseline"] == {"tier": "big", "measured": False}
 
 
 async def test_the_support_check_never_enters_the_baseline(cascade, knowledge, settings) -> None:  # noqa: ANN001
