@@ -122,7 +122,10 @@ class Chunk(models.Model):
                 ),
                 name="chunk_embedding_hnsw",
                 m=16,
-                ef_construction=64,
+                # 64 left recall@10 at 0.95 at 1M chunks even at ef_search 1000; 200 reached 1.0 at
+                # the default ef_search 400 (bench/retrieval_speed.py --rebuild-hnsw), and the
+                # build took 751 s at 1M here.
+                ef_construction=200,
             ),
             # fastupdate off: a bulk load otherwise leaves rows in the GIN pending list, which
             # every full-text query scans linearly until a vacuum (bench: 21 ms -> ~1 s).
