@@ -8,8 +8,8 @@ Usage:
       markdown documents. For each INGEST_BATCH_DOCUMENTS in --batches the set is uploaded
       (document_upload) and ingested by a real, running `manage.py db_worker` at nice 0. Worker
       passages/s count from the first task's start to the last one's end; the worker's start-up
-      and model load (a one-document warm-up upload before the set) are reported apart; right after each drain SentenceTransformer.encode
-      embeds the same passage texts (EMBEDDING_BATCH_SIZE, as the worker) in this process: the
+      and model load (a one-document warm-up upload before the set) are reported apart. Right
+      after each set SentenceTransformer.encode embeds the same passage texts (EMBEDDING_BATCH_SIZE, as the worker) in this process: the
       ratio is worker / bare from the same minute. Then the set runs inline (documents_process)
       with timers on each step: parsing, chunking, embedding, indexing (inserts, the HNSW and
       full-text index maintenance, commit), and again with the chunk table's indexes dropped to

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 
 from chatbot.embedded_db import database_from_url, embedded_database_url
-from routing.per_tier import PerTierCountError, count_for
+from routing.per_tier import count_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHATBOT_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -423,10 +423,7 @@ CASCADE_RERANK_FLOOR = env_float("CASCADE_RERANK_FLOOR", 0.0)
 # F1 was no lower on SQuAD or the Debian FAQ; with 1 it lost F1 on the FAQ (README, "Passages
 # per tier").
 PROMPT_MAX_PASSAGES = os.environ.get("PROMPT_MAX_PASSAGES", "medium=2,3")
-try:
-    count_for("", PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES")
-except PerTierCountError as exc:
-    raise ValueError(str(exc)) from exc
+count_for("", PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES")  # a bad value stops start-up
 # The order the prompt quotes its passages in: "document" (by document and position, so questions
 # on one topic share llama.cpp's cached prefix further) or "rank" (the best passage first); see
 # chatbot.prompts.passages_ordered and bench/traffic.py.
