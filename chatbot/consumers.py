@@ -24,7 +24,7 @@ from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
 from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
 from chatbot.models import Conversation, Handoff, Message, WidgetSite
-from chatbot.pipeline import RunControl, answer_question
+from chatbot.pipeline import RunControl, answer_question, db_retrying
 from chatbot.services import FeedbackError, message_feedback
 from chatbot.widget import VISITOR_TOKEN, visitor_session_key
 
@@ -250,8 +250,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _ask_accepted(self, frame: dict[str, Any], *, text: str, client_id: str) -> bool:
         """Store the question and start its answer; True when an answer task now holds the
         generation slot taken for it. After the rate limit: a flood reaches no query."""
-        refused, conversation, user_message, held = await self._accept_question(
-            text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
+
+        def accept():  # noqa: ANN202
+            return self._accept_question(
+                text=text, client_id=client_id, conversation_id=frame.get("conversation_id")
+            )
+
+        # A question with a client_id is safe to store again after a dropped connection (the
+        # resend check finds one that did commit), so a restarting database costs the customer
+        # a pause, not an `unavailable` and a resend; without one a retry might store it twice.
+        refused, conversation, user_message, held = await (
+            db_retrying(accept) if client_id else accept()
         )
         if refused == "duplicate":
             # A resend after a reconnect: acknowledge the stored message, never ask twice.

@@ -347,7 +347,7 @@ async def answer_question(
     question = user_message.content
     # Every database step before the answer's first words runs again on a fresh connection
     # after a dropped one (a restart): the customer waits a moment instead of losing the answer.
-    enabled, message = await _db_retrying(
+    enabled, message = await db_retrying(
         lambda: sync_to_async(_answer_begin)(
             conversation=conversation, question=question, origin=options.origin
         )
@@ -360,7 +360,7 @@ async def answer_question(
         turns = (
             options.history[-settings.CHAT_HISTORY_MAX_TURNS :]
             if options.history is not None
-            else await _db_retrying(
+            else await db_retrying(
                 lambda: conversation_turns(
                     conversation_id=conversation.id, before_id=user_message.id
                 )
@@ -385,7 +385,7 @@ async def answer_question(
         # the cache's guard cannot read (or none detected): a hit there would be a guess.
         use_cache = options.tiers is None and cache_supports(message.language)
         if use_cache:
-            lookup = await _db_retrying(
+            lookup = await db_retrying(
                 lambda: answer_cache.cache_lookup(
                     question=question, message_id=message.id, session=conversation.session_key
                 )
@@ -400,7 +400,7 @@ async def answer_question(
             hit=lookup.hit is not None, bypassed=bool(lookup.bypass_reason)
         )
         # Chosen here, with the question's vector (the router learns per cluster of questions).
-        tiers, answer.route = await _db_retrying(
+        tiers, answer.route = await db_retrying(
             lambda: cascade_tiers(options=options, enabled=enabled, vector=lookup.vector)
         )
         if options.tiers is not None:
@@ -417,13 +417,13 @@ async def answer_question(
         passages = (
             []
             if hit or attack
-            else await _db_retrying(lambda: retrieve(question=question, vector=lookup.vector))
+            else await db_retrying(lambda: retrieve(question=question, vector=lookup.vector))
         )
         answer.top_similarity = max((p.similarity for p in passages), default=0.0)
         relevance = [p.relevance for p in passages if p.relevance is not None]
         answer.top_relevance = max(relevance) if relevance else None
         # Only a miss is held to the floors: a hit's answer is streamed without them.
-        floor, rerank_floor = await _db_retrying(arelevance_floors) if hit is None else (0.0, 0.0)
+        floor, rerank_floor = await db_retrying(arelevance_floors) if hit is None else (0.0, 0.0)
         if hit is not None:
             message.cached, message.cache_similarity = True, hit.similarity
             message.tier = hit.tier  # the tier that first produced the answer
@@ -466,10 +466,10 @@ async def answer_question(
                 p.tier.name: (tuple(x.chunk_id for x in p.passages), p.prompt_tokens)
                 for p in prompts
             }
-            check = await _db_retrying(support_check)
+            check = await db_retrying(support_check)
             if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
                 chain = [(p.tier.name, p.max_cost(check)) for p in prompts]
-                allowed = await _db_retrying(
+                allowed = await db_retrying(
                     lambda: sync_to_async(budget_reserve)(
                         message_id=message.id, chain=chain, key_cap=options.key_cap
                     )
@@ -663,7 +663,7 @@ async def _store(answer: Answer, *, status: str, totals: bool = False) -> dict[s
     message.error_code = result.error_code
     message.ttft_ms = result.ttft_ms
     message.total_ms = (time.perf_counter() - answer.started) * 1000
-    return await _db_retrying(lambda: sync_to_async(_save_and_total)(answer, totals))
+    return await db_retrying(lambda: sync_to_async(_save_and_total)(answer, totals))
 
 
 # A restarting PostgreSQL is back within a few seconds: a step that met a dropped connection
@@ -671,7 +671,7 @@ async def _store(answer: Answer, *, status: str, totals: bool = False) -> dict[s
 DB_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0)
 
 
-async def _db_retrying(step: Callable[[], Awaitable[T]]) -> T:
+async def db_retrying(step: Callable[[], Awaitable[T]]) -> T:
     """Run an idempotent database step, again on a fresh connection after a dropped one. The
     close runs on the thread that held the broken connection (thread-sensitive, as the ORM)."""
     for pause in DB_RETRY_PAUSES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -78,3 +79,15 @@ async def frames_until(
         frames.append(frame)
         if frame["type"] in types:
             return frames
+
+
+async def slots_free() -> None:
+    """Every generation slot is given back. An answer's task returns its slot when it ends,
+    which is a moment after the end frame (it still closes its generator and connection)."""
+    from chatbot import ratelimit
+
+    for _ in range(100):
+        if ratelimit.generations_running() == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{ratelimit.generations_running()} generation slot(s) never returned")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 from django.db import OperationalError
 
-from chatbot import pipeline, ratelimit
+from chatbot import pipeline
 from chatbot.models import Message
 from routing.models import ModelTier
-from tests.chatbot.conftest import chat_socket, frames_until, new_session
+from tests.chatbot.conftest import chat_socket, frames_until, new_session, slots_free
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -80,7 +80,7 @@ async def test_an_unexpected_exception_ends_the_answer_as_an_error(
     assert end["error_code"] == "internal"
     assert stored.status == Message.Status.ERROR and stored.error_code == "internal"
     await _still_works(ws)
-    assert ratelimit.generations_running() == 0
+    await slots_free()
 
 
 @pytest.mark.parametrize("step", ["conversation_turns", "retrieve", "arelevance_floors"])
@@ -172,21 +172,51 @@ async def test_a_database_error_while_saving_the_answer_stores_it_as_an_error(
     await _still_works(ws)
 
 
-async def test_a_database_fault_before_the_question_is_stored_says_unavailable(
+async def test_a_dropped_connection_while_storing_the_question_is_retried(
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # What a PostgreSQL restart does to a question arriving: its connection is gone once. The
+    # question is stored once on a fresh connection; the customer sees no error.
+    from chatbot.consumers import ChatConsumer
+
+    real = ChatConsumer._accept_question_in_transaction
+    calls = []
+
+    def dropped_once(self, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(kwargs["client_id"])
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(ChatConsumer, "_accept_question_in_transaction", dropped_once)
+    monkeypatch.setattr("chatbot.consumers.wants_human", lambda _text: True)  # no model work
+    ws = await chat_socket(await new_session())
+    await ws.send_json_to({"type": "ask", "text": "Where is my parcel?", "client_id": "r-1"})
+    ack = await ws.receive_json_from(timeout=10)
+    assert ack["type"] == "ask.ack" and ack["duplicate"] is False, ack
+    assert calls == ["r-1", "r-1"]
+    await ws.disconnect()
+    assert await Message.objects.filter(client_id="r-1").acount() == 1
+    await slots_free()
+
+
+async def test_a_database_away_longer_than_the_retries_says_unavailable(
     monkeypatch,  # noqa: ANN001
 ) -> None:
     from chatbot.consumers import ChatConsumer
 
     real = ChatConsumer._accept_question_in_transaction
     calls = []
+    tries = len(pipeline.DB_RETRY_PAUSES) + 1
+    monkeypatch.setattr(pipeline, "DB_RETRY_PAUSES", (0.01,) * len(pipeline.DB_RETRY_PAUSES))
 
-    def unreachable_once(self, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def unreachable(self, **kwargs):  # noqa: ANN001, ANN003, ANN202
         calls.append(kwargs["client_id"])
-        if len(calls) == 1:
+        if len(calls) <= tries:
             raise OperationalError("connection pool timed out")
         return real(self, **kwargs)
 
-    monkeypatch.setattr(ChatConsumer, "_accept_question_in_transaction", unreachable_once)
+    monkeypatch.setattr(ChatConsumer, "_accept_question_in_transaction", unreachable)
     # The page keeps the question queued on `unavailable` and sends it again: it must then
     # go through, once, and the socket must have lived through the fault.
     monkeypatch.setattr("chatbot.consumers.wants_human", lambda _text: True)  # no model work
@@ -195,10 +225,11 @@ async def test_a_database_fault_before_the_question_is_stored_says_unavailable(
     await ws.send_json_to(frame)
     reply = await ws.receive_json_from(timeout=10)
     assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+    assert len(calls) == tries
     assert not await Message.objects.aexists()
     await ws.send_json_to(frame)
     ack = await ws.receive_json_from(timeout=10)
     assert ack["type"] == "ask.ack" and ack["duplicate"] is False, ack
     await ws.disconnect()
     assert await Message.objects.filter(client_id="u-1").acount() == 1
-    assert ratelimit.generations_running() == 0
+    await slots_free()

@@ -15,7 +15,7 @@ from channels.testing import WebsocketCommunicator
 
 from chatbot import ratelimit
 from chatbot.models import Conversation, Message
-from tests.chatbot.conftest import new_session
+from tests.chatbot.conftest import new_session, slots_free
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -52,14 +52,6 @@ async def _reply(ws: WebsocketCommunicator, frame: dict) -> dict:
     return await ws.receive_json_from(timeout=10)
 
 
-async def _slots_free() -> None:
-    for _ in range(100):
-        if ratelimit.generations_running() == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{ratelimit.generations_running()} generation slot(s) never returned")
-
-
 async def test_a_client_that_drops_its_cookie_is_still_limited(settings, stalled_answers) -> None:  # noqa: ANN001
     settings.CHAT_RATE_LIMIT_PER_MINUTE = 100
     settings.CHAT_RATE_LIMIT_PER_ADDRESS_PER_MINUTE = 2
@@ -75,7 +67,7 @@ async def test_a_client_that_drops_its_cookie_is_still_limited(settings, stalled
     other = await socket_from("198.51.100.8")
     assert (await _reply(other, {"type": "ask", "text": "mine"}))["type"] == "ask.ack"
     await other.disconnect()
-    await _slots_free()
+    await slots_free()
 
 
 async def test_a_session_is_limited_whichever_address_it_comes_from(
@@ -93,7 +85,7 @@ async def test_a_session_is_limited_whichever_address_it_comes_from(
         await ws.disconnect()
     assert codes == ["ask.ack", "ask.ack", "rate_limited"]
     assert await Conversation.objects.filter(session_key=session).acount() == 2
-    await _slots_free()
+    await slots_free()
 
 
 async def test_an_ipv6_client_is_counted_per_64(settings, stalled_answers) -> None:  # noqa: ANN001
@@ -107,12 +99,12 @@ async def test_an_ipv6_client_is_counted_per_64(settings, stalled_answers) -> No
     await second.disconnect()
     assert ratelimit.client_address({"client": ["::ffff:192.0.2.9", 1]}) == "192.0.2.9"
     assert ratelimit.client_address({"client": None}) == ""
-    await _slots_free()
+    await slots_free()
 
 
 async def test_the_answers_at_once_are_capped_with_busy(settings, stalled_answers) -> None:  # noqa: ANN001
     settings.CHAT_MAX_CONCURRENT_ANSWERS = 1
-    await _slots_free()
+    await slots_free()
     first = await socket_from("198.51.100.20", await new_session())
     assert (await _reply(first, {"type": "ask", "text": "first"}))["type"] == "ask.ack"
 
@@ -130,7 +122,7 @@ async def test_the_answers_at_once_are_capped_with_busy(settings, stalled_answer
     assert again["type"] == "ask.ack", again
     await second.disconnect()
     await first.disconnect()
-    await _slots_free()
+    await slots_free()
 
 
 async def test_stop_and_feedback_floods_are_limited(settings) -> None:  # noqa: ANN001

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot import ratelimit
 from chatbot.models import Message
 from routing.models import ModelTier
 from tests.chatbot.conftest import (  # noqa: F401 - fixtures: help_centre, staff details shown
@@ -19,6 +18,7 @@ from tests.chatbot.conftest import (  # noqa: F401 - fixtures: help_centre, staf
     frames_until,
     help_centre,
     new_session,
+    slots_free,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("help_centre")]
@@ -64,7 +64,7 @@ async def _socket_lives(ws) -> None:  # noqa: ANN001
     assert reply["type"] == "ask.ack", reply
     await frames_until(ws, ("answer.end",), timeout=60)
     await ws.disconnect()
-    assert ratelimit.generations_running() == 0
+    await slots_free()
 
 
 @pytest.mark.parametrize(
