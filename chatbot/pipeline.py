@@ -43,8 +43,6 @@ from chatbot.prompts import (
     passage_line,
     passages_fit,
     passages_ordered,
-    passages_quoted,
-    passages_reused,
     question_message,
     system_prompt,
 )
@@ -138,9 +136,6 @@ class TierPrompt:
     passages: list[Passage]
     messages: list[dict[str, str]]
     prompt_tokens: int  # counted with the tier's tokenizer, role markers included
-    # No history before its passages and none of them cut: another question's prompt can share
-    # it up to the question (passages_reused).
-    reusable: bool = False
 
     def cascade_tier(self) -> CascadeTier:
         """The tier as the cascade sees it, with this prompt."""
@@ -264,14 +259,9 @@ async def tier_prompt(
     (remembered afterwards), so the window is filled, not guessed at.
     """
     counter = tier.token_counter()
-    # A follow-up's history sits before its passages, so its prompt shares no cached passages
-    # with another conversation's: it quotes the best ones.
-    candidates = passages_reused(
-        server=(tier.base_url, tier.model),
-        passages=passages,
-        count=count_for(tier.name, settings.PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES"),
-        reach=0 if turns else settings.PROMPT_REUSE_RANK,
-    )
+    candidates = passages[
+        : count_for(tier.name, settings.PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES")
+    ]
     await counter.prime(
         [
             question,
@@ -289,7 +279,6 @@ async def tier_prompt(
         - tier.context_window // 8
     )
     fitted = passages_fit(passages=candidates, budget_tokens=budget, count=counter.count)
-    reusable = not turns and [p.text for p in fitted] == [p.text for p in candidates]
     fitted = passages_ordered(fitted)
     system = system_prompt()
     # The passages are quoted in the customer's turn: history gets what they and instructions leave.
@@ -300,13 +289,7 @@ async def tier_prompt(
     )
     messages = build_messages(passages=fitted, history=history, question=question)
     prompt_tokens = sum(counter.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
-    return TierPrompt(
-        tier=tier,
-        passages=fitted,
-        messages=messages,
-        prompt_tokens=prompt_tokens,
-        reusable=reusable,
-    )
+    return TierPrompt(tier=tier, passages=fitted, messages=messages, prompt_tokens=prompt_tokens)
 
 
 def answer_baseline_cost(
@@ -510,7 +493,6 @@ async def answer_question(
                 ) as events:
                     async for event in events:
                         yield event
-                _prompts_remember(prompts, answer.result)
         finished = True
         status = _final_status(answer)
         try:
@@ -545,18 +527,6 @@ async def answer_question(
             if reason == Message.Status.ERROR and not answer.result.error_code:
                 answer.result.error_code = "internal"  # an unexpected exception, not the model
             await _store(answer, status=reason)
-
-
-def _prompts_remember(prompts: Sequence[TierPrompt], result: CascadeResult) -> None:
-    """Remember the passage sets of the prompts a model server processed (it now holds them in
-    its prompt cache) for passages_reused; a tier skipped or failed before reading it holds
-    nothing."""
-    read = {a.tier for a in result.attempts if a.tokens_in > 0}
-    for prompt in prompts:
-        if prompt.reusable and prompt.tier.name in read:
-            passages_quoted(
-                server=(prompt.tier.base_url, prompt.tier.model), passages=prompt.passages
-            )
 
 
 def _answer_begin(

@@ -16,7 +16,6 @@ window allows (the last one shortened if needed), counted in that tier's tokens.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -122,44 +121,6 @@ def passages_ordered(passages: Sequence[Passage]) -> list[Passage]:
         return list(passages)
     # Chunk ids grow with the position in a document version (chunks are stored in order).
     return sorted(passages, key=lambda p: (p.document_id, p.chunk_id))
-
-
-# The passage sets this process quoted lately, per model server (base URL and model), the most
-# recent last. The server keeps those prompts in its RAM prompt cache; a bounded memory, because
-# a set long unused has probably left that cache too.
-QUOTED_SETS_KEPT = 64
-_quoted_sets: dict[tuple[str, str], OrderedDict[tuple[int, ...], None]] = {}
-
-
-def passages_reused(
-    *, server: tuple[str, str], passages: Sequence[Passage], count: int, reach: int
-) -> list[Passage]:
-    """The passages a prompt for `server` quotes: the best `count` (rank order), or instead a set
-    of as many that this process quoted lately for the same server, when it holds the best
-    passage and all of its passages are among the best `reach`. Quoted again, the set's prompt
-    is cached up to the question, so the server prefills only the question (a returning topic's
-    first words in a fraction of the time); the price is a passage ranked at most `reach`
-    instead of one ranked `count` or better. reach <= count quotes the best `count`."""
-    best = list(passages[:count])
-    remembered = _quoted_sets.get(server)
-    if reach <= count or not best or not remembered:
-        return best
-    rank = {p.chunk_id: n for n, p in enumerate(passages[:reach])}
-    for ids in reversed(remembered):
-        if len(ids) == len(best) and best[0].chunk_id in ids and all(i in rank for i in ids):
-            remembered.move_to_end(ids)
-            return [passages[n] for n in sorted(rank[i] for i in ids)]
-    return best
-
-
-def passages_quoted(*, server: tuple[str, str], passages: Sequence[Passage]) -> None:
-    """Remember that a prompt for `server` quoted these passages whole (for passages_reused)."""
-    remembered = _quoted_sets.setdefault(server, OrderedDict())
-    ids = tuple(sorted(p.chunk_id for p in passages))
-    remembered[ids] = None
-    remembered.move_to_end(ids)
-    while len(remembered) > QUOTED_SETS_KEPT:
-        remembered.popitem(last=False)
 
 
 def passages_fit(

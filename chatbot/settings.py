@@ -432,10 +432,6 @@ if PROMPT_PASSAGE_ORDER not in ("document", "rank"):
     raise ValueError(
         f"PROMPT_PASSAGE_ORDER={PROMPT_PASSAGE_ORDER!r}: expected 'document' or 'rank'."
     )
-# A passage set a local model server was lately asked about is quoted again when it holds the
-# best passage and all its passages rank at most this high (its prompt is then cached up to the
-# question); 0 quotes the best passages always. See chatbot.prompts.passages_reused.
-PROMPT_REUSE_RANK = env_int("PROMPT_REUSE_RANK", 4)
 # Which routing.ScorerWeights row scores answers (the documented defaults when it is absent).
 SCORER_WEIGHTS_NAME = os.environ.get("SCORER_WEIGHTS_NAME", "default")
 # Tokens kept free in every prompt besides the answer (chat template, rounding).

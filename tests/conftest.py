@@ -118,17 +118,6 @@ def demo_knowledge(django_db_blocker) -> None:  # noqa: ANN001
 
 
 @pytest.fixture(autouse=True)
-def _quoted_passage_sets_forgotten():  # noqa: ANN202
-    """Which passage sets a model server was asked about is process memory: each test starts
-    without any (chatbot.prompts.passages_reused)."""
-    from chatbot import prompts
-
-    prompts._quoted_sets.clear()
-    yield
-    prompts._quoted_sets.clear()
-
-
-@pytest.fixture(autouse=True)
 async def _close_async_db_connections():  # noqa: ANN202
     """The async ORM's worker thread keeps its own connection: close it so test databases can be dropped."""
     yield

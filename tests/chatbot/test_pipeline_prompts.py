@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.pipeline import _prompts_remember, tier_prompt
-from chatbot.prompts import passages_quoted
+from chatbot.pipeline import tier_prompt
 from retrieval.search import Passage
-from routing.cascade import Attempt, CascadeResult
 from routing.models import ModelTier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,97 +125,3 @@ async def test_a_local_prompt_is_counted_by_its_own_server(small_tier) -> None: 
     )
     assert 0 <= overhead <= 8 * len(prompt.messages)
     assert call.tokens_in <= prompt.prompt_tokens <= call.tokens_in + 8 * len(prompt.messages)
-
-
-RANKED = [
-    passage(7, 9, 0.82, "Express delivery costs 6 euros."),
-    passage(3, 2, 0.55, "Standard delivery is free above 50 euros."),
-    passage(5, 4, 0.41, "Orders ship from Rotterdam."),
-    passage(1, 1, 0.40, "Gift cards never expire."),
-    passage(8, 5, 0.30, "Parcels are insured."),
-]
-
-
-def _medium() -> ModelTier:
-    return ModelTier(
-        name="medium",
-        base_url="http://127.0.0.1:9/v1",
-        model="m",
-        context_window=4096,
-        max_answer_tokens=64,
-        local_model="x",
-    )
-
-
-async def _quoted(tier: ModelTier, turns: list | None = None) -> list[int]:
-    prompt = await tier_prompt(tier=tier, passages=RANKED, turns=turns or [], question="Express?")
-    return sorted(p.chunk_id for p in prompt.passages)
-
-
-@pytest.mark.parametrize(
-    ("held", "reach", "quoted"),
-    [
-        ((7, 5), 4, [5, 7]),  # the server holds the best passage and the 3rd: quoted again
-        ((7, 1), 4, [1, 7]),  # the 4th is within reach
-        ((7, 8), 4, [3, 7]),  # the 5th is not
-        ((3, 5), 4, [3, 7]),  # a set without the best passage is not quoted
-        ((7, 5, 1), 4, [3, 7]),  # nor one of another size
-        ((7, 5), 0, [3, 7]),  # reuse off: the best two
-        ((7, 5), 2, [3, 7]),  # a reach no deeper than the count changes nothing
-    ],
-)
-async def test_a_returning_topic_quotes_a_set_the_server_holds(
-    held: tuple[int, ...],
-    reach: int,
-    quoted: list[int],
-    settings,  # noqa: ANN001
-) -> None:
-    settings.PROMPT_MAX_PASSAGES = "medium=2,3"
-    settings.PROMPT_REUSE_RANK = reach
-    tier = _medium()
-    by_id = {p.chunk_id: p for p in RANKED}
-    passages_quoted(server=(tier.base_url, tier.model), passages=[by_id[i] for i in held])
-    assert await _quoted(tier) == quoted
-
-
-async def test_only_a_first_question_to_the_same_server_reuses_a_set(settings) -> None:  # noqa: ANN001
-    settings.PROMPT_MAX_PASSAGES = "medium=2,3"
-    settings.PROMPT_REUSE_RANK = 4
-    tier = _medium()
-    passages_quoted(server=(tier.base_url, tier.model), passages=[RANKED[0], RANKED[2]])
-    # A follow-up's history comes before its passages: nothing cached to gain, the best two.
-    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-    assert await _quoted(tier, turns) == [3, 7]
-    # Another server (a tier on another URL) holds nothing of it.
-    other = _medium()
-    other.base_url = "http://127.0.0.1:10/v1"
-    assert await _quoted(other) == [3, 7]
-    assert await _quoted(tier) == [5, 7]
-
-
-async def test_a_set_is_remembered_only_for_the_tiers_that_read_their_prompt(settings) -> None:  # noqa: ANN001
-    settings.PROMPT_MAX_PASSAGES = "medium=2,3"
-    settings.PROMPT_REUSE_RANK = 4
-    medium, large = _medium(), _medium()
-    large.name, large.base_url = "large", "http://127.0.0.1:11/v1"
-    # Another question put the 1st and 3rd passages in both prompts, but only medium read its.
-    other = [RANKED[0], RANKED[2], RANKED[1], RANKED[3]]
-    prompts = [
-        await tier_prompt(tier=t, passages=other, turns=[], question="Rotterdam?")
-        for t in (medium, large)
-    ]
-    assert all(p.reusable for p in prompts)
-    result = CascadeResult(
-        attempts=[Attempt(tier="medium", tokens_in=120), Attempt(tier="large", outcome="skipped:x")]
-    )
-    _prompts_remember(prompts, result)
-    assert await _quoted(medium) == [5, 7]
-    settings.PROMPT_MAX_PASSAGES = "2"
-    assert await _quoted(large) == [3, 7]
-
-
-async def test_a_prompt_with_a_cut_passage_is_not_reusable(settings) -> None:  # noqa: ANN001
-    settings.PROMPT_MAX_PASSAGES = 2
-    long = [passage(4, 4, 0.9, "word " * 3000), *RANKED]
-    prompt = await tier_prompt(tier=_medium(), passages=long, turns=[], question="Express?")
-    assert prompt.passages[-1].text.endswith(" ...") and not prompt.reusable
