@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -32,6 +33,8 @@ from retrieval.language import detect_language, text_search_config
 from retrieval.models import Chunk, KnowledgeDocument
 from retrieval.parsing import DocumentRejected, document_parse
 from retrieval.signals import document_changed_send
+
+logger = logging.getLogger(__name__)
 
 Status = KnowledgeDocument.Status
 IN_PROGRESS = (Status.QUEUED, Status.PARSING, Status.EMBEDDING)
@@ -214,10 +217,16 @@ def _embed_and_index(
                 p.document_id, p.version, p.source_name, enqueue, functools.partial(_raise, exc)
             )
         return outcomes
-    for i, p in group:
-        if p.superseded:
-            outcomes[i] = "superseded"
-            continue
+    live = [(i, p) for i, p in group if not p.superseded]
+    outcomes.update((i, "superseded") for i, p in group if p.superseded)
+    try:
+        outcomes.update(_index_together(live))
+        return outcomes
+    except Exception:
+        # Nothing of the group was written (one transaction): each document is indexed on its
+        # own, so only one that is at fault is retried or failed.
+        logger.exception("indexing %s documents together failed; indexing one by one", len(live))
+    for i, p in live:
         outcomes[i] = _guarded(
             p.document_id,
             p.version,
@@ -308,6 +317,107 @@ def _unfinished_for_update(*, document_id: int, version: int) -> KnowledgeDocume
     return document
 
 
+def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
+    """Index a group's documents in one transaction, each switched to its new passages and READY
+    as _index does (a reader sees every document's old version or its new one, whole), in a
+    handful of statements for the group rather than six and a commit per document: on small
+    pages those trips took about a fifth of the worker's time. Outcomes by position."""
+    if not items:
+        return {}
+    languages = [detect_language(p.text) for _, p in items]
+    outcomes: dict[int, str] = {}
+    with transaction.atomic():
+        locked = {
+            d.id: d
+            for d in _versions([p for _, p in items])
+            .select_for_update()
+            .defer("raw", "content")
+            .order_by("id")
+        }
+        chunks: list[Chunk] = []
+        ready: list[KnowledgeDocument] = []
+        now = timezone.now()
+        for (i, p), language in zip(items, languages, strict=True):
+            document = locked.get(p.document_id)
+            if document is None or document.status in (Status.READY, Status.FAILED):
+                outcomes[i] = "superseded"
+                continue
+            chunks += _chunk_rows(document, p.version, p.drafts, p.vectors, language)
+            document.served_version = p.version
+            document.title = p.title[:300]
+            document.content = p.text
+            document.language = language
+            document.status = Status.READY
+            document.error = ""
+            document.chunks_total = document.chunks_done = len(p.drafts)
+            document.heartbeat_at = None
+            document.updated_at = now
+            ready.append(document)
+            outcomes[i] = "ready"
+        Chunk.objects.bulk_create(chunks)
+        Chunk.objects.filter(document__in=ready).exclude(version=F("document__version")).delete()
+        _documents_served(ready)
+        for document in ready:
+            document_changed_send(document_id=document.id, version=document.version, deleted=False)
+    return outcomes
+
+
+def _documents_served(documents: list[KnowledgeDocument]) -> None:
+    """Save what _index_together set on each document: one statement sent for all of them
+    (psycopg pipelines executemany). bulk_update's CASE per field and row cost more Python time
+    than the statement saves."""
+    if not documents:
+        return
+    table = connection.ops.quote_name(KnowledgeDocument._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET served_version = %s, title = %s, content = %s, language = %s, "
+            "status = %s, error = %s, chunks_total = %s, chunks_done = %s, heartbeat_at = NULL, "
+            "updated_at = %s WHERE id = %s",
+            [
+                (
+                    d.served_version,
+                    d.title,
+                    d.content,
+                    d.language,
+                    d.status,
+                    d.error,
+                    d.chunks_total,
+                    d.chunks_done,
+                    d.updated_at,
+                    d.id,
+                )
+                for d in documents
+            ],
+        )
+
+
+def _chunk_rows(
+    document: KnowledgeDocument,
+    version: int,
+    drafts: list[ChunkDraft],
+    vectors: list,
+    language: str,
+) -> list[Chunk]:
+    """The passage rows of one version of a document, not yet saved."""
+    text_config = text_search_config(language or settings.LANGUAGE_DEFAULT)
+    return [
+        Chunk(
+            document=document,
+            version=version,
+            ordinal=i,
+            heading=d.heading[:300],
+            page=d.page,
+            text=d.text,
+            token_count=d.token_count,
+            content_hash=content_hash(d.text.encode()),
+            embedding=vectors[i].tolist(),
+            text_config=text_config,
+        )
+        for i, d in enumerate(drafts)
+    ]
+
+
 def _index(
     document_id: int,
     version: int,
@@ -317,28 +427,13 @@ def _index(
     vectors: list,
 ) -> str:
     language = detect_language(text)
-    text_config = text_search_config(language or settings.LANGUAGE_DEFAULT)
     # The new chunks, the switch to them and READY are one transaction: a reader sees the old
     # version whole or the new one whole, never a mix or a gap.
     with transaction.atomic():
         document = _unfinished_for_update(document_id=document_id, version=version)
         if document is None:
             return "superseded"
-        Chunk.objects.bulk_create(
-            Chunk(
-                document=document,
-                version=version,
-                ordinal=i,
-                heading=d.heading[:300],
-                page=d.page,
-                text=d.text,
-                token_count=d.token_count,
-                content_hash=content_hash(d.text.encode()),
-                embedding=vectors[i].tolist(),
-                text_config=text_config,
-            )
-            for i, d in enumerate(drafts)
-        )
+        Chunk.objects.bulk_create(_chunk_rows(document, version, drafts, vectors, language))
         document.chunks.exclude(version=version).delete()
         document.served_version = version
         document.title = title[:300]

@@ -162,3 +162,79 @@ def test_priority_is_only_ever_lowered() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["5", "5", "5"]
+
+
+@pytest.mark.django_db
+def test_a_group_switches_its_documents_together_and_a_fault_costs_only_its_document(
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import retrieval.ingestion as ingestion
+
+    served = document_accept(source_name="Returns.md", data=_page("Returns"))
+    assert documents_process(documents=[(served.id, 1)], enqueue=lambda **_: None) == ["ready"]
+    served = document_accept(source_name="Returns.md", data=_page("Returns, new rules"))
+    others = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS[1:4]]
+    faulty = others[1]
+    real = ingestion._chunk_rows
+    calls: list[int] = []
+
+    def broken_for_one(document, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(document.id)
+        if document.id == faulty.id:
+            raise ValueError("injected fault in one document's rows")
+        return real(document, *args, **kwargs)
+
+    monkeypatch.setattr(ingestion, "_chunk_rows", broken_for_one)
+    requeued: list[int] = []
+    pairs = [(served.id, 2), *((d.id, 1) for d in others)]
+    outcomes = documents_process(
+        documents=pairs, enqueue=lambda *, document: requeued.append(document.id)
+    )
+
+    # The group's transaction failed as a whole, then each document was indexed on its own:
+    # only the faulty one is retried, the others are served.
+    assert outcomes[0] == outcomes[1] == outcomes[3] == "ready"
+    assert isinstance(outcomes[2], ValueError)
+    assert calls.count(faulty.id) == 2 and requeued == [faulty.id]
+    served.refresh_from_db()
+    assert served.served_version == 2 and served.status == Status.READY
+    assert set(served.chunks.values_list("version", flat=True)) == {2}
+    assert "new rules" in served.chunks.get().text
+    faulty.refresh_from_db()
+    assert faulty.status == Status.QUEUED and faulty.chunks.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_group_indexes_its_documents_in_one_transaction(monkeypatch) -> None:  # noqa: ANN001
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import retrieval.ingestion as ingestion
+
+    documents = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS]
+    seen: dict[str, list[str]] = {}
+    real = ingestion._index_together
+
+    def watched(items):  # noqa: ANN001, ANN202
+        with CaptureQueriesContext(connection) as queries:
+            result = real(items)
+        seen["sql"] = [q["sql"].split()[0] for q in queries.captured_queries]
+        return result
+
+    monkeypatch.setattr(ingestion, "_index_together", watched)
+    outcomes = documents_process(
+        documents=[(d.id, d.version) for d in documents], enqueue=lambda **_: None
+    )
+    assert outcomes == ["ready"] * len(TOPICS)
+    # Five documents, the statements one document needs: a lock, an insert of every passage,
+    # a delete of the old ones, an update of the documents (the cached answers they retire are
+    # retired after the commit, which this test's transaction never reaches).
+    assert [sql for sql in seen["sql"] if sql not in ("SAVEPOINT", "RELEASE")] == [
+        "SELECT",
+        "INSERT",
+        "DELETE",
+        "UPDATE",
+    ]
+    for document in documents:
+        document.refresh_from_db()
+        assert document.status == Status.READY and document.chunks.count() == 1
