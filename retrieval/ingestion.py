@@ -169,10 +169,6 @@ def _prepare(document_id: int, version: int, enqueue: Enqueue) -> _Prepared | st
                 f"{document.source_name}: the document makes {len(drafts):,} passages, over the "
                 f"{settings.INGEST_MAX_CHUNKS:,} limit (INGEST_MAX_CHUNKS); split the document"
             )
-        if not _touch(
-            document_id, version, status=Status.EMBEDDING, chunks_total=len(drafts), chunks_done=0
-        ):
-            return "superseded"
         return _Prepared(document_id, version, document.source_name, title, parsed.text, drafts)
 
     return _guarded(document_id, version, document.source_name, enqueue, parse_and_chunk)
@@ -210,6 +206,7 @@ def _embed_and_index(
     """Embed the group's passages together, then index each document; their outcomes."""
     outcomes: dict[int, str | Exception] = {}
     try:
+        _embedding_started([p for _, p in group])
         _embed([p for _, p in group])
     except Exception as exc:
         for i, p in group:
@@ -241,6 +238,28 @@ def _embed_and_index(
 
 def _raise(exc: Exception) -> str:
     raise exc
+
+
+def _embedding_started(prepared: list[_Prepared]) -> None:
+    """Mark the group's documents EMBEDDING with their passage counts, in one pipelined trip for
+    the group (a statement and a commit per page cost about as much as embedding its passages),
+    and a document replaced or deleted meanwhile as superseded."""
+    now = timezone.now()
+    table = connection.ops.quote_name(KnowledgeDocument._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET status = %s, chunks_total = %s, chunks_done = 0, "
+            "heartbeat_at = %s, updated_at = %s WHERE id = %s AND version = %s",
+            [
+                (Status.EMBEDDING, len(p.drafts), now, now, p.document_id, p.version)
+                for p in prepared
+            ],
+        )
+        updated = cursor.rowcount
+    if updated < len(prepared):
+        alive = set(_versions(prepared).values_list("id", "version"))
+        for p in prepared:
+            p.superseded = (p.document_id, p.version) not in alive
 
 
 def _embed(prepared: list[_Prepared]) -> None:

@@ -239,3 +239,37 @@ def test_a_group_indexes_its_documents_in_one_transaction(monkeypatch) -> None: 
     for document in documents:
         document.refresh_from_db()
         assert document.status == Status.READY and document.chunks.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_document_replaced_while_its_group_is_parsed_is_superseded(monkeypatch) -> None:  # noqa: ANN001
+    import retrieval.ingestion as ingestion
+
+    documents = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS[:3]]
+    replaced = documents[1]
+    real = ingestion.chunk_text
+    seen: dict[int, tuple[str, int]] = {}
+
+    def replaced_while_chunked(text, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if "Delivery" in text:
+            # A new upload of the same file lands after this version was parsed.
+            document_accept(source_name="Delivery.md", data=_page("Delivery, new rules"))
+        return real(text, **kwargs)
+
+    real_embed = ingestion._embed
+
+    def watched(prepared):  # noqa: ANN001, ANN202
+        for d in KnowledgeDocument.objects.filter(id__in=[p.document_id for p in prepared]):
+            seen[d.id] = (d.status, d.chunks_total)
+        return real_embed(prepared)
+
+    monkeypatch.setattr(ingestion, "chunk_text", replaced_while_chunked)
+    monkeypatch.setattr(ingestion, "_embed", watched)
+    outcomes = documents_process(documents=[(d.id, 1) for d in documents], enqueue=lambda **_: None)
+    assert outcomes == ["ready", "superseded", "ready"]
+    # While embedding, the group's live documents showed EMBEDDING with their passage counts.
+    assert seen[documents[0].id] == (Status.EMBEDDING, 1)
+    assert seen[documents[2].id] == (Status.EMBEDDING, 1)
+    replaced.refresh_from_db()
+    assert replaced.version == 2 and replaced.status == Status.QUEUED
+    assert not replaced.chunks.exists()
