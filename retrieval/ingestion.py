@@ -246,7 +246,8 @@ def _embedding_started(prepared: list[_Prepared]) -> None:
     meanwhile as superseded."""
     now = timezone.now()
     table = connection.ops.quote_name(KnowledgeDocument._meta.db_table)
-    with connection.cursor() as cursor:
+    # One commit for the group, not one per page.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             f"UPDATE {table} SET status = %s, chunks_total = %s, chunks_done = 0, "
             "heartbeat_at = %s, updated_at = %s WHERE id = %s AND version = %s",
