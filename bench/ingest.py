@@ -9,8 +9,9 @@ Usage:
       (document_upload) and ingested by a real, running `manage.py db_worker` at nice 0. Worker
       passages/s count from the first task's start to the last one's end; the worker's start-up
       and model load (a one-document warm-up upload before the set) are reported apart. Right
-      after each set SentenceTransformer.encode embeds the same passage texts (EMBEDDING_BATCH_SIZE, as the worker) in this process: the
-      ratio is worker / bare from the same minute. Then the set runs inline (documents_process)
+      after each set SentenceTransformer.encode embeds the same passage texts
+      (EMBEDDING_BATCH_SIZE, as the worker) in this process: the ratio is worker / bare from the
+      same minute. Then the set runs inline (documents_process)
       with timers on each step: parsing, chunking, embedding, indexing (inserts, the HNSW and
       full-text index maintenance, commit), and again with the chunk table's indexes dropped to
       price their maintenance. --html-docs of them also go as HTML through the worker (the
@@ -235,7 +236,7 @@ def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
     timed(ingestion, "chunk_text", "chunk")
     timed(ActiveEmbedder, "embed", "embed")
     timed(ingestion, "detect_language", "index_language_detection")
-    timed(ingestion, "_index", "index_total")
+    timed(ingestion, "_index_together", "index_total")
     started = time.perf_counter()
     try:
         outcomes = ingestion.documents_process(

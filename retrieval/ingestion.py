@@ -229,11 +229,14 @@ def _embed_and_index(
             p.version,
             p.source_name,
             enqueue,
-            functools.partial(
-                _index, p.document_id, p.version, p.title, p.text, p.drafts, p.vectors
-            ),
+            functools.partial(_index_alone, p),
         )
     return outcomes
+
+
+def _index_alone(prepared: _Prepared) -> str:
+    """One document indexed on its own (its outcome), as when its group failed."""
+    return _index_together([(0, prepared)])[0]
 
 
 def _raise(exc: Exception) -> str:
@@ -338,10 +341,11 @@ def _unfinished_for_update(*, document_id: int, version: int) -> KnowledgeDocume
 
 
 def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
-    """Index a group's documents in one transaction, each switched to its new passages and READY
-    as _index does (a reader sees every document's old version or its new one, whole), in a
-    handful of statements for the group rather than six and a commit per document: on small
-    pages those trips took about a fifth of the worker's time. Outcomes by position."""
+    """Index a group's documents in one transaction: each one's new passages written, its old
+    version's deleted, and the switch to them with READY, so a reader sees every document's old
+    version or its new one, whole, never a mix or a gap. A handful of statements for the group
+    rather than six and a commit per document: on small pages those trips took about a fifth of
+    the worker's time. Outcomes by position."""
     if not items:
         return {}
     languages = [detect_language(p.text) for _, p in items]
@@ -436,36 +440,6 @@ def _chunk_rows(
         )
         for i, d in enumerate(drafts)
     ]
-
-
-def _index(
-    document_id: int,
-    version: int,
-    title: str,
-    text: str,
-    drafts: list[ChunkDraft],
-    vectors: list,
-) -> str:
-    language = detect_language(text)
-    # The new chunks, the switch to them and READY are one transaction: a reader sees the old
-    # version whole or the new one whole, never a mix or a gap.
-    with transaction.atomic():
-        document = _unfinished_for_update(document_id=document_id, version=version)
-        if document is None:
-            return "superseded"
-        Chunk.objects.bulk_create(_chunk_rows(document, version, drafts, vectors, language))
-        document.chunks.exclude(version=version).delete()
-        document.served_version = version
-        document.title = title[:300]
-        document.content = text
-        document.language = language
-        document.status = Status.READY
-        document.error = ""
-        document.chunks_total = document.chunks_done = len(drafts)
-        document.heartbeat_at = None
-        document.save()
-        document_changed_send(document_id=document.id, version=document.version, deleted=False)
-    return "ready"
 
 
 def document_retry_or_fail(*, document_id: int, version: int, reason: str, enqueue: Enqueue) -> str:
