@@ -16,6 +16,10 @@ Usage:
       shared machine's load falls on the variants alike. Everything is stopped and the databases
       dropped at the end.
 
+  python bench/traffic.py --start --variant before:CODE=../old-checkout --variant after:
+      CODE=PATH runs that variant's stack from another checkout of the project (same migrations):
+      two versions of the code, measured in the same minutes.
+
   python bench/traffic.py --start --variant one:LOCAL_MODEL_PARALLEL=1 --customers 4
       Every other round asks 4 questions at once, each on its own socket: first words of
       answers asked alone and with 3 others, in the same run (first_words_by_customers_at_once).
@@ -343,6 +347,8 @@ class Stack:
             conn.execute(
                 f"UPDATE {table} SET {columns} WHERE name = 'medium'", list(update.values())
             )
+        settings = dict(settings)
+        code = Path(settings.pop("CODE", ROOT)).resolve()
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -360,7 +366,7 @@ class Stack:
         self.log = open(ROOT / "var" / f"bench_traffic_{label}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "run_stack", "--port", str(self.web_port)],
-            cwd=ROOT,
+            cwd=code,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

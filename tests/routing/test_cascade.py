@@ -233,3 +233,30 @@ async def test_the_answer_deadline_fails_a_slow_tier_and_falls_through(fault_ser
     # The slow tier was cut at the deadline; nothing is left for the next tier either.
     assert result.attempts[0].outcome == "error:deadline"
     assert result.error_code == "deadline" and result.tier is None
+
+
+async def test_model_calls_share_one_tls_context(fault_server, monkeypatch) -> None:  # noqa: ANN001
+    """A client building its own TLS context reads the CA bundle (about 40 ms of CPU on the
+    event loop); the process reads it once, however many calls its answers make."""
+    import ssl
+
+    from routing import providers
+
+    reads = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        reads.append(args)
+        return load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    # Start from a process that has not read it yet.
+    providers._tls_context.cache_clear()
+    tiers = [
+        tier(fault_server, "a", "ok:Maybe ten days", threshold=1.0),
+        tier(fault_server, "b", f"ok:{ANSWER}"),
+    ]
+    for _ in range(2):
+        _, result = await run(tiers)
+        assert result.tier == "b" and result.text.strip() == ANSWER
+    assert len(reads) == 1
