@@ -24,7 +24,7 @@ from chatbot.customer_view import customer_frame, details_visible
 from chatbot.handoff_intent import wants_human
 from chatbot.handoff_selectors import OPEN, HandoffError, status_frame
 from chatbot.models import Conversation, Handoff, Message, WidgetSite
-from chatbot.pipeline import RunControl, answer_question, db_retrying
+from chatbot.pipeline import AnswerOptions, RunControl, answer_question, db_retrying
 from chatbot.services import FeedbackError, message_feedback
 from chatbot.widget import VISITOR_TOKEN, visitor_session_key
 
@@ -300,8 +300,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             return False
         self.control = RunControl()
+        options = AnswerOptions(new_conversation=not frame.get("conversation_id"))
         self.generation = asyncio.create_task(
-            self._generate(conversation, user_message, self.control)
+            self._generate(conversation, user_message, self.control, options)
         )
         # A callback, not the task's own finally: a task cancelled before it first runs never
         # enters its body.
@@ -363,17 +364,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handoffs.broadcast(self.group or "", status_frame(handoff))
 
     async def _generate(
-        self, conversation: Conversation, user_message: Message, control: RunControl
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        control: RunControl,
+        options: AnswerOptions,
     ) -> None:
         # Its own lane: the task outlives the event that started it.
         async with database_lane():
-            await self._answer(conversation, user_message, control)
+            await self._answer(conversation, user_message, control, options)
 
     async def _answer(
-        self, conversation: Conversation, user_message: Message, control: RunControl
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        control: RunControl,
+        options: AnswerOptions,
     ) -> None:
         events = answer_question(
-            conversation=conversation, user_message=user_message, control=control
+            conversation=conversation, user_message=user_message, control=control, options=options
         )
         failed = False
         try:

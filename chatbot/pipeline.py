@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -90,6 +90,9 @@ class AnswerOptions:
     # The turns before the question, oldest first, when the caller holds them (the HTTP API's
     # `messages`) rather than the stored conversation.
     history: list[dict[str, str]] | None = None
+    # The question opened its conversation: no turns to read before it, and the conversation's
+    # totals are this answer's own (two statements fewer for most customers' questions).
+    new_conversation: bool = False
     # (API key id, its daily cap in USD): the answer's reservation must fit it too.
     key_cap: tuple[int, Decimal] | None = None
 
@@ -126,6 +129,7 @@ class Answer:
     route: Route | None = None  # how the starting tier was chosen (the router learns from it)
     reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
+    only_answer: bool = False  # the first of its conversation: its totals are its own
 
 
 @dataclass(frozen=True)
@@ -353,13 +357,17 @@ async def answer_question(
         )
     )
     # The baseline is the dearest usable tier of all, not only those from the starting tier.
-    answer = control.answer = Answer(message=message, baseline_pool=enabled)
+    answer = control.answer = Answer(
+        message=message, baseline_pool=enabled, only_answer=options.new_conversation
+    )
     finished = False
     try:
         # Read once: the follow-up rewrite and every tier's prompt use these turns.
         turns = (
             options.history[-settings.CHAT_HISTORY_MAX_TURNS :]
             if options.history is not None
+            else []
+            if options.new_conversation
             else await db_retrying(
                 lambda: conversation_turns(
                     conversation_id=conversation.id, before_id=user_message.id
@@ -597,16 +605,31 @@ async def _cascade_events(
                 }
 
 
+_TOTALLED = ("cost", "cost_if_largest", "tokens_in", "tokens_out")
+
+
 def _conversation_totals_sync(conversation_id: Any) -> dict[str, Any]:
     totals = Message.objects.filter(
         conversation_id=conversation_id, role=Message.Role.ASSISTANT
-    ).aggregate(
-        answers=Count("id"),
-        cost=Sum("cost"),
-        cost_if_largest=Sum("cost_if_largest"),
-        tokens_in=Sum("tokens_in"),
-        tokens_out=Sum("tokens_out"),
-    )
+    ).aggregate(answers=Count("id"), **{name: Sum(name) for name in _TOTALLED})
+    return _totals_shown(totals)
+
+
+def _totals_of(answers: list[Message]) -> dict[str, Any]:
+    """The conversation totals of answers held in memory, as the aggregate would give them."""
+    totals: dict[str, Any] = {"answers": len(answers)}
+    for name in _TOTALLED:
+        places = getattr(Message._meta.get_field(name), "decimal_places", None)
+        values = [getattr(m, name) for m in answers if getattr(m, name) is not None]
+        if places is not None:
+            # As the column stores them: PostgreSQL's numeric rounds half away from zero.
+            step = Decimal(1).scaleb(-places)
+            values = [Decimal(v).quantize(step, rounding=ROUND_HALF_UP) for v in values]
+        totals[name] = sum(values) if values else None
+    return _totals_shown(totals)
+
+
+def _totals_shown(totals: dict[str, Any]) -> dict[str, Any]:
     return {k: float(v) if isinstance(v, Decimal) else (v or 0) for k, v in totals.items()}
 
 
@@ -693,7 +716,11 @@ def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:
     metrics.answer_observe(message=message, result=answer.result, rewrite=answer.rewrite)
     if answer.route is not None and message.origin == Message.Origin.CUSTOMER:
         _route_observe(answer)
-    return _conversation_totals_sync(message.conversation_id) if totals else None
+    if not totals:
+        return None
+    if answer.only_answer:
+        return _totals_of([message])
+    return _conversation_totals_sync(message.conversation_id)
 
 
 def _route_observe(answer: Answer) -> None:

@@ -49,13 +49,13 @@ async def _still_works(ws) -> None:  # noqa: ANN001
     await ws.disconnect()
 
 
-@pytest.mark.parametrize("step", ["conversation_turns", "retrieve"])
+@pytest.mark.parametrize("step", ["question_rewrite", "retrieve"])
 async def test_an_unexpected_exception_ends_the_answer_as_an_error(
     step: str,
     unused_tier: ModelTier,
     monkeypatch,  # noqa: ANN001
 ) -> None:
-    # Before answer.start (the first step) and after it (retrieval).
+    # Before answer.start (the first step every answer runs) and after it (retrieval).
     real = getattr(pipeline, step)
     calls = []
 
@@ -83,7 +83,7 @@ async def test_an_unexpected_exception_ends_the_answer_as_an_error(
     await slots_free()
 
 
-@pytest.mark.parametrize("step", ["conversation_turns", "retrieve", "arelevance_floors"])
+@pytest.mark.parametrize("step", ["cascade_tiers", "retrieve", "arelevance_floors"])
 async def test_a_dropped_database_connection_before_the_first_words_is_retried(
     step: str,
     unused_tier: ModelTier,

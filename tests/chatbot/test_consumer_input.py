@@ -232,7 +232,7 @@ async def test_a_client_id_of_another_session_is_not_a_duplicate(monkeypatch) ->
     async def stall(**_kwargs):  # noqa: ANN003, ANN202
         await asyncio.Event().wait()  # the answer stalls (an injected fault): no model needed
 
-    monkeypatch.setattr("chatbot.pipeline.conversation_turns", stall)
+    monkeypatch.setattr("chatbot.pipeline.question_rewrite", stall)
     stranger = await new_session()
     conversation = await Conversation.objects.acreate(session_key=stranger)
     theirs = await Message.objects.acreate(

@@ -39,9 +39,9 @@ async def unused_tier() -> ModelTier:
 
 @pytest.fixture
 def slow_answer(monkeypatch):  # noqa: ANN001, ANN201
-    """The first answer's history read blocks its database thread until `release` is set."""
+    """The first answer's first step blocks its database thread until `release` is set."""
     entered, release = threading.Event(), threading.Event()
-    real = pipeline.conversation_turns
+    real = pipeline.question_rewrite
 
     def hold() -> None:
         entered.set()
@@ -52,7 +52,7 @@ def slow_answer(monkeypatch):  # noqa: ANN001, ANN201
             await sync_to_async(hold)()
         return await real(**kwargs)
 
-    monkeypatch.setattr(pipeline, "conversation_turns", slow)
+    monkeypatch.setattr(pipeline, "question_rewrite", slow)
     yield entered, release
     release.set()
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
 from chatbot.models import Conversation, Message
@@ -98,6 +99,18 @@ async def test_confident_cheap_answer_stays_and_costs_are_stored(cascade, knowle
     assert message.origin == Message.Origin.CUSTOMER
     totals = end["conversation_totals"]
     assert totals["answers"] == 1 and totals["cost"] == pytest.approx(float(expected))
+
+
+async def test_a_new_conversations_totals_are_its_answers_as_stored(cascade, knowledge) -> None:  # noqa: ANN001
+    """The first answer of a conversation totals itself without reading the conversation back:
+    the same figures the stored rows give, to the column's last decimal."""
+    from chatbot.pipeline import _conversation_totals_sync
+
+    end = (await ask(QUESTION, AnswerOptions(new_conversation=True)))[-1]
+    assert end["type"] == "answer.end" and end["cost"] > 0
+    message = await Message.objects.aget(id=end["message_id"])
+    stored = await sync_to_async(_conversation_totals_sync)(message.conversation_id)
+    assert end["conversation_totals"] == stored and stored["answers"] == 1
 
 
 async def test_admin_threshold_edit_makes_the_next_question_escalate(cascade, knowledge) -> None:  # noqa: ANN001

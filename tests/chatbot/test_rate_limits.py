@@ -44,7 +44,7 @@ def stalled_answers(monkeypatch):  # noqa: ANN001, ANN201
     async def stall(**_kwargs):  # noqa: ANN003, ANN202
         await asyncio.Event().wait()
 
-    monkeypatch.setattr("chatbot.pipeline.conversation_turns", stall)
+    monkeypatch.setattr("chatbot.pipeline.question_rewrite", stall)
 
 
 async def _reply(ws: WebsocketCommunicator, frame: dict) -> dict:
