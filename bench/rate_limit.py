@@ -77,7 +77,7 @@ def main() -> None:
 
             moving = MovingWindowRateLimiter(storage_from_string("async+memory://"))
 
-            async def moving_window(session: str) -> bool:
+            async def moving_window(session: str, moving: MovingWindowRateLimiter = moving) -> bool:
                 checks = [("session", session), ("address", "203.0.113.7")]
                 for kind, key in checks:
                     if not await moving.test(budget, "ask", kind, key):
@@ -86,7 +86,9 @@ def main() -> None:
 
             out[f"sessions_{sessions}"] = {
                 "product": await measure(product, sessions, args.asks, args.interval_ms / 1000),
-                "moving_window_baseline": await measure(moving_window, sessions, args.asks, args.interval_ms / 1000),
+                "moving_window_baseline": await measure(
+                    moving_window, sessions, args.asks, args.interval_ms / 1000
+                ),
             }
             row = out[f"sessions_{sessions}"]
             row["cpu_ratio_product_over_baseline"] = round(

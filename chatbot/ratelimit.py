@@ -31,11 +31,11 @@ CONTROL = "control"  # stop, feedback, handoff requests and cancels
 # loop (a Daphne process runs one).
 # A sliding window counter (this minute's count plus the last minute's, weighted by how much of
 # it is still inside the window), not a moving window of every event: the in-memory moving
-# window's upkeep sweeps every key with a thread hop each, after every ask, which cost about
-# 12 ms of CPU per ask at 50 asks a second (bench/rate_limit.py); the counter costs about 0.3.
-_limiters: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, SlidingWindowCounterRateLimiter
-] = weakref.WeakKeyDictionary()
+# window's upkeep sweeps every key with a thread hop each, after every ask: 13-20 ms of CPU
+# per ask at 50 asks a second, against 0.6-0.7 ms for the counter (bench/rate_limit.py).
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SlidingWindowCounterRateLimiter] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def client_address(scope: dict[str, Any]) -> str:
