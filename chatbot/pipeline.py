@@ -129,7 +129,7 @@ class Answer:
     route: Route | None = None  # how the starting tier was chosen (the router learns from it)
     reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
-    only_answer: bool = False  # the first of its conversation: its totals are its own
+    new_conversation: bool = False  # as AnswerOptions: its conversation's totals are its own
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ async def answer_question(
     )
     # The baseline is the dearest usable tier of all, not only those from the starting tier.
     answer = control.answer = Answer(
-        message=message, baseline_pool=enabled, only_answer=options.new_conversation
+        message=message, baseline_pool=enabled, new_conversation=options.new_conversation
     )
     finished = False
     try:
@@ -615,17 +615,16 @@ def _conversation_totals_sync(conversation_id: Any) -> dict[str, Any]:
     return _totals_shown(totals)
 
 
-def _totals_of(answers: list[Message]) -> dict[str, Any]:
-    """The conversation totals of answers held in memory, as the aggregate would give them."""
-    totals: dict[str, Any] = {"answers": len(answers)}
+def _answer_totals(message: Message) -> dict[str, Any]:
+    """The totals of a conversation whose only answer is `message`, as the aggregate gives them."""
+    totals: dict[str, Any] = {"answers": 1}
     for name in _TOTALLED:
+        value = getattr(message, name)
         places = getattr(Message._meta.get_field(name), "decimal_places", None)
-        values = [getattr(m, name) for m in answers if getattr(m, name) is not None]
-        if places is not None:
-            # As the column stores them: PostgreSQL's numeric rounds half away from zero.
-            step = Decimal(1).scaleb(-places)
-            values = [Decimal(v).quantize(step, rounding=ROUND_HALF_UP) for v in values]
-        totals[name] = sum(values) if values else None
+        if value is not None and places is not None:
+            # As the column stores it: PostgreSQL's numeric rounds half away from zero.
+            value = Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+        totals[name] = value
     return _totals_shown(totals)
 
 
@@ -718,8 +717,8 @@ def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:
         _route_observe(answer)
     if not totals:
         return None
-    if answer.only_answer:
-        return _totals_of([message])
+    if answer.new_conversation:
+        return _answer_totals(message)
     return _conversation_totals_sync(message.conversation_id)
 
 
