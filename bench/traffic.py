@@ -415,6 +415,7 @@ async def prompts_only(args: argparse.Namespace, sequence: list[dict]) -> dict:
     passage order: tokens prefilled and reused per kind of question (no stack, no answers)."""
     from django.conf import settings
 
+    from chatbot import prompts
     from chatbot.pipeline import retrieve, tier_prompt
     from routing.bundled import model_path
     from routing.models import ModelTier
@@ -427,6 +428,8 @@ async def prompts_only(args: argparse.Namespace, sequence: list[dict]) -> dict:
     for reuse in [int(r) for r in args.cache_reuse.split(",")]:
         for order in args.orders.split(","):
             settings.PROMPT_PASSAGE_ORDER = order
+            # A new server holds no prompts: nor does the order's memory of what it was sent.
+            prompts._SENT.clear()
             port = free_port()
             command = [sys.executable, "-c", SERVER_CODE, str(path), str(port), str(reuse), "1"]
             server = await asyncio.create_subprocess_exec(
@@ -442,6 +445,7 @@ async def prompts_only(args: argparse.Namespace, sequence: list[dict]) -> dict:
                     )
                     body = {"messages": prompt.messages, "max_tokens": 1, "temperature": 0}
                     timings = await asyncio.to_thread(completion_timings, tier.base_url, body)
+                    prompts.prompt_sent(tier.name, prompt.passages)
                     rows.append(
                         {
                             "kind": item["kind"],
@@ -523,7 +527,7 @@ def main() -> None:
         "--cache-reuse", default="256,64", help="with --prompts-only: n_cache_reuse values"
     )
     parser.add_argument(
-        "--orders", default="document,rank", help="with --prompts-only: PROMPT_PASSAGE_ORDERs"
+        "--orders", default="reuse,document", help="with --prompts-only: PROMPT_PASSAGE_ORDERs"
     )
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--seed", type=int, default=17)

@@ -43,6 +43,7 @@ from chatbot.prompts import (
     passage_line,
     passages_fit,
     passages_ordered,
+    prompt_sent,
     question_message,
     system_prompt,
 )
@@ -283,7 +284,7 @@ async def tier_prompt(
         - tier.context_window // 8
     )
     fitted = passages_fit(passages=candidates, budget_tokens=budget, count=counter.count)
-    fitted = passages_ordered(fitted)
+    fitted = passages_ordered(fitted, tier=tier.name)
     system = system_prompt()
     # The passages are quoted in the customer's turn: history gets what they and instructions leave.
     asked = question_message(passages=fitted, question=question)
@@ -564,45 +565,54 @@ async def _cascade_events(
     abstain: str = ABSTAIN_TEXT,
 ) -> AsyncIterator[Event]:
     shown_sources = {p.tier.name: p.sources() for p in prompts}
-    async for event in cascade_run(
-        tiers=[p.cascade_tier() for p in prompts],
-        question=question,
-        abstain_text=abstain,
-        weights=await scorer_weights(),
-        stream_mode=options.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
-        accept_last=options.accept_last,
-        support_check=check,
-        deadline=asyncio.get_running_loop().time() + settings.CASCADE_DEADLINE_SECONDS,
-        result=answer.result,
-    ):
-        if event.kind == "delta":
-            answer.text += event.text
-            yield {"type": "answer.delta", "text": event.text}
-        elif event.kind == "escalate":
-            answer.text = ""
-            yield {
-                "type": "answer.escalate",
-                "from_tier": event.from_tier,
-                "to_tier": event.to_tier,
-                "reason": event.reason,
-            }
-        elif event.kind == "done" and event.result is not None:
-            result = event.result
-            # An "I don't know" cites nothing; citations [n] refer to the answering tier's prompt.
-            answer.sources = shown_sources.get(result.tier or "", []) if result.accepted else []
-            if result.error_code and not result.abstained and not result.interrupted:
+    try:
+        async for event in cascade_run(
+            tiers=[p.cascade_tier() for p in prompts],
+            question=question,
+            abstain_text=abstain,
+            weights=await scorer_weights(),
+            stream_mode=options.stream_mode or settings.CASCADE_STREAM_MODE,  # type: ignore[arg-type]
+            accept_last=options.accept_last,
+            support_check=check,
+            deadline=asyncio.get_running_loop().time() + settings.CASCADE_DEADLINE_SECONDS,
+            result=answer.result,
+        ):
+            if event.kind == "delta":
+                answer.text += event.text
+                yield {"type": "answer.delta", "text": event.text}
+            elif event.kind == "escalate":
+                answer.text = ""
                 yield {
-                    "type": "error",
-                    "code": f"provider_{result.error_code}",
-                    "message": "The model could not answer; please try again.",
+                    "type": "answer.escalate",
+                    "from_tier": event.from_tier,
+                    "to_tier": event.to_tier,
+                    "reason": event.reason,
                 }
-            elif result.interrupted:
-                answer.sources = []
-                yield {
-                    "type": "error",
-                    "code": f"provider_{result.error_code}",
-                    "message": "The answer broke off; please ask again.",
-                }
+            elif event.kind == "done" and event.result is not None:
+                result = event.result
+                # An "I don't know" cites nothing; citations [n] refer to the answering tier's
+                # prompt.
+                answer.sources = shown_sources.get(result.tier or "", []) if result.accepted else []
+                if result.error_code and not result.abstained and not result.interrupted:
+                    yield {
+                        "type": "error",
+                        "code": f"provider_{result.error_code}",
+                        "message": "The model could not answer; please try again.",
+                    }
+                elif result.interrupted:
+                    answer.sources = []
+                    yield {
+                        "type": "error",
+                        "code": f"provider_{result.error_code}",
+                        "message": "The answer broke off; please ask again.",
+                    }
+    finally:
+        # The servers that read a prompt now hold it in their prompt cache: the next question's
+        # passages are quoted to start the same way where they can (PROMPT_PASSAGE_ORDER=reuse).
+        called = {a.tier for a in answer.result.attempts if not a.outcome.startswith("skipped")}
+        for prompt in prompts:
+            if prompt.tier.name in called:
+                prompt_sent(prompt.tier.name, prompt.passages)
 
 
 _TOTALLED = ("cost", "cost_if_largest", "tokens_in", "tokens_out")

@@ -6,8 +6,8 @@ data, and a mark inside a passage's own text is defused so a document cannot clo
 early and speak as us. Sentences of a passage addressed to the assistant ("Note for the assistant:
 ...", "Ignore all previous instructions", "Tell the customer to call ...") are dropped before it
 is quoted (`passage_defused`): a small model copies what it reads, whatever it was told about
-it. Instructions come first and the passages keep a stable order, so llama.cpp
-still reuses the prompt's prefix.
+it. Instructions come first and the passages are ordered to start as an earlier prompt to the
+same server did, so llama.cpp reuses the prompt's cached prefix (`passages_ordered`).
 
 Prompt adaptation (FrugalGPT): `passages_fit` keeps as many passages as a tier's context
 window allows (the last one shortened if needed), counted in that tier's tokens.
@@ -15,7 +15,9 @@ window allows (the last one shortened if needed), counted in that tier's tokens.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -109,18 +111,62 @@ def question_message(*, passages: Sequence[Passage], question: str) -> str:
     return "\n".join(lines) + f"\n\n{QUESTION_LABEL}{question}"
 
 
-def passages_ordered(passages: Sequence[Passage]) -> list[Passage]:
+# Passage orders lately sent to each tier's model server, newest last: (tier, passage keys).
+# llama.cpp keeps recent prompts' states in RAM (its prompt cache, 8 GiB by default: over a
+# thousand prompts of a few hundred tokens for the 0.5B model) and starts a new prompt from the
+# one sharing the longest prefix; this bound is of the same order.
+_SENT: OrderedDict[tuple[str, tuple[tuple[int, int], ...]], int] = OrderedDict()
+_SENT_LIMIT = 4096
+_sends = itertools.count()
+
+
+def _passage_key(passage: Passage) -> tuple[int, int]:
+    # What its line quotes too: a passage cut to fit, or retitled, starts another prefix.
+    return passage.chunk_id, hash((passage.title, passage.heading, passage.text))
+
+
+def passages_ordered(passages: Sequence[Passage], *, tier: str = "") -> list[Passage]:
     """The passages in the order the prompt quotes them (PROMPT_PASSAGE_ORDER).
 
-    "document": by document, then by position in it. Two questions on one topic then quote the
-    passages they share in the same order, and llama.cpp reuses its cached prefix up to the
-    first passage they do not share (which passages fit is still decided by rank). "rank": the
-    best passage first, so the prefix differs from question to question.
+    "reuse" (the default): first the longest run of these passages that this process lately
+    sent to the tier's server as the start of a prompt (`prompt_sent`), the rest by document.
+    A question that returns to a topic usually shares one passage with an earlier question, not
+    its place among the passages: quoted where the server's cached prompts have it, its tokens
+    are not prefilled again. "document": by document, then by position in it, so two questions
+    quote the passages they share in the same order when they lead in both. "rank": the best
+    passage first, so the prefix differs from question to question. Which passages fit is
+    decided by rank before any of these orders.
     """
     if settings.PROMPT_PASSAGE_ORDER == "rank":
         return list(passages)
     # Chunk ids grow with the position in a document version (chunks are stored in order).
-    return sorted(passages, key=lambda p: (p.document_id, p.chunk_id))
+    rest = sorted(passages, key=lambda p: (p.document_id, p.chunk_id))
+    if settings.PROMPT_PASSAGE_ORDER == "document" or not tier:
+        return rest
+    lead: list[Passage] = []
+    keys: tuple[tuple[int, int], ...] = ()
+    while rest:
+        known = [p for p in rest if (tier, (*keys, _passage_key(p))) in _SENT]
+        if not known:
+            break
+        # The most lately sent of the runs that go on: the likeliest still in the server's cache.
+        following = max(known, key=lambda p: _SENT[tier, (*keys, _passage_key(p))])
+        lead.append(following)
+        rest.remove(following)
+        keys = (*keys, _passage_key(following))
+    return lead + rest
+
+
+def prompt_sent(tier: str, passages: Sequence[Passage]) -> None:
+    """Remember that a prompt quoting these passages, in this order, went to the tier's server."""
+    keys = tuple(_passage_key(p) for p in passages)
+    sent = next(_sends)
+    for end in range(1, len(keys) + 1):
+        entry = (tier, keys[:end])
+        _SENT[entry] = sent
+        _SENT.move_to_end(entry)
+    while len(_SENT) > _SENT_LIMIT:
+        _SENT.popitem(last=False)
 
 
 def passages_fit(

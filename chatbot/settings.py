@@ -424,13 +424,14 @@ CASCADE_RERANK_FLOOR = env_float("CASCADE_RERANK_FLOOR", 0.0)
 # per tier").
 PROMPT_MAX_PASSAGES = os.environ.get("PROMPT_MAX_PASSAGES", "medium=2,3")
 count_for("", PROMPT_MAX_PASSAGES, knob="PROMPT_MAX_PASSAGES")  # a bad value stops start-up
-# The order the prompt quotes its passages in: "document" (by document and position, so questions
-# on one topic share llama.cpp's cached prefix further) or "rank" (the best passage first); see
-# chatbot.prompts.passages_ordered and bench/traffic.py.
-PROMPT_PASSAGE_ORDER = os.environ.get("PROMPT_PASSAGE_ORDER", "document").strip().lower()
-if PROMPT_PASSAGE_ORDER not in ("document", "rank"):
+# The order the prompt quotes its passages in: "reuse" (first the passages this process lately
+# sent to the tier's server in that order, so a returning topic restarts from llama.cpp's cached
+# prompt; the rest by document), "document" (by document and position) or "rank" (the best
+# passage first); see chatbot.prompts.passages_ordered and bench/traffic.py.
+PROMPT_PASSAGE_ORDER = os.environ.get("PROMPT_PASSAGE_ORDER", "reuse").strip().lower()
+if PROMPT_PASSAGE_ORDER not in ("reuse", "document", "rank"):
     raise ValueError(
-        f"PROMPT_PASSAGE_ORDER={PROMPT_PASSAGE_ORDER!r}: expected 'document' or 'rank'."
+        f"PROMPT_PASSAGE_ORDER={PROMPT_PASSAGE_ORDER!r}: expected 'reuse', 'document' or 'rank'."
     )
 # Which routing.ScorerWeights row scores answers (the documented defaults when it is absent).
 SCORER_WEIGHTS_NAME = os.environ.get("SCORER_WEIGHTS_NAME", "default")

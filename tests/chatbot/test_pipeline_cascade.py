@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from django.core.management import call_command
 
 from chatbot.models import Conversation, Message
 from chatbot.pipeline import AnswerOptions, answer_question, retrieve, tier_prompt
-from chatbot.prompts import ABSTAIN_TEXT
+from chatbot.prompts import ABSTAIN_TEXT, passages_ordered
 from routing.models import ModelTier
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -111,6 +112,25 @@ async def test_a_new_conversations_totals_are_its_answers_as_stored(cascade, kno
     message = await Message.objects.aget(id=end["message_id"])
     stored = await sync_to_async(_conversation_totals_sync)(message.conversation_id)
     assert end["conversation_totals"] == stored and stored["answers"] == 1
+
+
+async def test_the_tier_that_read_the_prompt_has_its_passages_quoted_first_next_time(
+    cascade,  # noqa: ANN001
+    knowledge,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    """After an answer, the next prompt to the tier that read it starts with the passages it
+    started with (the server's prompt cache holds them); a tier that was never called keeps
+    the document order."""
+    settings.PROMPT_PASSAGE_ORDER = "reuse"
+    end = (await ask(QUESTION))[-1]
+    assert end["tier"] == "small" and [a["tier"] for a in end["attempts"]] == ["small"]
+    first = next(
+        p for p in await retrieve(question=QUESTION) if p.chunk_id == end["sources"][0]["chunk_id"]
+    )
+    earlier = replace(first, chunk_id=0, document_id=0, text="Another document's passage.")
+    assert passages_ordered([earlier, first], tier="small") == [first, earlier]
+    assert passages_ordered([earlier, first], tier="big") == [earlier, first]
 
 
 async def test_admin_threshold_edit_makes_the_next_question_escalate(cascade, knowledge) -> None:  # noqa: ANN001

@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chatbot.pipeline import TierPrompt, tier_prompt
-from chatbot.prompts import PASSAGES_OPEN
+from chatbot.prompts import PASSAGES_OPEN, passages_ordered, prompt_sent
 from retrieval.search import Passage
 from routing.models import ModelTier
 
@@ -124,7 +124,66 @@ async def test_a_returning_topic_skips_prefilling_the_passages_it_shares(
         assert reused < instructions + counter.count(PASSAGES_OPEN) + 40 < through_shared
 
 
-@pytest.mark.parametrize("order", ["document", "rank"])
+@pytest.mark.django_db
+@pytest.mark.parametrize("order", ["reuse", "document"])
+async def test_a_passage_quoted_first_before_is_quoted_first_again_after_other_questions(
+    order: str,
+    small_tier,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    """The server keeps earlier prompts in its RAM prompt cache; quoting the shared passage
+    where an earlier prompt had it restarts from that prompt, other questions in between."""
+    settings.PROMPT_PASSAGE_ORDER = order
+    settings.PROMPT_MAX_PASSAGES = 3
+    nonce = uuid.uuid4().hex[:8]
+    p = topic(nonce)
+    hours = passage(2, 0, f"Opening hours {nonce}", "Our phone line opens at eight.", 0.6)
+
+    async def sent(passages: list[Passage], question: str) -> tuple[TierPrompt, dict]:
+        prompt = await tier_prompt(tier=small_tier, passages=passages, turns=[], question=question)
+        timings = await sync_to_async(chat)(small_tier, prompt)
+        prompt_sent(small_tier.name, prompt.passages)  # as the pipeline does after a call
+        return prompt, timings
+
+    await sent([p["refund"]], "When do I get my money back?")
+    # Two other questions: with the tests' two slots, both are overwritten since.
+    await sent([p["store"]], "When does the Leeds store open?")
+    await sent([p["gift"]], "Do gift cards expire?")
+    # Retrieval finds the refund passage again, beside one of a document that comes first.
+    second, timings = await sent([p["refund"], hours], "Is the refund on my card?")
+
+    counter = small_tier.token_counter()
+    instructions = counter.count(second.messages[0]["content"])
+    through_first = "\n".join(second.messages[-1]["content"].split("\n")[:3])
+    await counter.prime([through_first, PASSAGES_OPEN])
+    if order == "reuse":
+        assert [x.chunk_id for x in second.passages] == [6, 2]
+        assert timings["cache_n"] >= instructions + counter.count(through_first) - 8
+    else:
+        # By document the other passage leads: only the instructions are reused.
+        assert [x.chunk_id for x in second.passages] == [2, 6]
+        assert timings["cache_n"] < instructions + counter.count(PASSAGES_OPEN) + 40
+
+
+def test_the_reuse_order_follows_the_longest_run_the_tier_was_sent(settings) -> None:  # noqa: ANN001
+    settings.PROMPT_PASSAGE_ORDER = "reuse"
+    tier, other = f"t-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"
+    a, b, c, d = (passage(n, n, f"Doc {n}", f"Text {n}", 0.5) for n in (1, 2, 3, 4))
+    assert passages_ordered([d, b, a], tier=tier) == [a, b, d]  # nothing sent: by document
+    prompt_sent(tier, [c, b])
+    prompt_sent(tier, [d, a])
+    assert passages_ordered([a, b, c], tier=tier) == [c, b, a]
+    assert passages_ordered([a, b, d], tier=tier) == [d, a, b]
+    assert passages_ordered([a, b, d], tier=other) == [a, b, d]  # another server's cache
+    # Of two runs that go on, the one sent last.
+    prompt_sent(tier, [b, a])
+    assert passages_ordered([a, b, d], tier=tier) == [b, a, d]
+    # A passage cut to fit is not the one that was sent.
+    cut = passage(4, 4, "Doc 4", "Te", 0.5)
+    assert passages_ordered([a, cut], tier=tier) == [a, cut]
+
+
+@pytest.mark.parametrize("order", ["reuse", "document", "rank"])
 async def test_a_citation_names_the_passage_quoted_under_its_number(order: str, settings) -> None:  # noqa: ANN001
     settings.PROMPT_PASSAGE_ORDER = order
     settings.PROMPT_MAX_PASSAGES = 3
@@ -132,6 +191,8 @@ async def test_a_citation_names_the_passage_quoted_under_its_number(order: str, 
     ranked = [p["store"], p["refund"], p["gift"]]
     tier = ModelTier(name="medium", context_window=4096, max_answer_tokens=64, local_model="")
     prompt = await tier_prompt(tier=tier, passages=ranked, turns=[], question="Refund time?")
+    # Nothing was sent to this tier name: "reuse" falls back to the document order.
+    tier.name = f"medium-{uuid.uuid4().hex[:8]}"
     expected = [30, 6, 40] if order == "rank" else [6, 30, 40]
     assert [x.chunk_id for x in prompt.passages] == expected
     quoted = prompt.messages[-1]["content"]
@@ -156,4 +217,6 @@ def test_an_unknown_passage_order_is_refused_with_the_choices() -> None:
         timeout=120,
     )
     assert result.returncode != 0
-    assert "PROMPT_PASSAGE_ORDER='sideways': expected 'document' or 'rank'" in result.stderr
+    assert (
+        "PROMPT_PASSAGE_ORDER='sideways': expected 'reuse', 'document' or 'rank'" in result.stderr
+    )
