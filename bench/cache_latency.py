@@ -26,6 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -202,13 +204,26 @@ class Stack:
 
     @staticmethod
     def _wait_port(port: int, timeout: float = 120) -> None:
+        """Until Daphne listens and has loaded its models (/readyz's warm-up check, as a load
+        balancer would wait; code without that check is taken as ready once it listens)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
+                    break
             time.sleep(0.2)
-        raise TimeoutError(f"Daphne did not listen on {port}")
+        else:
+            raise TimeoutError(f"Daphne did not listen on {port}")
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+                    body = json.loads(r.read())
+            except urllib.error.HTTPError as error:  # 503: something is not ready
+                body = json.loads(error.read())
+            if body.get("checks", {}).get("warm-up", {"ok": True})["ok"]:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"Daphne on {port} did not load its models")
 
     def stop(self) -> None:
         """Stop Daphne and the model server (by their own process ids), drop the database."""

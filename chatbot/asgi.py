@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator, WebsocketDenier  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chatbot.health import warm_up_start  # noqa: E402
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
 from chatbot.widget import SiteOriginValidator  # noqa: E402
 
@@ -66,3 +67,7 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# The models every question needs load now, beside the first connections, not in the first
+# customer's wait; /readyz says "loading" until they are in.
+warm_up_start()

@@ -1,4 +1,5 @@
-"""Readiness for load balancers: the database, each enabled local model server, the task worker.
+"""Readiness for load balancers: the database, each enabled local model server, the task worker,
+and this process's own models (loaded at start by `warm_up_start`, not by the first question).
 
 The worker proves it is alive by running a probe task (`worker_heartbeat_task`) queued like
 any other: a worker that is up but no longer takes tasks from the queue counts as dead. Each
@@ -10,6 +11,9 @@ the ingestion beats its own heartbeat on the document at every step.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ from django_tasks import TaskResultStatus, task
 from routing.models import ModelTier
 
 HEARTBEAT_QUEUE = "default"  # the queue `manage.py db_worker` takes tasks from by default
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,52 @@ def _model_server(name: str, base_url: str) -> Check:
     return Check(f"model:{name}", True)
 
 
+# This process's warm-up: "idle" (none started: a process that serves no questions), "loading",
+# "done" or "failed"; what it loaded or why it failed.
+_warm_up = {"state": "idle", "detail": "no warm-up in this process"}
+
+
+def warm_up() -> None:
+    """Load what every question needs, so the first question of a new process does not wait for
+    it: the embedder (about 4 s on 2 cores, torch included), the language detector (about 1 s)
+    and the reranker when it is on. A failure is logged and shown by readiness; the question
+    path loads (and reports) the same models itself."""
+    from retrieval.embedders import get_embedder
+    from retrieval.language import detect_language
+
+    started = time.monotonic()
+    try:
+        embedder = get_embedder()
+        # The configured embedder without reading the database: a switch's state is read by
+        # the first question (and the backends of both ends of a switch are kept loaded).
+        embedder.backend(embedder.path).embed(["warm up"])
+        detect_language("How do I warm up the language detector?")
+        if settings.RETRIEVAL_RERANK:
+            from retrieval.rerank import get_reranker
+
+            get_reranker().scores("warm up", ["warm up"])
+    except Exception as exc:
+        logger.exception("warm-up failed: the first question loads the models itself")
+        _warm_up.update(state="failed", detail=f"{type(exc).__name__}: {exc}"[:300])
+        return
+    seconds = time.monotonic() - started
+    _warm_up.update(state="done", detail=f"models loaded in {seconds:.1f} s")
+    logger.info("warm-up: models loaded in %.1f s", seconds)
+
+
+def warm_up_start() -> threading.Thread:
+    """Start the warm-up beside the server (readiness says "loading" until it is done)."""
+    _warm_up.update(state="loading", detail="loading the embedder and language models")
+    thread = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up_check() -> Check:
+    """Ready unless this process is still loading its models or failed to."""
+    return Check("warm-up", _warm_up["state"] in ("idle", "done"), _warm_up["detail"])
+
+
 async def readiness() -> list[Check]:
     """Every check, the database first; the others need it and are skipped when it is down."""
     database = await sync_to_async(_database, thread_sensitive=False)()
@@ -159,4 +211,4 @@ async def readiness() -> list[Check]:
         *(asyncio.to_thread(_model_server, name, url) for name, url in tiers),
         sync_to_async(_worker, thread_sensitive=False)(),
     )
-    return [database, *others]
+    return [database, *others, warm_up_check()]

@@ -67,7 +67,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 async def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness for a load balancer: 200 when the database, every enabled local model server
-    and a task worker answer; 503 naming what failed."""
+    and a task worker answer and this process has loaded its models; 503 naming what failed."""
     checks = await health.readiness()
     failed = [c.name for c in checks if not c.ok]
     body = {"ready": not failed, "failed": failed, "checks": {c.name: c.as_dict() for c in checks}}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,9 @@ from django.utils import timezone
 from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
+from chatbot import health
 from chatbot.health import worker_heartbeat_task
+from retrieval import language
 from retrieval.models import KnowledgeDocument
 from routing.models import ModelTier
 from tests.conftest import free_port
@@ -52,8 +55,10 @@ def test_ready_once_a_real_worker_has_taken_the_heartbeat_probe(small_tier) -> N
             "database": {"ok": True, "detail": ""},
             "model:small": {"ok": True, "detail": ""},
             "worker": body["checks"]["worker"],
+            "warm-up": body["checks"]["warm-up"],
         },
     }
+    assert body["checks"]["warm-up"]["ok"]
     assert body["checks"]["worker"]["ok"]
     # Probes do not pile up: the latest heartbeat and the next probe, scheduled ahead.
     readyz()
@@ -92,7 +97,7 @@ def test_a_dead_model_server_and_a_stale_worker_are_named() -> None:
     assert body["failed"] == ["model:ghost", "worker"]
     assert f"127.0.0.1:{port}/health" in body["checks"]["model:ghost"]["detail"]
     assert "300 s ago" in body["checks"]["worker"]["detail"]
-    assert set(body["checks"]) == {"database", "model:ghost", "worker"}
+    assert set(body["checks"]) == {"database", "model:ghost", "worker", "warm-up"}
 
     # A worker deep in a long ingestion beats the document's heartbeat: alive.
     KnowledgeDocument.objects.create(
@@ -154,3 +159,57 @@ def test_a_process_whose_database_is_gone_is_alive_but_not_ready() -> None:
         process.terminate()
         process.wait(15)
         log.close()
+
+
+def test_not_ready_while_this_process_loads_its_models_or_after_it_failed(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(health, "_warm_up", dict(health._warm_up))
+    gate = threading.Event()
+    detect = language.detect_language
+
+    def slow_detect(text: str) -> str:
+        assert gate.wait(60)
+        return detect(text)
+
+    monkeypatch.setattr(language, "detect_language", slow_detect)
+    thread = health.warm_up_start()
+    status, body = readyz()
+    assert status == 503 and "warm-up" in body["failed"]
+    assert body["checks"]["warm-up"] == {
+        "ok": False,
+        "detail": "loading the embedder and language models",
+    }
+    gate.set()
+    thread.join(60)
+    body = readyz()[1]
+    assert body["checks"]["warm-up"]["ok"] and "warm-up" not in body["failed"]
+    assert body["checks"]["warm-up"]["detail"].startswith("models loaded in ")
+
+    def broken(text: str) -> str:
+        raise OSError("language models missing")
+
+    monkeypatch.setattr(language, "detect_language", broken)
+    health.warm_up_start().join(60)
+    status, body = readyz()
+    assert status == 503 and "warm-up" in body["failed"]
+    assert body["checks"]["warm-up"] == {"ok": False, "detail": "OSError: language models missing"}
+
+
+def test_a_new_server_process_loads_its_models_before_the_first_question(small_tier) -> None:  # noqa: ANN001
+    """Daphne's process loads the embedder and language detector at start: its readiness says
+    so without any question asked."""
+    from tests.e2e.conftest import LiveServer, _test_database_url
+
+    server = LiveServer(_test_database_url())
+    server.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            status, body = _get(f"{server.url}/readyz")
+            if body["checks"]["warm-up"]["ok"] or time.monotonic() > deadline:
+                break
+            assert body["checks"]["warm-up"]["detail"] == "loading the embedder and language models"
+            time.sleep(0.3)
+        assert body["checks"]["warm-up"]["detail"].startswith("models loaded in ")
+    finally:
+        server.stop()
+        server.log.close()
