@@ -430,6 +430,7 @@ async def prompts_only(args: argparse.Namespace, sequence: list[dict]) -> dict:
             settings.PROMPT_PASSAGE_ORDER = order
             # A new server holds no prompts: nor does the order's memory of what it was sent.
             prompts._SENT.clear()
+            prompts._QUOTED.clear()
             port = free_port()
             command = [sys.executable, "-c", SERVER_CODE, str(path), str(port), str(reuse), "1"]
             server = await asyncio.create_subprocess_exec(

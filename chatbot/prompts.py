@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -118,6 +118,10 @@ def question_message(*, passages: Sequence[Passage], question: str) -> str:
 _SENT: OrderedDict[tuple[str, tuple[tuple[int, int], ...]], int] = OrderedDict()
 _SENT_LIMIT = 4096
 _sends = itertools.count()
+# How often each passage was quoted to each tier lately (halved when it grows past the bound, so
+# recent questions weigh more): a passage many questions quote is the likeliest to be shared by
+# the next one, so where no earlier prompt's start applies it is quoted first.
+_QUOTED: Counter[tuple[str, tuple[int, int]]] = Counter()
 
 
 def _passage_key(passage: Passage) -> tuple[int, int]:
@@ -129,10 +133,11 @@ def passages_ordered(passages: Sequence[Passage], *, tier: str = "") -> list[Pas
     """The passages in the order the prompt quotes them (PROMPT_PASSAGE_ORDER).
 
     "reuse" (the default): first the longest run of these passages that this process lately
-    sent to the tier's server as the start of a prompt (`prompt_sent`), the rest by document.
-    A question that returns to a topic usually shares one passage with an earlier question, not
-    its place among the passages: quoted where the server's cached prompts have it, its tokens
-    are not prefilled again. "document": by document, then by position in it, so two questions
+    sent to the tier's server as the start of a prompt (`prompt_sent`), then the rest, the most
+    often quoted first (ties by document). A question that returns to a topic usually shares one
+    passage with an earlier question, not its place among the passages: quoted where the
+    server's cached prompts have it, its tokens are not prefilled again; and a popular passage
+    quoted first now is where the next question on its topic finds it. "document": by document, then by position in it, so two questions
     quote the passages they share in the same order when they lead in both. "rank": the best
     passage first, so the prefix differs from question to question. Which passages fit is
     decided by rank before any of these orders.
@@ -154,6 +159,7 @@ def passages_ordered(passages: Sequence[Passage], *, tier: str = "") -> list[Pas
         lead.append(following)
         rest.remove(following)
         keys = (*keys, _passage_key(following))
+    rest.sort(key=lambda p: -_QUOTED[tier, _passage_key(p)])  # stable: ties keep document order
     return lead + rest
 
 
@@ -161,6 +167,13 @@ def prompt_sent(tier: str, passages: Sequence[Passage]) -> None:
     """Remember that a prompt quoting these passages, in this order, went to the tier's server."""
     keys = tuple(_passage_key(p) for p in passages)
     sent = next(_sends)
+    _QUOTED.update((tier, key) for key in keys)
+    if len(_QUOTED) > 4 * _SENT_LIMIT:
+        for entry, count in list(_QUOTED.items()):
+            if count // 2:
+                _QUOTED[entry] = count // 2
+            else:
+                del _QUOTED[entry]
     for end in range(1, len(keys) + 1):
         entry = (tier, keys[:end])
         _SENT[entry] = sent

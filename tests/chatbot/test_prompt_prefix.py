@@ -183,6 +183,19 @@ def test_the_reuse_order_follows_the_longest_run_the_tier_was_sent(settings) -> 
     assert passages_ordered([a, cut], tier=tier) == [a, cut]
 
 
+def test_where_no_earlier_start_applies_the_most_quoted_passage_leads(settings) -> None:  # noqa: ANN001
+    settings.PROMPT_PASSAGE_ORDER = "reuse"
+    tier = f"t-{uuid.uuid4().hex[:8]}"
+    a, b, c, d = (passage(n, n, f"Doc {n}", f"Text {n}", 0.5) for n in (1, 2, 3, 4))
+    prompt_sent(tier, [a, d])
+    prompt_sent(tier, [c, d])
+    # Neither b nor d started a prompt; d was quoted twice: the next question on its topic
+    # finds it at the start.
+    assert passages_ordered([b, d], tier=tier) == [d, b]
+    settings.PROMPT_PASSAGE_ORDER = "document"
+    assert passages_ordered([b, d], tier=tier) == [b, d]
+
+
 @pytest.mark.parametrize("order", ["reuse", "document", "rank"])
 async def test_a_citation_names_the_passage_quoted_under_its_number(order: str, settings) -> None:  # noqa: ANN001
     settings.PROMPT_PASSAGE_ORDER = order
