@@ -165,12 +165,48 @@ def _ask(stack: Stack, text: str) -> dict:
             assert frame["type"] != "error", frame
 
 
+def _server_post(tier, path: str, body: dict) -> dict:  # noqa: ANN001
+    root = tier.base_url.removesuffix("/").removesuffix("/v1")
+    request = urllib.request.Request(
+        f"{root}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def _first_prompt_reuses_the_shared_start(tier) -> None:  # noqa: ANN001
+    """A question's prompt, straight to the model server: the instructions are already read."""
+    from chatbot.prompts import build_messages, instructions
+    from retrieval.search import Passage
+
+    passage = Passage(
+        chunk_id=1,
+        document_id=1,
+        document_version=1,
+        title=f"Refunds {time.time_ns()}",
+        heading="",
+        text="Refunds reach your card within five working days.",
+        similarity=0.7,
+    )
+    messages = build_messages(passages=[passage], history=[], question="When is my refund paid?")
+    timings = _server_post(
+        tier, "/v1/chat/completions", {"messages": messages, "max_tokens": 1, "temperature": 0}
+    )["timings"]
+    shared = len(_server_post(tier, "/tokenize", {"content": instructions()})["tokens"])
+    assert timings["cache_n"] >= shared, timings
+
+
 @pytest.mark.slow
 def test_killed_children_are_restarted_and_acknowledged_questions_kept(
     stack: Stack, stack_tier
 ) -> None:  # noqa: ANN001
     from chatbot.models import Message
 
+    # The model server read the prompts' shared start when it came up.
+    stack.wait_for(r"model servers warmed")
+    _first_prompt_reuses_the_shared_start(stack_tier)
     asked = "How long do refunds take after a return?"
     _ask(stack, asked)
     assert Message.objects.filter(role="user", content=asked).exists()
@@ -192,6 +228,11 @@ def test_killed_children_are_restarted_and_acknowledged_questions_kept(
         assert stack.process.poll() is None
     stack.wait_healthy(timeout=120)
     wait_until_healthy(stack_tier.base_url, timeout=120)
+    # The restarted model server (an empty prompt cache) read it again.
+    deadline = time.monotonic() + 120
+    while stack.log().count("model servers warmed") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _first_prompt_reuses_the_shared_start(stack_tier)
     # Every acknowledged question is still stored, and the restarted stack takes new ones.
     assert Message.objects.filter(role="user", content=asked).exists()
     _ask(stack, "Do you ship abroad?")

@@ -7,12 +7,15 @@ SIGTERM or Ctrl-C stops every child, each in its own process group, within STOP_
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
+from chatbot.prompts import build_messages
 from chatbot.sweep import messages_sweep_streaming
 from routing.models import ModelTier
 from routing.servers import port_in_use
@@ -119,7 +123,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         bind, port = options["bind"], options["port"]
         python = sys.executable
-        local = list(ModelTier.objects.filter(enabled=True).exclude(local_model=""))
+        local = self.local = list(ModelTier.objects.filter(enabled=True).exclude(local_model=""))
         self._ports_check(bind, port, local)
         self._sweep()
         self.stop_requested = False
@@ -132,6 +136,7 @@ class Command(BaseCommand):
                 children.append(models)
                 models.start()
                 self._wait_models(models, local)
+                self._warm_models(local)
             if not self.stop_requested:
                 for child in (
                     Child("db_worker", [python, "manage.py", "db_worker"]),
@@ -184,6 +189,38 @@ class Command(BaseCommand):
                     pass
             time.sleep(0.25)
 
+    @staticmethod
+    def _warm_models(local: list[ModelTier], *, wait_seconds: float = 0.0) -> threading.Thread:
+        """Each local model server reads the start every prompt shares (the instructions and
+        the passages' opening mark) once, beside Daphne's own start: the first question then
+        prefills only its passages and words (a server's prompt cache starts empty).
+        wait_seconds: first wait that long for the servers to answer (after a restart)."""
+        shared = build_messages(passages=[], history=[], question="")
+
+        def warm() -> None:
+            deadline = time.monotonic() + wait_seconds
+            for tier in local:
+                body = {"model": tier.model, "messages": shared, "max_tokens": 1}
+                request = urllib.request.Request(
+                    f"{tier.base_url.rstrip('/')}/chat/completions",
+                    data=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                while True:
+                    try:
+                        with urllib.request.urlopen(request, timeout=300):
+                            break
+                    except OSError as exc:
+                        if time.monotonic() >= deadline:
+                            log.warning("model server of %s not warmed: %s", tier.name, exc)
+                            break
+                        time.sleep(0.5)
+            log.info("model servers warmed")
+
+        thread = threading.Thread(target=warm, name="warm-models", daemon=True)
+        thread.start()
+        return thread
+
     def _supervise(self, children: list[Child]) -> None:
         interval = settings.CHAT_SWEEP_INTERVAL_SECONDS
         next_sweep = time.monotonic() + interval
@@ -212,6 +249,8 @@ class Command(BaseCommand):
             child.restarts += 1
             log.info("%s: restart %d", child.name, child.restarts)
             child.start()
+            if child.name == "serve_models":
+                self._warm_models(self.local, wait_seconds=300)
 
     def _sweep(self) -> None:
         try:
