@@ -220,6 +220,9 @@ class Stack:
                     body = json.loads(r.read())
             except urllib.error.HTTPError as error:  # 503: something is not ready
                 body = json.loads(error.read())
+            except OSError:  # listening, not yet answering
+                time.sleep(0.2)
+                continue
             if body.get("checks", {}).get("warm-up", {"ok": True})["ok"]:
                 return
             time.sleep(0.2)
