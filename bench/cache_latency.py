@@ -196,7 +196,7 @@ class Stack:
                     stderr=subprocess.STDOUT,
                 )
             )
-            self._wait_port(web_port)
+            self._wait_ready(web_port)
         except BaseException:
             self.stop()
             raise
@@ -204,16 +204,21 @@ class Stack:
 
     @staticmethod
     def _wait_port(port: int, timeout: float = 120) -> None:
-        """Until Daphne listens and has loaded its models (/readyz's warm-up check, as a load
-        balancer would wait; code without that check is taken as ready once it listens)."""
+        """Until something listens on the port."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+                    return
             time.sleep(0.2)
-        else:
-            raise TimeoutError(f"Daphne did not listen on {port}")
+        raise TimeoutError(f"nothing listened on {port}")
+
+    @staticmethod
+    def _wait_ready(port: int, timeout: float = 120) -> None:
+        """Until Daphne listens and has loaded its models (/readyz's warm-up check, as a load
+        balancer would wait; code without that check is taken as ready once it listens)."""
+        deadline = time.monotonic() + timeout
+        Stack._wait_port(port, timeout)
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:

@@ -250,7 +250,7 @@ class Stack:
             port = free_port()
             argv = daphne_command(bind="127.0.0.1", port=port)
             self.daphnes.append(self._spawn(f"daphne_{port}", argv, env, cwd=tree))
-            CacheLatencyStack._wait_port(port)
+            CacheLatencyStack._wait_ready(port)
             urls.append(f"ws://127.0.0.1:{port}/ws/chat/")
         return urls
 

@@ -373,7 +373,7 @@ class Stack:
         )
         try:
             wait_until_healthy(f"http://127.0.0.1:{model_port}/v1", timeout=600)
-            CacheLatencyStack._wait_port(self.web_port, timeout=300)
+            CacheLatencyStack._wait_ready(self.web_port, timeout=300)
         except BaseException:
             self.stop()
             raise
