@@ -137,10 +137,10 @@ def passages_ordered(passages: Sequence[Passage], *, tier: str = "") -> list[Pas
     often quoted first (ties by document). A question that returns to a topic usually shares one
     passage with an earlier question, not its place among the passages: quoted where the
     server's cached prompts have it, its tokens are not prefilled again; and a popular passage
-    quoted first now is where the next question on its topic finds it. "document": by document, then by position in it, so two questions
-    quote the passages they share in the same order when they lead in both. "rank": the best
-    passage first, so the prefix differs from question to question. Which passages fit is
-    decided by rank before any of these orders.
+    quoted first now is where the next question on its topic finds it. "document": by document,
+    then by position in it, so two questions quote the passages they share in the same order
+    when they lead in both. "rank": the best passage first, so the prefix differs from question
+    to question. Which passages fit is decided by rank before any of these orders.
     """
     if settings.PROMPT_PASSAGE_ORDER == "rank":
         return list(passages)
