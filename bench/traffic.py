@@ -497,7 +497,9 @@ def variants_parse(items: list[str] | None, slots: str) -> list[tuple[str, dict[
     for item in items:
         name, _, pairs = item.partition(":")
         settings = {}
-        for pair in filter(None, (p.strip() for p in pairs.split(","))):
+        # A comma starts a new pair only before an environment name and "=": a value may hold
+        # commas itself (LOCAL_MODEL_PARALLEL=medium=4,1).
+        for pair in filter(None, (p.strip() for p in re.split(r",(?=[A-Z][A-Z0-9_]*=)", pairs))):
             key, sep, value = pair.partition("=")
             if not sep or not key:
                 raise SystemExit(f"--variant {item!r}: {pair!r} is not KEY=VALUE")
