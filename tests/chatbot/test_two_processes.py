@@ -346,7 +346,8 @@ def test_two_daphne_processes_share_conversations_handoffs_and_knowledge(
     try:
         for web in (web_a, web_b):
             body = web.wait_ready()
-            assert set(body["checks"]) == {"database", "model:small", "worker"}
+            assert set(body["checks"]) == {"database", "model:small", "worker", "warm-up"}
+            assert body["checks"]["warm-up"]["detail"].startswith("models loaded in ")
         lap("start_until_both_ready_s")
 
         # A document uploaded through A, ingested by the worker, answered from on B.
