@@ -148,19 +148,31 @@ def passages_ordered(passages: Sequence[Passage], *, tier: str = "") -> list[Pas
     rest = sorted(passages, key=lambda p: (p.document_id, p.chunk_id))
     if settings.PROMPT_PASSAGE_ORDER == "document" or not tier:
         return rest
-    lead: list[Passage] = []
-    keys: tuple[tuple[int, int], ...] = ()
-    while rest:
-        known = [p for p in rest if (tier, (*keys, _passage_key(p))) in _SENT]
-        if not known:
-            break
-        # The most lately sent of the runs that go on: the likeliest still in the server's cache.
-        following = max(known, key=lambda p: _SENT[tier, (*keys, _passage_key(p))])
-        lead.append(following)
-        rest.remove(following)
-        keys = (*keys, _passage_key(following))
+    lead = _longest_sent_run(tier, rest)
+    rest = [p for p in rest if p not in lead]
     rest.sort(key=lambda p: -_QUOTED[tier, _passage_key(p)])  # stable: ties keep document order
     return lead + rest
+
+
+def _longest_sent_run(tier: str, passages: list[Passage]) -> list[Passage]:
+    """The longest run of these passages that started a prompt sent to the tier (of equal runs
+    the one sent last, the likeliest still in the server's cache); [] when none did. The same
+    passages asked again get the same prompt, so the same answer (the cache shares an answer
+    once two sessions' answers agree)."""
+    best: tuple[int, int] = (0, -1)
+    best_run: list[Passage] = []
+
+    def walk(run: list[Passage], keys: tuple[tuple[int, int], ...]) -> None:
+        nonlocal best, best_run
+        if run and (len(run), _SENT[tier, keys]) > best:
+            best, best_run = (len(run), _SENT[tier, keys]), run
+        for passage in passages:
+            longer = (*keys, _passage_key(passage))
+            if passage not in run and (tier, longer) in _SENT:
+                walk([*run, passage], longer)
+
+    walk([], ())
+    return best_run
 
 
 def prompt_sent(tier: str, passages: Sequence[Passage]) -> None:

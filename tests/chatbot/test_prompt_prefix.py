@@ -178,6 +178,10 @@ def test_the_reuse_order_follows_the_longest_run_the_tier_was_sent(settings) -> 
     # Of two runs that go on, the one sent last.
     prompt_sent(tier, [b, a])
     assert passages_ordered([a, b, d], tier=tier) == [b, a, d]
+    # The longest run wins over a shorter one sent later: the same passages asked again get
+    # the same prompt.
+    prompt_sent(tier, [d])
+    assert passages_ordered([a, b, d], tier=tier) == [b, a, d]
     # A passage cut to fit is not the one that was sent.
     cut = passage(4, 4, "Doc 4", "Te", 0.5)
     assert passages_ordered([a, cut], tier=tier) == [a, cut]
