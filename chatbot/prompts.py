@@ -148,13 +148,14 @@ def passages_ordered(passages: Sequence[Passage], *, tier: str = "") -> list[Pas
     rest = sorted(passages, key=lambda p: (p.document_id, p.chunk_id))
     if settings.PROMPT_PASSAGE_ORDER == "document" or not tier:
         return rest
-    lead = _longest_sent_run(tier, rest)
-    rest = [p for p in rest if p not in lead]
-    rest.sort(key=lambda p: -_QUOTED[tier, _passage_key(p)])  # stable: ties keep document order
-    return lead + rest
+    keyed = [(p, _passage_key(p)) for p in rest]
+    lead = _longest_sent_run(tier, keyed)
+    rest = [(p, key) for p, key in keyed if p not in lead]
+    rest.sort(key=lambda item: -_QUOTED[tier, item[1]])  # stable: ties keep document order
+    return lead + [p for p, _ in rest]
 
 
-def _longest_sent_run(tier: str, passages: list[Passage]) -> list[Passage]:
+def _longest_sent_run(tier: str, keyed: list[tuple[Passage, tuple[int, int]]]) -> list[Passage]:
     """The longest run of these passages that started a prompt sent to the tier (of equal runs
     the one sent last, the likeliest still in the server's cache); [] when none did. The same
     passages asked again get the same prompt, so the same answer (the cache shares an answer
@@ -166,10 +167,9 @@ def _longest_sent_run(tier: str, passages: list[Passage]) -> list[Passage]:
         nonlocal best, best_run
         if run and (len(run), _SENT[tier, keys]) > best:
             best, best_run = (len(run), _SENT[tier, keys]), run
-        for passage in passages:
-            longer = (*keys, _passage_key(passage))
-            if passage not in run and (tier, longer) in _SENT:
-                walk([*run, passage], longer)
+        for passage, key in keyed:
+            if passage not in run and (tier, (*keys, key)) in _SENT:
+                walk([*run, passage], (*keys, key))
 
     walk([], ())
     return best_run
