@@ -142,9 +142,21 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is gone for every purpose here (its parent has not reaped it yet).
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().split(")")[-1].split()[0] != "Z"
+    # A zombie whose threads have all exited is gone for every purpose here (its parent has not
+    # reaped it yet). The leader of a threaded process shows Z while its other threads still
+    # exit, holding its files and sockets (a model server freeing its prompt cache).
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                if handle.read().split(")")[-1].split()[0] not in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def _ask(stack: Stack, text: str) -> dict:
