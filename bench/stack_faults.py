@@ -47,19 +47,12 @@ def until(condition, timeout: float = 300) -> float:  # noqa: ANN001
     return round(time.monotonic() - started, 2)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def main() -> None:
     import django
 
     django.setup()
     from routing.models import ModelTier
+    from routing.servers import process_alive
 
     tiers = list(ModelTier.objects.filter(enabled=True).exclude(local_model=""))
     health = [t.base_url.removesuffix("/").removesuffix("/v1") + "/health" for t in tiers]
@@ -100,7 +93,7 @@ def main() -> None:
         started = time.monotonic()
         stack.send_signal(signal.SIGTERM)
         stack.wait(30)
-        until(lambda: not any(alive(p) for p in children), timeout=30)
+        until(lambda: not any(process_alive(p) for p in children), timeout=30)
         figures["sigterm_stop_s"] = round(time.monotonic() - started, 2)
     finally:
         if stack.poll() is None:

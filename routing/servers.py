@@ -135,6 +135,25 @@ def wait_until_healthy(base_url: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"model server at {root} not healthy after {timeout:.0f}s ({last})")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether any thread of pid still runs; a zombie not yet reaped counts as gone.
+
+    The leader of a threaded process turns zombie while its other threads still exit and hold its
+    files and sockets (a model server freeing its prompt cache), so every thread is checked."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                if handle.read().split(")")[-1].split()[0] not in ("Z", "X"):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def port_holder(port: int) -> str:
     """Who listens on a TCP port, as 'pid N (command line)', from /proc; '' when unknown."""
     inodes: set[str] = set()

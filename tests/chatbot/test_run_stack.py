@@ -20,7 +20,7 @@ import pytest
 from django.utils import timezone
 from websockets.sync.client import connect
 
-from routing.servers import port_in_use, wait_until_healthy
+from routing.servers import port_in_use, process_alive, wait_until_healthy
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,28 +137,6 @@ def stack(stack_tier):  # noqa: ANN001, ANN201
         running.kill()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie whose threads have all exited is gone for every purpose here (its parent has not
-    # reaped it yet). The leader of a threaded process shows Z while its other threads still
-    # exit, holding its files and sockets (a model server freeing its prompt cache).
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return False
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as handle:
-                if handle.read().split(")")[-1].split()[0] not in ("Z", "X"):
-                    return True
-        except FileNotFoundError:
-            continue
-    return False
-
-
 def _ask(stack: Stack, text: str) -> dict:
     """Load the page (a session cookie, as a browser gets), open the socket, ask; the ack."""
     jar = http.cookiejar.CookieJar()
@@ -236,7 +214,7 @@ def test_killed_children_are_restarted_and_acknowledged_questions_kept(
         # The others were left running throughout.
         for other, pid in others.items():
             if other != name:
-                assert _alive(pid), f"{other} stopped when {name} was killed"
+                assert process_alive(pid), f"{other} stopped when {name} was killed"
         assert stack.process.poll() is None
     stack.wait_healthy(timeout=120)
     wait_until_healthy(stack_tier.base_url, timeout=120)
@@ -259,7 +237,7 @@ def test_sigterm_stops_every_child_within_ten_seconds(stack: Stack, stack_tier) 
     stack.process.wait(timeout=15)
     took = time.monotonic() - started
     assert took < 10, f"run_stack took {took:.1f} s to stop"
-    assert not [pid for pid in children if _alive(pid)]
+    assert not [pid for pid in children if process_alive(pid)]
     model_port = int(stack_tier.base_url.rsplit(":", 1)[1].split("/")[0])
     assert port_in_use("127.0.0.1", stack.port) is None
     assert port_in_use("127.0.0.1", model_port) is None
@@ -278,7 +256,7 @@ def test_sigterm_while_the_models_load_stops_within_ten_seconds(stack_tier) -> N
     finally:
         stack.kill()
     assert took < 10, f"run_stack took {took:.1f} s to stop"
-    assert not _alive(models)
+    assert not process_alive(models)
     # Daphne and the worker were never started: the stop came first.
     assert not stack.pids("daphne") and not stack.pids("db_worker")
 
@@ -289,9 +267,9 @@ def test_a_supervisor_killed_outright_takes_its_children_with_it(stack: Stack, s
     os.kill(stack.process.pid, signal.SIGKILL)
     stack.process.wait()
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in children if _alive(pid)], "children outlived their supervisor"
+    assert not [pid for pid in children if process_alive(pid)], "children outlived their supervisor"
     model_port = int(stack_tier.base_url.rsplit(":", 1)[1].split("/")[0])
     # Nothing holds the ports: the next `make run` starts.
     assert port_in_use("127.0.0.1", stack.port) is None

@@ -1,5 +1,6 @@
 """`serve_models` as a real process: SIGTERM ends it within 10 s while it loads a model or
-generates, and frees its port at once; a taken port is named with what to do."""
+generates, and frees its port at once; a taken port is named with what to do; a process counts as gone only when
+all its threads are."""
 
 from __future__ import annotations
 
@@ -107,3 +108,37 @@ def test_a_taken_port_is_named_with_what_to_do() -> None:
     assert f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()}" in text
     assert "--serve MODEL=PORT" in text
     assert "Failed to init server" not in text
+
+
+_LEADER_EXITS_FIRST = """
+import ctypes, socket, sys, threading, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+threading.Thread(target=time.sleep, args=(3,)).start()
+ctypes.CDLL(None, use_errno=True).syscall(60, 0)  # exit(2): the main thread alone ends
+"""
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0]
+
+
+def test_a_process_whose_leader_exited_first_is_alive_while_a_thread_holds_its_port() -> None:
+    from routing.servers import process_alive
+
+    # The leader thread shows as a zombie while another thread runs on with the process's
+    # sockets, as a killed model server's threads do while it frees its memory.
+    process = subprocess.Popen([sys.executable, "-c", _LEADER_EXITS_FIRST], stdout=subprocess.PIPE)
+    port = int(process.stdout.readline())
+    deadline = time.monotonic() + 2
+    while _state(process.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _state(process.pid) == "Z"
+    assert port_in_use("127.0.0.1", port) is not None
+    assert process_alive(process.pid)
+    process.wait(timeout=10)
+    assert not process_alive(process.pid)
+    assert port_in_use("127.0.0.1", port) is None
