@@ -1,6 +1,6 @@
 """`serve_models` as a real process: SIGTERM ends it within 10 s while it loads a model or
-generates, and frees its port at once; a taken port is named with what to do; a process counts as gone only when
-all its threads are."""
+generates, and frees its port at once; a taken port is named with what to do; a process counts
+as gone only when all its threads are."""
 
 from __future__ import annotations
 
