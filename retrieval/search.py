@@ -68,20 +68,22 @@ def text_query(question: str) -> str:
 HNSW_EF_SEARCH_MAX = 1000
 # Seconds the word statistics are reused: ANALYZE (autovacuum) refreshes them far less often.
 COMMON_WORDS_TTL = 300.0
-# Words matching fewer passages than this share of the budget are left out of the list passed
-# to each query: 32 of them (text_query's cap) add at most one budget more.
+# Words matching fewer passages than this share of the budget are left out of the list
+# words_kept looks words up in: 32 of them (text_query's cap) add at most one budget more.
 _COMMON_SHARE = 1 / 32
-_common: dict[str, tuple[float, list[str], list[float]]] = {}
+_common: dict[str, tuple[float, dict[str, float]]] = {}
 
 
-def common_words(cursor, max_matches: int) -> tuple[list[str], list[float]]:  # noqa: ANN001
+def common_words(cursor, max_matches: int) -> dict[str, float]:  # noqa: ANN001
     """Lexemes of the passages' full text that match many passages, with their estimated
     counts: from pg_stats (most_common_elems of search_vector, times the table's rows), read
-    once per COMMON_WORDS_TTL per database (reading it costs milliseconds, the search one)."""
+    once per COMMON_WORDS_TTL per database (reading it costs milliseconds, the search one).
+    At a million passages there are thousands: they stay in this process, never sent with a
+    query (quoting them into each query took longer than the full-text search itself)."""
     key = f"{cursor.db.alias}:{cursor.db.settings_dict['NAME']}:{max_matches}"
     cached = _common.get(key)
     if cached and time.monotonic() - cached[0] < COMMON_WORDS_TTL:
-        return cached[1], cached[2]
+        return cached[1]
     cursor.execute(
         """
         SELECT e.lexeme, e.freq * t.reltuples
@@ -95,10 +97,28 @@ def common_words(cursor, max_matches: int) -> tuple[list[str], list[float]]:  # 
         """,
         [max_matches * _COMMON_SHARE],
     )
-    rows = cursor.fetchall()
-    lexemes, matches = [r[0] for r in rows], [float(r[1]) for r in rows]
-    _common[key] = (time.monotonic(), lexemes, matches)
-    return lexemes, matches
+    matches = {lexeme: float(count) for lexeme, count in cursor.fetchall()}
+    _common[key] = (time.monotonic(), matches)
+    return matches
+
+
+def words_kept(lexemes: list[str], common: dict[str, float], max_matches: int) -> list[str]:
+    """The question's lexemes the full-text half searches for: rarest first while the passages
+    they match stay within max_matches (all of them when it is 0 or less).
+
+    ts_rank reads every passage matching any word, so a word in a tenth of a million passages
+    would make the text half the slow one, and ts_rank weighs words without their rarity, so
+    such a word adds cost, not signal. A word missing from `common` is rare and always kept,
+    so a small knowledge base loses no word."""
+    if max_matches <= 0:
+        return list(lexemes)
+    kept, total = [], 0.0
+    for lexeme in sorted(lexemes, key=lambda w: (common.get(w, 0.0), w)):
+        total += common.get(lexeme, 0.0)
+        if total > max_matches:
+            break
+        kept.append(lexeme)
+    return kept
 
 
 def _vector_literal(vector: list[float]) -> str:
@@ -108,22 +128,12 @@ def _vector_literal(vector: list[float]) -> str:
 # The candidates come from the HNSW index over the embedding cast to halfvec (the index's own
 # expression, retrieval.models.Chunk: {dims} is EMBEDDING_DIMENSIONS); they are ranked by the
 # float32 distance, so half precision can only change which passages are candidates.
-# The full-text half ranks every passage matching any of its words (ts_rank reads each one), so
-# a word in a tenth of a million passages would make it the slow half; and ts_rank weighs words
-# without their rarity, so such a word adds cost, not signal. The question's words are kept
-# rarest first while the passages they match stay within %(max_matches)s (common_words: the
-# planner's statistics of the column); an unlisted word is rare and always kept, so a small
-# knowledge base loses no word.
+# The full-text half searches for the question's words words_kept chose (%(lexemes)s, stemmed
+# as the passages were).
 _SQL = """
-WITH words AS (
-    SELECT w.lexeme, sum(coalesce(common.matches, 0)) OVER (
-        ORDER BY coalesce(common.matches, 0), w.lexeme) AS matches
-    FROM unnest(tsvector_to_array(retrieval_tsvector(%(cfg)s, '', %(words)s))) AS w(lexeme)
-    LEFT JOIN unnest(%(common)s::text[], %(common_matches)s::float8[]) AS common(lexeme, matches)
-        ON common.lexeme = w.lexeme
-), q AS MATERIALIZED (
+WITH q AS MATERIALIZED (
     SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
-    FROM words WHERE matches <= %(max_matches)s OR %(max_matches)s <= 0
+    FROM unnest(%(lexemes)s::text[]) AS w(lexeme)
 ), vec AS MATERIALIZED (
     SELECT c.id, c.embedding <=> %(v)s::vector AS distance
     FROM retrieval_chunk c JOIN retrieval_knowledgedocument d ON d.id = c.document_id
@@ -166,29 +176,33 @@ def passages_rank(
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
     tsq = text_query(question)
-    params = {
-        "v": _vector_literal(vector),
-        "n": candidates,
-        "words": tsq.replace(" | ", " "),
-        "max_matches": settings.RETRIEVAL_TEXT_MAX_MATCHES,
-        "cfg": text_search_config(language or settings.LANGUAGE_DEFAULT),
-        "use_vector": mode in ("hybrid", "vector"),
-        "use_text": mode in ("hybrid", "text") and bool(tsq),
-    }
+    use_text = mode in ("hybrid", "text") and bool(tsq)
+    max_matches = settings.RETRIEVAL_TEXT_MAX_MATCHES
     rrf_k = settings.RETRIEVAL_RRF_K
     with transaction.atomic(), connection.cursor() as cursor:
-        common, common_matches = [], []
-        if params["use_text"] and params["max_matches"] > 0:
-            common, common_matches = common_words(cursor, params["max_matches"])
-        params.update(common=common, common_matches=common_matches)
-        # Both last for this transaction only (set_config's `true`), set in one round trip.
-        # Iterative scans keep the HNSW index returning candidates when the served-version
-        # filter drops some (pgvector 0.8).
+        # Both settings last for this transaction only (set_config's `true`); the same round
+        # trip stems the question's words as the passages' were. Iterative scans keep the HNSW
+        # index returning candidates when the served-version filter drops some (pgvector 0.8).
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true),"
-            " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            [str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH)))],
+            " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+            " tsvector_to_array(retrieval_tsvector(%s, '', %s))",
+            [
+                str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))),
+                text_search_config(language or settings.LANGUAGE_DEFAULT),
+                tsq.replace(" | ", " ") if use_text else "",
+            ],
         )
+        lexemes = cursor.fetchone()[2] or []
+        if lexemes and max_matches > 0:
+            lexemes = words_kept(lexemes, common_words(cursor, max_matches), max_matches)
+        params = {
+            "v": _vector_literal(vector),
+            "n": candidates,
+            "lexemes": lexemes,
+            "use_vector": mode in ("hybrid", "vector"),
+            "use_text": bool(lexemes),
+        }
         cursor.execute(_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)), params)
         rows = cursor.fetchall()
     passages = [

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from retrieval.models import KnowledgeDocument
-from retrieval.search import passages_search, text_query
+from retrieval.search import passages_search, text_query, words_kept
 from retrieval.services import document_ingest_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,6 +25,20 @@ def knowledge() -> dict[str, KnowledgeDocument]:
         name: document_ingest_text(source_name=name, title=name[:-3].title(), text=text)
         for name, text in DOCS.items()
     }
+
+
+def test_the_text_half_keeps_the_rarest_words_within_the_budget() -> None:
+    common = {"ship": 600.0, "order": 300.0, "item": 300.0}
+    # Rarest first (unlisted words match few passages and are always kept), then the listed
+    # ones while their passages add up to at most the budget; ties by the word.
+    assert words_kept(["ship", "zx4471", "order", "item"], common, 1000) == [
+        "zx4471",
+        "item",
+        "order",
+    ]
+    assert words_kept(["ship", "order"], common, 900) == ["order", "ship"]
+    assert words_kept(["ship"], common, 500) == []
+    assert words_kept(["ship", "order"], common, 0) == ["ship", "order"]  # no budget
 
 
 def test_text_query_is_an_or_of_words() -> None:
