@@ -21,10 +21,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 def _server_url() -> str:
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
-    from chatbot.embedded_db import embedded_database_url
+    from chatbot.embedded_db import embedded_database_url, shared_buffers_setting
 
     var = Path(os.environ.get("CHATBOT_VAR_DIR", ROOT / "var")).resolve()
-    return embedded_database_url(var / "pgdata")
+    return embedded_database_url(var / "pgdata", shared_buffers=shared_buffers_setting(os.environ))
 
 
 def bench_database(name: str, *, reuse: bool = False) -> Callable[[], None]:

