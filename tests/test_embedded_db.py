@@ -22,6 +22,7 @@ import psycopg
 from pathlib import Path
 from chatbot.embedded_db import embedded_database_url
 url = embedded_database_url(Path(sys.argv[1]), shared_buffers=sys.argv[2])
+assert embedded_database_url(Path(sys.argv[1]), shared_buffers=sys.argv[2]) == url  # started once
 with psycopg.connect(url) as conn:
     print(conn.execute("SHOW shared_buffers").fetchone()[0])
 """
