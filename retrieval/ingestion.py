@@ -136,23 +136,30 @@ class _Prepared:
 
 
 def _prepare(document_id: int, version: int, enqueue: Enqueue) -> _Prepared | str | Exception:
-    """Parse and chunk one document and mark it EMBEDDING; else its outcome."""
-    document = KnowledgeDocument.objects.filter(id=document_id, version=version).first()
-    if document is None:
-        return "superseded"
-    if document.status in (Status.READY, Status.FAILED):
-        return "skipped"
-    if not _touch(document_id, version, status=Status.PARSING, attempts=F("attempts") + 1):
-        return "superseded"
+    """Parse and chunk one document (marked PARSING, its attempt counted); else its outcome."""
+    # One statement takes the document and reads what parsing needs (an ORM read and a
+    # separate update cost two trips and most of a small page's bookkeeping).
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(KnowledgeDocument._meta.db_table)} "
+            "SET status = %s, attempts = attempts + 1, heartbeat_at = %s, updated_at = %s "
+            "WHERE id = %s AND version = %s AND status NOT IN (%s, %s) "
+            "RETURNING source_name, source_type, raw, title",
+            [Status.PARSING, now, now, document_id, version, Status.READY, Status.FAILED],
+        )
+        taken = cursor.fetchone()
+    if taken is None:
+        exists = KnowledgeDocument.objects.filter(id=document_id, version=version).exists()
+        return "skipped" if exists else "superseded"
+    source_name, source_type, raw, stored_title = taken
 
     def parse_and_chunk() -> _Prepared | str:
-        parsed = document_parse(
-            name=document.source_name, kind=document.source_type, data=bytes(document.raw)
-        )
+        parsed = document_parse(name=source_name, kind=source_type, data=bytes(raw))
         title = (
-            document.title
+            stored_title
             or parsed.title
-            or title_from_markdown(parsed.text, _title_from_name(document.source_name))
+            or title_from_markdown(parsed.text, _title_from_name(source_name))
         )
         drafts = chunk_text(
             parsed.text,
@@ -162,16 +169,16 @@ def _prepare(document_id: int, version: int, enqueue: Enqueue) -> _Prepared | st
             paged=parsed.paged,
         )
         if not drafts:
-            raise DocumentRejected(f"{document.source_name}: no text could be extracted")
+            raise DocumentRejected(f"{source_name}: no text could be extracted")
         if len(drafts) > settings.INGEST_MAX_CHUNKS:
             # Checked before embedding, the step that would hold the queue for long.
             raise DocumentRejected(
-                f"{document.source_name}: the document makes {len(drafts):,} passages, over the "
+                f"{source_name}: the document makes {len(drafts):,} passages, over the "
                 f"{settings.INGEST_MAX_CHUNKS:,} limit (INGEST_MAX_CHUNKS); split the document"
             )
-        return _Prepared(document_id, version, document.source_name, title, parsed.text, drafts)
+        return _Prepared(document_id, version, source_name, title, parsed.text, drafts)
 
-    return _guarded(document_id, version, document.source_name, enqueue, parse_and_chunk)
+    return _guarded(document_id, version, source_name, enqueue, parse_and_chunk)
 
 
 def _guarded(

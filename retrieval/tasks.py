@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Func, JSONField, Q, Value
 from django.dispatch import receiver
 from django.utils import timezone
 from django_tasks import TaskContext, TaskResultStatus, task
@@ -50,14 +51,9 @@ def document_ingest_task(context: TaskContext, document_id: int, version: int) -
     try:
         outcomes = documents_process(documents=documents, enqueue=document_enqueue)
     except BaseException as exc:
-        for row in claimed:
-            row.set_failed(exc)
+        _claimed_finish(claimed, [exc] * len(claimed))
         raise
-    for row, outcome in zip(claimed, outcomes[1:], strict=True):
-        if isinstance(outcome, Exception):
-            row.set_failed(outcome)
-        else:
-            row.set_successful(outcome)
+    _claimed_finish(claimed, outcomes[1:])
     if isinstance(outcomes[0], Exception):
         raise outcomes[0]
     return outcomes[0]
@@ -81,15 +77,57 @@ def _ingest_tasks_claim(own: Any) -> list[DBTaskResult]:  # noqa: ANN401 - a Tas
             .exclude(id=own.id)
             .select_for_update(skip_locked=True)[:limit]
         )
+        if not rows:
+            return []
+        # What DBTaskResult.claim saves row by row, in one statement for the batch: one
+        # UPDATE and one commit per task row took about a thirtieth of the batch's time.
         now = timezone.now()
+        DBTaskResult.objects.filter(id__in=[row.id for row in rows]).update(
+            status=TaskResultStatus.RUNNING,
+            started_at=now,
+            worker_ids=Func(
+                F("worker_ids"),
+                Value([worker_id], JSONField()),
+                arg_joiner=" || ",
+                template="(%(expressions)s)",
+                output_field=JSONField(),
+            ),
+        )
         for row in rows:
-            row.claim(worker_id)
+            row.status, row.started_at = TaskResultStatus.RUNNING, now
+            row.worker_ids = [*row.worker_ids, worker_id]
+        # Busy from now on in the reaper's eyes: the heartbeat is kept while it waits.
+        documents = Q(pk__in=[])
+        for row in rows:
             kwargs = row.args_kwargs.get("kwargs", {})
-            # Busy from now on in the reaper's eyes: the heartbeat is kept while it waits.
-            KnowledgeDocument.objects.filter(
-                id=kwargs.get("document_id"), version=kwargs.get("version"), status=Status.QUEUED
-            ).update(status=Status.PARSING, heartbeat_at=now, updated_at=now)
+            documents |= Q(id=kwargs.get("document_id"), version=kwargs.get("version"))
+        KnowledgeDocument.objects.filter(documents, status=Status.QUEUED).update(
+            status=Status.PARSING, heartbeat_at=now, updated_at=now
+        )
     return rows
+
+
+def _claimed_finish(rows: list[DBTaskResult], outcomes: list[str | BaseException]) -> None:
+    """Record each claimed task row's outcome, as DBTaskResult.set_successful / set_failed
+    would, in one transaction: one UPDATE per distinct successful outcome ("ready",
+    "superseded", ...) rather than an UPDATE and a commit per row; a failure keeps its own
+    exception and traceback."""
+    successful: dict[str, list] = {}
+    with transaction.atomic():
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                row.set_failed(outcome)
+            else:
+                successful.setdefault(outcome, []).append(row.id)
+        now = timezone.now()
+        for outcome, ids in successful.items():
+            DBTaskResult.objects.filter(id__in=ids).update(
+                status=TaskResultStatus.SUCCESSFUL,
+                finished_at=now,
+                return_value=outcome,
+                exception_class_path="",
+                traceback="",
+            )
 
 
 @task(queue_name=INGEST_QUEUE, priority=10)

@@ -273,3 +273,81 @@ def test_a_document_replaced_while_its_group_is_parsed_is_superseded(monkeypatch
     replaced.refresh_from_db()
     assert replaced.version == 2 and replaced.status == Status.QUEUED
     assert not replaced.chunks.exists()
+
+
+@pytest.mark.django_db
+def test_a_batch_claims_its_tasks_and_records_their_outcomes_in_a_few_statements(
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from retrieval.tasks import _claimed_finish, _ingest_tasks_claim
+
+    with django_capture_on_commit_callbacks(execute=True):  # the tasks are queued on commit
+        documents = [document_upload(source_name=f"{t}.md", data=_page(t)) for t in TOPICS]
+    DBTaskResult.objects.filter(id=documents[1].task_id).update(worker_ids=["an-earlier-worker"])
+    own = document_ingest_task.get_result(documents[0].task_id)
+    with CaptureQueriesContext(connection) as claiming:
+        claimed = _ingest_tasks_claim(own)
+    assert sorted(str(r.id) for r in claimed) == sorted(d.task_id for d in documents[1:])
+    # The rows are locked and read, then claimed and their documents marked in one UPDATE each,
+    # not an UPDATE per task row and per document.
+    statements = [q["sql"].split()[0] for q in claiming.captured_queries]
+    assert statements.count("UPDATE") == 2, statements
+    rows = {str(r.id): r for r in DBTaskResult.objects.filter(id__in=[r.id for r in claimed])}
+    for document in documents[1:]:
+        row = rows[document.task_id]
+        assert row.status == TaskResultStatus.RUNNING and row.started_at is not None
+        assert row.worker_ids[-1] == (own.worker_ids[-1] if own.worker_ids else "ingest-batch")
+        document.refresh_from_db()
+        assert document.status == Status.PARSING and document.heartbeat_at is not None
+    assert rows[documents[1].task_id].worker_ids[0] == "an-earlier-worker"
+
+    by_task = {str(r.id): r for r in claimed}
+    order = [by_task[d.task_id] for d in documents[1:]]
+    with CaptureQueriesContext(connection) as finishing:
+        _claimed_finish(order, ["ready", "superseded", "ready", ValueError("parser crashed")])
+    updates = [q for q in finishing.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 3  # "ready", "superseded" and the failure
+    results = [document_ingest_task.get_result(d.task_id) for d in documents[1:]]
+    assert [r.status for r in results] == [TaskResultStatus.SUCCESSFUL] * 3 + [
+        TaskResultStatus.FAILED
+    ]
+    assert [r.return_value for r in results[:3]] == ["ready", "superseded", "ready"]
+    assert all(r.finished_at is not None for r in results)
+    failed = DBTaskResult.objects.get(id=documents[4].task_id)
+    assert failed.exception_class_path == "builtins.ValueError"
+    assert "parser crashed" in failed.traceback
+
+
+@pytest.mark.django_db
+def test_each_document_is_taken_for_parsing_in_one_statement(monkeypatch) -> None:  # noqa: ANN001
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import retrieval.ingestion as ingestion
+
+    documents = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS]
+    done = document_accept(source_name="done.md", data=_page("Done"))
+    KnowledgeDocument.objects.filter(id=done.id).update(status=Status.READY)
+    before_embedding: list[str] = []
+    real = ingestion._embedding_started
+
+    def watched(prepared):  # noqa: ANN001, ANN202
+        before_embedding.extend(q["sql"] for q in queries.captured_queries)
+        return real(prepared)
+
+    monkeypatch.setattr(ingestion, "_embedding_started", watched)
+    pairs = [(d.id, d.version) for d in documents] + [(done.id, 1), (done.id + 1000, 1)]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = documents_process(documents=pairs, enqueue=lambda **_: None)
+    assert outcomes == ["ready"] * len(TOPICS) + ["skipped", "superseded"]
+    # Parsing five pages took five statements (each marks its page PARSING and reads it); only
+    # the two that were not taken cost a second look, to tell "skipped" from "superseded".
+    statements = [sql.split()[0] for sql in before_embedding]
+    assert statements.count("UPDATE") == len(TOPICS) + 2
+    assert statements.count("SELECT") == 2, before_embedding
+    for document in documents:
+        document.refresh_from_db()
+        assert document.status == Status.READY and document.attempts == 1
