@@ -32,6 +32,7 @@ halfvec one and times one hand-written top-10 query on each: the halfvec lever's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -250,7 +251,10 @@ def product_search(queries: list, mode: str, ef: int | None, exact: bool) -> tup
         settings.RETRIEVAL_HNSW_EF_SEARCH = ef
     times, tops, sims = [], [], []
     for question, vector in queries:
-        with transaction.atomic():
+        # Exact: index scans off for this transaction (a search inside one runs both halves on
+        # this connection). Otherwise as the product calls it, outside a transaction, so a
+        # hybrid search's text half runs on its own connection (RETRIEVAL_TEXT_THREADS).
+        with transaction.atomic() if exact else contextlib.nullcontext():
             if exact:
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL enable_indexscan = off")
@@ -364,6 +368,7 @@ def run(args: argparse.Namespace) -> dict:
         "load_average_at_start": os.getloadavg()[0],
         "select_1_round_trip": _lat(floor),
         "text_max_matches": settings.RETRIEVAL_TEXT_MAX_MATCHES,
+        "text_threads": settings.RETRIEVAL_TEXT_THREADS,
         "note": "passages_rank (no embedding): its top 10 vs the same call with index scans off",
         "product_search": {},
     }

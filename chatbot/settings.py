@@ -300,6 +300,10 @@ RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 400)
 # The full-text half ranks at most about this many passages: the question's rarest words are
 # kept while their estimated matches fit (retrieval/search.py); 0 keeps every word.
 RETRIEVAL_TEXT_MAX_MATCHES = env_int("RETRIEVAL_TEXT_MAX_MATCHES", 1000)
+# Threads (each with a connection of its own, beside the pool) that run a hybrid search's
+# full-text half while the vector half runs: a search waits for the slower half, not both
+# (retrieval/search.py); 0 runs both halves on one connection, one after the other.
+RETRIEVAL_TEXT_THREADS = env_int("RETRIEVAL_TEXT_THREADS", 2)
 # Cross-encoder reranking (retrieval/rerank.py): search returns RETRIEVAL_RERANK_CANDIDATES fused
 # passages and the cross-encoder keeps the best RETRIEVAL_TOP_K (bench/retrieval_quality.py).
 RETRIEVAL_RERANK = env_bool("RETRIEVAL_RERANK", False)

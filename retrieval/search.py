@@ -14,17 +14,22 @@ cosine similarity, which stays comparable across questions where RRF scores do n
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from retrieval.embedders import get_embedder
 from retrieval.language import adetect_language, text_search_config
+
+logger = logging.getLogger(__name__)
 
 MODES = ("hybrid", "vector", "text")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -125,44 +130,146 @@ def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
+# A passage as search returns it (the Passage fields, in order).
+_ROW = """c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name), c.heading,
+       c.text, 1 - (c.embedding <=> %(v)s::vector) AS similarity, c.page"""
+
 # The candidates come from the HNSW index over the embedding cast to halfvec (the index's own
 # expression, retrieval.models.Chunk: {dims} is EMBEDDING_DIMENSIONS); they are ranked by the
-# float32 distance, so half precision can only change which passages are candidates.
+# float32 distance (the similarity), so half precision can only change which passages are
+# candidates.
+_VECTOR_SQL = f"""
+SELECT {_ROW}
+FROM retrieval_chunk c JOIN retrieval_knowledgedocument d ON d.id = c.document_id
+WHERE c.version = d.served_version
+ORDER BY c.embedding::halfvec({{dims}}) <=> %(v)s::halfvec({{dims}})
+LIMIT %(n)s
+"""
+
 # The full-text half searches for the question's words words_kept chose (%(lexemes)s, stemmed
-# as the passages were).
-_SQL = """
+# as the passages were); the passages' rows are read for its top n only.
+_TEXT_SQL = f"""
 WITH q AS MATERIALIZED (
     SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
     FROM unnest(%(lexemes)s::text[]) AS w(lexeme)
-), vec AS MATERIALIZED (
-    SELECT c.id, c.embedding <=> %(v)s::vector AS distance
-    FROM retrieval_chunk c JOIN retrieval_knowledgedocument d ON d.id = c.document_id
-    WHERE c.version = d.served_version AND %(use_vector)s
-    ORDER BY c.embedding::halfvec({dims}) <=> %(v)s::halfvec({dims})
-    LIMIT %(n)s
-), vec_ranked AS (
-    SELECT id, row_number() OVER (ORDER BY distance, id) AS rnk FROM vec
 ), txt AS MATERIALIZED (
     SELECT c.id, ts_rank(c.search_vector, q.query) AS rank
     FROM retrieval_chunk c
     JOIN retrieval_knowledgedocument d ON d.id = c.document_id
     CROSS JOIN q
-    WHERE c.version = d.served_version AND %(use_text)s AND c.search_vector @@ q.query
+    WHERE c.version = d.served_version AND c.search_vector @@ q.query
     ORDER BY rank DESC, c.id
     LIMIT %(n)s
-), txt_ranked AS (
-    SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rnk FROM txt
-), ids AS (
-    SELECT id FROM vec_ranked UNION SELECT id FROM txt_ranked
 )
-SELECT c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name), c.heading,
-       c.text, 1 - (c.embedding <=> %(v)s::vector) AS similarity, vr.rnk, tr.rnk, c.page
-FROM ids
-JOIN retrieval_chunk c ON c.id = ids.id
+SELECT {_ROW}, txt.rank
+FROM txt
+JOIN retrieval_chunk c ON c.id = txt.id
 JOIN retrieval_knowledgedocument d ON d.id = c.document_id
-LEFT JOIN vec_ranked vr ON vr.id = c.id
-LEFT JOIN txt_ranked tr ON tr.id = c.id
 """
+
+_STEM_SQL = "tsvector_to_array(retrieval_tsvector(%s, '', %s))"
+
+
+def _text_half(cursor, *, words: str, config: str, params: dict, stemmed=None) -> list[tuple]:  # noqa: ANN001
+    """The full-text half's rows on `cursor`, best first: the question's words stemmed (unless
+    `stemmed` already holds them), the kept ones searched. [] when no word is left."""
+    if stemmed is None:
+        cursor.execute(f"SELECT {_STEM_SQL}", [config, words])
+        stemmed = cursor.fetchone()[0]
+    lexemes = stemmed or []
+    max_matches = settings.RETRIEVAL_TEXT_MAX_MATCHES
+    if lexemes and max_matches > 0:
+        lexemes = words_kept(lexemes, common_words(cursor, max_matches), max_matches)
+    if not lexemes:
+        return []
+    cursor.execute(_TEXT_SQL, {**params, "lexemes": lexemes})
+    return sorted(cursor.fetchall(), key=lambda row: (-row[8], row[0]))
+
+
+class _TextLane:
+    """Threads that run the full-text half on their own connections while the caller's
+    connection runs the vector half: the halves take about the same time at 100k passages, so
+    a hybrid search waits for the slower one instead of both (p95 7.8 -> 4.2 ms,
+    bench/retrieval_speed.py).
+
+    Each thread keeps one connection of its own, outside the pool the sockets borrow from, so a
+    search never waits for a connection a socket holds while that socket waits for its search.
+    A connection sees only committed passages, so a caller inside a transaction, or one that
+    finds every thread busy, runs both halves itself, as does any search whose thread failed.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._free = threading.BoundedSemaphore(threads)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="search-text")
+        self._local = threading.local()
+        self._opened: list = []
+
+    def submit(self, **kwargs: object) -> Future | None:
+        """The text half started on a free thread, or None when all are busy."""
+        if not self._free.acquire(blocking=False):
+            return None
+        try:
+            future = self._executor.submit(self._run, **kwargs)
+        except RuntimeError:  # shutting down
+            self._free.release()
+            return None
+        future.add_done_callback(lambda _: self._free.release())
+        return future
+
+    def _run(self, **kwargs: object) -> list[tuple]:
+        wrapper = getattr(self._local, "connection", None)
+        if wrapper is None:
+            default = connections[DEFAULT_DB_ALIAS]
+            settings_dict = {
+                **default.settings_dict,
+                "OPTIONS": {
+                    k: v for k, v in default.settings_dict["OPTIONS"].items() if k != "pool"
+                },
+                # Kept open between searches; checked only after an error (no extra trip).
+                "CONN_MAX_AGE": None,
+                "CONN_HEALTH_CHECKS": False,
+            }
+            wrapper = self._local.connection = type(default)(settings_dict, DEFAULT_DB_ALIAS)
+            wrapper.inc_thread_sharing()  # close() may come from another thread
+            self._opened.append(wrapper)
+        # A connection that failed last time is checked and replaced (Django's own health check).
+        wrapper.close_if_unusable_or_obsolete()
+        try:
+            with wrapper.cursor() as cursor:
+                return _text_half(cursor, **kwargs)
+        except Exception:
+            wrapper.close()
+            raise
+
+    def close(self) -> None:
+        """Close every thread's connection (e.g. before the database is dropped)."""
+        for wrapper in self._opened:
+            try:
+                wrapper.close()
+            except Exception:  # noqa: BLE001
+                logger.warning("closing a search connection failed", exc_info=True)
+
+
+_lane: _TextLane | None = None
+_lane_lock = threading.Lock()
+
+
+def text_lane() -> _TextLane | None:
+    """The process's text-half threads (RETRIEVAL_TEXT_THREADS; None when 0)."""
+    global _lane
+    if settings.RETRIEVAL_TEXT_THREADS <= 0:
+        return None
+    with _lane_lock:
+        if _lane is None:
+            _lane = _TextLane(settings.RETRIEVAL_TEXT_THREADS)
+    return _lane
+
+
+def text_lane_close() -> None:
+    """Close the text-half threads' connections, if any were opened (a later search opens
+    them again)."""
+    if _lane is not None:
+        _lane.close()
 
 
 def passages_rank(
@@ -176,35 +283,58 @@ def passages_rank(
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
     tsq = text_query(question)
+    use_vector = mode in ("hybrid", "vector")
     use_text = mode in ("hybrid", "text") and bool(tsq)
-    max_matches = settings.RETRIEVAL_TEXT_MAX_MATCHES
-    rrf_k = settings.RETRIEVAL_RRF_K
+    params = {"v": _vector_literal(vector), "n": candidates}
+    text = {
+        "words": tsq.replace(" | ", " "),
+        "config": text_search_config(language or settings.LANGUAGE_DEFAULT),
+        "params": params,
+    }
+    lane = text_lane() if use_vector and use_text and not connection.in_atomic_block else None
+    elsewhere = lane.submit(**text) if lane else None
+    stem_here = use_text and elsewhere is None
+    text_rows: list[tuple] = []
     with transaction.atomic(), connection.cursor() as cursor:
         # Both settings last for this transaction only (set_config's `true`); the same round
-        # trip stems the question's words as the passages' were. Iterative scans keep the HNSW
-        # index returning candidates when the served-version filter drops some (pgvector 0.8).
+        # trip stems the question's words when this connection runs the text half too.
+        # Iterative scans keep the HNSW index returning candidates when the served-version
+        # filter drops some (pgvector 0.8).
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true),"
-            " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " tsvector_to_array(retrieval_tsvector(%s, '', %s))",
+            f" set_config('hnsw.iterative_scan', 'relaxed_order', true), {_STEM_SQL}",
             [
                 str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))),
-                text_search_config(language or settings.LANGUAGE_DEFAULT),
-                tsq.replace(" | ", " ") if use_text else "",
+                text["config"],
+                text["words"] if stem_here else "",
             ],
         )
-        lexemes = cursor.fetchone()[2] or []
-        if lexemes and max_matches > 0:
-            lexemes = words_kept(lexemes, common_words(cursor, max_matches), max_matches)
-        params = {
-            "v": _vector_literal(vector),
-            "n": candidates,
-            "lexemes": lexemes,
-            "use_vector": mode in ("hybrid", "vector"),
-            "use_text": bool(lexemes),
-        }
-        cursor.execute(_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)), params)
-        rows = cursor.fetchall()
+        stemmed = cursor.fetchone()[2]
+        vector_rows = []
+        if use_vector:
+            cursor.execute(
+                _VECTOR_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)), params
+            )
+            vector_rows = sorted(cursor.fetchall(), key=lambda row: (-row[6], row[0]))
+        if elsewhere is not None:
+            try:
+                text_rows = elsewhere.result()
+            except Exception:  # noqa: BLE001 - the caller's connection does it instead
+                logger.warning("the text half failed on its own connection", exc_info=True)
+                elsewhere = None
+        if use_text and elsewhere is None:
+            text_rows = _text_half(cursor, **text, stemmed=stemmed if stem_here else None)
+    return _fused(vector_rows, text_rows)
+
+
+def _fused(vector_rows: list[tuple], text_rows: list[tuple]) -> list[Passage]:
+    """Both halves' rows (each best first) as passages ranked by RRF."""
+    rrf_k = settings.RETRIEVAL_RRF_K
+    ranks: dict[int, list] = {}
+    for rank, row in enumerate(vector_rows, start=1):
+        ranks[row[0]] = [row, rank, None]
+    for rank, row in enumerate(text_rows, start=1):
+        ranks.setdefault(row[0], [row, None, None])[2] = rank
     passages = [
         Passage(
             chunk_id=row[0],
@@ -214,12 +344,12 @@ def passages_rank(
             heading=row[4],
             text=row[5],
             similarity=float(row[6]),
-            score=sum(1.0 / (rrf_k + r) for r in (row[7], row[8]) if r is not None),
-            vector_rank=row[7],
-            text_rank=row[8],
-            page=row[9],
+            score=sum(1.0 / (rrf_k + r) for r in (vector_rank, text_rank) if r is not None),
+            vector_rank=vector_rank,
+            text_rank=text_rank,
+            page=row[7],
         )
-        for row in rows
+        for row, vector_rank, text_rank in ranks.values()
     ]
     passages.sort(key=lambda p: (-p.score, -p.similarity, p.chunk_id))
     return passages

@@ -125,3 +125,13 @@ async def _close_async_db_connections():  # noqa: ANN202
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(autouse=True)
+def _close_search_connections() -> Iterator[None]:
+    """Hybrid search's text-half threads keep their own connections between searches: close
+    them so test databases can be dropped."""
+    yield
+    from retrieval.search import text_lane_close
+
+    text_lane_close()

@@ -107,3 +107,110 @@ async def test_a_given_vector_is_used_without_embedding_again(knowledge, monkeyp
     assert [(p.chunk_id, p.similarity) for p in reused] == [
         (p.chunk_id, p.similarity) for p in expected
     ]
+
+
+def _ranked(question: str) -> list[tuple]:
+    from retrieval.embedders import get_embedder
+    from retrieval.search import passages_rank
+
+    vector = get_embedder().embed([question])[0].tolist()
+    ranked = passages_rank(vector=vector, question=question, mode="hybrid", candidates=40)
+    return [(p.chunk_id, p.vector_rank, p.text_rank, round(p.score, 9)) for p in ranked]
+
+
+def _text_threads(monkeypatch) -> list[str]:  # noqa: ANN001
+    """Names of the threads the full-text half runs on, from now on."""
+    import threading
+
+    from retrieval import search
+
+    seen: list[str] = []
+    real = search._text_half
+
+    def watched(cursor, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(threading.current_thread().name)
+        return real(cursor, **kwargs)
+
+    monkeypatch.setattr(search, "_text_half", watched)
+    return seen
+
+
+QUESTIONS = ["Which bulb does the ZX-4471 lamp take?", "send items back for a refund", "UK parcels"]
+
+
+def test_the_text_half_runs_on_its_own_connection_and_ranks_as_on_one(
+    knowledge, monkeypatch
+) -> None:  # noqa: ANN001
+    from django.db import transaction
+
+    threads = _text_threads(monkeypatch)
+    together = [_ranked(q) for q in QUESTIONS]
+    assert len(threads) == 3 and all(t.startswith("search-text") for t in threads)
+    threads.clear()
+    with transaction.atomic():  # inside a transaction both halves run on its connection
+        apart = [_ranked(q) for q in QUESTIONS]
+    assert len(threads) == 3 and not any(t.startswith("search-text") for t in threads)
+    assert together == apart
+    assert together[0][0][2] == 1  # the code's passage leads the text half, on both paths
+
+
+def test_a_search_inside_a_transaction_sees_its_uncommitted_passages(knowledge) -> None:  # noqa: ANN001
+    from django.db import transaction
+
+    with transaction.atomic():
+        document_ingest_text(source_name="new.md", title="New", text="# New\n\nThe QV-9 kettle.")
+        found = _ranked("QV-9 kettle")
+        new = KnowledgeDocument.objects.get(source_name="new.md")
+        assert found[0][0] in set(new.chunks.values_list("id", flat=True))
+        transaction.set_rollback(True)
+
+
+def test_a_text_half_whose_connection_died_is_run_again_on_the_callers(
+    knowledge, monkeypatch
+) -> None:  # noqa: ANN001
+    from django.db import connection
+
+    from retrieval import search
+
+    lane = search._TextLane(1)  # one thread, so the next search meets the dead connection
+    monkeypatch.setattr(search, "_lane", lane)
+    expected = _ranked(QUESTIONS[0])
+    threads = _text_threads(monkeypatch)
+    # The server ends the text thread's connection (a restart, an idle timeout, a DBA).
+    (pid,) = [w.connection.info.backend_pid for w in lane._opened]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert cursor.fetchone()[0]
+    assert _ranked(QUESTIONS[0]) == expected
+    # It failed on its own connection, then ran on the caller's; the next search gets a new one.
+    assert threads[0].startswith("search-text") and not threads[1].startswith("search-text")
+    threads.clear()
+    assert _ranked(QUESTIONS[0]) == expected
+    assert threads == [threads[0]] and threads[0].startswith("search-text")
+    lane.close()
+
+
+def test_a_search_that_finds_every_text_thread_busy_runs_both_halves_itself(
+    knowledge, monkeypatch
+) -> None:  # noqa: ANN001
+    import threading
+
+    from retrieval import search
+
+    lane = search._TextLane(1)
+    monkeypatch.setattr(search, "_lane", lane)
+    release = threading.Event()
+    held = lane._executor.submit(release.wait)  # the only thread is taken
+    assert lane._free.acquire(blocking=False)  # as submit() would have
+    threads = _text_threads(monkeypatch)
+    try:
+        busy = _ranked(QUESTIONS[0])
+        assert threads == [threading.current_thread().name]
+    finally:
+        release.set()
+        held.result()
+        lane._free.release()
+    threads.clear()
+    assert _ranked(QUESTIONS[0]) == busy
+    assert threads[0].startswith("search-text")
+    lane.close()
