@@ -351,8 +351,13 @@ def _chat_round(passages: list[dict], args: argparse.Namespace, nice: int, quest
     from retrieval.models import KnowledgeDocument
     from retrieval.services import document_upload
 
-    os.environ["INGEST_WORKER_NICE"] = str(nice)
-    stack = Stack(1, args.max_answer_tokens, None)
+    stack = Stack(
+        f"ingest-chat-nice{nice}",
+        os.environ["DATABASE_URL"],  # bench_database's
+        {"INGEST_WORKER_NICE": str(nice)},
+        args.max_answer_tokens,
+        None,
+    )
     try:
         worker = None
         deadline = time.monotonic() + 120
