@@ -14,6 +14,7 @@ cosine similarity, which stays comparable across questions where RRF scores do n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from psycopg.pq import TransactionStatus
 
 from retrieval.embedders import get_embedder
 from retrieval.language import adetect_language, text_search_config
@@ -275,7 +277,7 @@ def text_lane_close() -> None:
 def passages_rank(
     *, vector: list[float], question: str, mode: str, candidates: int, language: str = ""
 ) -> list[Passage]:
-    """All candidates of the chosen method(s), best first by RRF (sync; runs in a transaction).
+    """All candidates of the chosen method(s), best first by RRF (sync).
 
     `language` is the question's (ISO 639-1; "" when not detected: LANGUAGE_DEFAULT's
     configuration is used then): its words are stemmed as that language's documents were.
@@ -294,37 +296,78 @@ def passages_rank(
     lane = text_lane() if use_vector and use_text and not connection.in_atomic_block else None
     elsewhere = lane.submit(**text) if lane else None
     stem_here = use_text and elsewhere is None
+    first = [
+        str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))),
+        text["config"],
+        text["words"] if stem_here else "",
+    ]
+    vector_sql = (
+        _VECTOR_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)) if use_vector else None
+    )
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_SETTINGS_SQL, first)
+            stemmed = cursor.fetchone()[2]
+            vector_rows = _rows(cursor, vector_sql, params) if vector_sql else []
+            text_rows = _text_half(cursor, **text, stemmed=stemmed) if use_text else []
+        return _fused(vector_rows, text_rows)
+    stemmed, vector_rows = _first_trip(first, vector_sql, params)
     text_rows: list[tuple] = []
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Both settings last for this transaction only (set_config's `true`); the same round
-        # trip stems the question's words when this connection runs the text half too.
-        # Iterative scans keep the HNSW index returning candidates when the served-version
-        # filter drops some (pgvector 0.8).
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true),"
-            f" set_config('hnsw.iterative_scan', 'relaxed_order', true), {_STEM_SQL}",
-            [
-                str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))),
-                text["config"],
-                text["words"] if stem_here else "",
-            ],
-        )
-        stemmed = cursor.fetchone()[2]
-        vector_rows = []
-        if use_vector:
-            cursor.execute(
-                _VECTOR_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)), params
-            )
-            vector_rows = sorted(cursor.fetchall(), key=lambda row: (-row[6], row[0]))
-        if elsewhere is not None:
-            try:
-                text_rows = elsewhere.result()
-            except Exception:  # noqa: BLE001 - the caller's connection does it instead
-                logger.warning("the text half failed on its own connection", exc_info=True)
-                elsewhere = None
-        if use_text and elsewhere is None:
+    if elsewhere is not None:
+        try:
+            text_rows = elsewhere.result()
+        except Exception:  # noqa: BLE001 - this connection does it instead
+            logger.warning("the text half failed on its own connection", exc_info=True)
+            elsewhere = None
+    if use_text and elsewhere is None:
+        with connection.cursor() as cursor:
             text_rows = _text_half(cursor, **text, stemmed=stemmed if stem_here else None)
     return _fused(vector_rows, text_rows)
+
+
+# Both settings last for the search's own transaction only (set_config's `true`); the same
+# statement stems the question's words when this connection runs the text half. Iterative scans
+# keep the HNSW index returning candidates when the served-version filter drops some (pgvector
+# 0.8).
+_SETTINGS_SQL = (
+    "SELECT set_config('hnsw.ef_search', %s, true),"
+    f" set_config('hnsw.iterative_scan', 'relaxed_order', true), {_STEM_SQL}"
+)
+
+
+def _rows(cursor, sql: str, params: dict) -> list[tuple]:  # noqa: ANN001
+    cursor.execute(sql, params)
+    return _closest_first(cursor.fetchall())
+
+
+def _closest_first(rows: list[tuple]) -> list[tuple]:
+    """The vector half's rows, best first: by the float32 distance (the similarity), then id."""
+    return sorted(rows, key=lambda row: (-row[6], row[0]))
+
+
+def _first_trip(first: list, vector_sql: str | None, params: dict) -> tuple[list | None, list]:
+    """The settings, the stems and the vector half's rows in one round trip: the statements and
+    the transaction that scopes the settings go to the server together (psycopg's pipeline
+    mode), where Django's atomic() would wait for each, and for its COMMIT, in turn (about 0.3
+    ms of a 3 ms search at 100k passages). Returns (stems, rows)."""
+    with connection.cursor() as control, connection.cursor() as head, connection.cursor() as body:
+        try:
+            with connection.wrap_database_errors, connection.connection.pipeline():
+                control.execute("BEGIN")
+                head.execute(_SETTINGS_SQL, first)
+                if vector_sql:
+                    body.execute(vector_sql, params)
+                control.execute("COMMIT")
+        except Exception:
+            # A failed statement leaves the transaction open and aborted: end it, so the
+            # connection goes back usable (or is found unusable, if the server went away).
+            with contextlib.suppress(Exception):
+                if connection.connection.info.transaction_status != TransactionStatus.IDLE:
+                    control.execute("ROLLBACK")
+            raise
+        stemmed = head.fetchone()[2]
+        rows = _closest_first(body.fetchall()) if vector_sql else []
+    return stemmed, rows
 
 
 def _fused(vector_rows: list[tuple], text_rows: list[tuple]) -> list[Passage]:

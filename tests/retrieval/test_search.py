@@ -214,3 +214,17 @@ def test_a_search_that_finds_every_text_thread_busy_runs_both_halves_itself(
     assert _ranked(QUESTIONS[0]) == busy
     assert threads[0].startswith("search-text")
     lane.close()
+
+
+def test_a_search_whose_statement_fails_leaves_its_connection_usable(knowledge) -> None:  # noqa: ANN001
+    from django.db import DatabaseError, connection
+    from psycopg.pq import TransactionStatus
+
+    from retrieval.search import passages_rank
+
+    # The vector half's statements and their transaction go to the server together; a vector
+    # of the wrong size fails there, mid-transaction.
+    with pytest.raises(DatabaseError, match="dimensions"):
+        passages_rank(vector=[0.1] * 10, question="refund", mode="hybrid", candidates=40)
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert _ranked(QUESTIONS[1])[0][1] == 1  # the same connection searches again
