@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -317,9 +317,15 @@ def _embed(prepared: list[_Prepared]) -> None:
 
 
 def _versions(prepared: list[_Prepared]) -> QuerySet[KnowledgeDocument]:
+    return document_versions((p.document_id, p.version) for p in prepared)
+
+
+def document_versions(pairs: Iterable[tuple[int, int]]) -> QuerySet[KnowledgeDocument]:
+    """The documents at these (id, version) pairs (one that moved on to a newer version is not
+    among them)."""
     match = Q(pk__in=[])
-    for p in prepared:
-        match |= Q(id=p.document_id, version=p.version)
+    for document_id, version in pairs:
+        match |= Q(id=document_id, version=version)
     return KnowledgeDocument.objects.filter(match)
 
 
@@ -327,10 +333,7 @@ def _beat(documents: Sequence[tuple[int, int]]) -> None:
     """Refresh the heartbeat of documents that wait in a batch, so the reaper leaves them be."""
     if not documents:
         return
-    match = Q(pk__in=[])
-    for document_id, version in documents:
-        match |= Q(id=document_id, version=version)
-    KnowledgeDocument.objects.filter(match, status__in=(Status.PARSING, Status.EMBEDDING)).update(
+    document_versions(documents).filter(status__in=(Status.PARSING, Status.EMBEDDING)).update(
         heartbeat_at=timezone.now()
     )
 

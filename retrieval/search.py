@@ -293,7 +293,10 @@ def passages_rank(
         "config": text_search_config(language or settings.LANGUAGE_DEFAULT),
         "params": params,
     }
-    lane = text_lane() if use_vector and use_text and not connection.in_atomic_block else None
+    # Inside the caller's transaction: in a savepoint, so a failure leaves that transaction
+    # usable; both halves then run here (another connection would not see its writes).
+    inside = connection.in_atomic_block
+    lane = text_lane() if use_vector and use_text and not inside else None
     elsewhere = lane.submit(**text) if lane else None
     stem_here = use_text and elsewhere is None
     first = [
@@ -304,24 +307,18 @@ def passages_rank(
     vector_sql = (
         _VECTOR_SQL.replace("{dims}", str(settings.EMBEDDING_DIMENSIONS)) if use_vector else None
     )
-    if connection.in_atomic_block:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_SETTINGS_SQL, first)
-            stemmed = cursor.fetchone()[2]
-            vector_rows = _rows(cursor, vector_sql, params) if vector_sql else []
-            text_rows = _text_half(cursor, **text, stemmed=stemmed) if use_text else []
-        return _fused(vector_rows, text_rows)
-    stemmed, vector_rows = _first_trip(first, vector_sql, params)
-    text_rows: list[tuple] = []
-    if elsewhere is not None:
-        try:
-            text_rows = elsewhere.result()
-        except Exception:  # noqa: BLE001 - this connection does it instead
-            logger.warning("the text half failed on its own connection", exc_info=True)
-            elsewhere = None
-    if use_text and elsewhere is None:
-        with connection.cursor() as cursor:
-            text_rows = _text_half(cursor, **text, stemmed=stemmed if stem_here else None)
+    with transaction.atomic() if inside else contextlib.nullcontext():
+        stemmed, vector_rows = _first_trip(first, vector_sql, params, own_transaction=not inside)
+        text_rows: list[tuple] = []
+        if elsewhere is not None:
+            try:
+                text_rows = elsewhere.result()
+            except Exception:  # noqa: BLE001 - this connection does it instead
+                logger.warning("the text half failed on its own connection", exc_info=True)
+                elsewhere = None
+        if use_text and elsewhere is None:
+            with connection.cursor() as cursor:
+                text_rows = _text_half(cursor, **text, stemmed=stemmed if stem_here else None)
     return _fused(vector_rows, text_rows)
 
 
@@ -335,39 +332,36 @@ _SETTINGS_SQL = (
 )
 
 
-def _rows(cursor, sql: str, params: dict) -> list[tuple]:  # noqa: ANN001
-    cursor.execute(sql, params)
-    return _closest_first(cursor.fetchall())
-
-
-def _closest_first(rows: list[tuple]) -> list[tuple]:
-    """The vector half's rows, best first: by the float32 distance (the similarity), then id."""
-    return sorted(rows, key=lambda row: (-row[6], row[0]))
-
-
-def _first_trip(first: list, vector_sql: str | None, params: dict) -> tuple[list | None, list]:
-    """The settings, the stems and the vector half's rows in one round trip: the statements and
-    the transaction that scopes the settings go to the server together (psycopg's pipeline
-    mode), where Django's atomic() would wait for each, and for its COMMIT, in turn (0.15-0.2
-    ms a search at 100k passages, README). Returns (stems, rows)."""
+def _first_trip(
+    first: list, vector_sql: str | None, params: dict, *, own_transaction: bool
+) -> tuple[list | None, list]:
+    """The settings, the stems and the vector half's rows in one round trip: the statements (and,
+    with own_transaction, the transaction that scopes the settings) go to the server together
+    (psycopg's pipeline mode), where Django's atomic() would wait for each, and for its COMMIT,
+    in turn (0.15-0.2 ms per search at 100k passages, README). Returns (stems, rows), the rows
+    best first: by the float32 distance (the similarity), then id."""
     with connection.cursor() as control, connection.cursor() as head, connection.cursor() as body:
         try:
             with connection.wrap_database_errors, connection.connection.pipeline():
-                control.execute("BEGIN")
+                if own_transaction:
+                    control.execute("BEGIN")
                 head.execute(_SETTINGS_SQL, first)
                 if vector_sql:
                     body.execute(vector_sql, params)
-                control.execute("COMMIT")
+                if own_transaction:
+                    control.execute("COMMIT")
         except Exception:
-            # A failed statement leaves the transaction open and aborted: end it, so the
+            # A failed statement leaves our transaction open and aborted: end it, so the
             # connection goes back usable (or is found unusable, if the server went away).
-            with contextlib.suppress(Exception):
-                if connection.connection.info.transaction_status != TransactionStatus.IDLE:
-                    control.execute("ROLLBACK")
+            # The caller's transaction is its savepoint's to roll back.
+            if own_transaction:
+                with contextlib.suppress(Exception):
+                    if connection.connection.info.transaction_status != TransactionStatus.IDLE:
+                        control.execute("ROLLBACK")
             raise
         stemmed = head.fetchone()[2]
-        rows = _closest_first(body.fetchall()) if vector_sql else []
-    return stemmed, rows
+        rows = body.fetchall() if vector_sql else []
+    return stemmed, sorted(rows, key=lambda row: (-row[6], row[0]))
 
 
 def _fused(vector_rows: list[tuple], text_rows: list[tuple]) -> list[Passage]:

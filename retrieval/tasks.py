@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Func, JSONField, Q, Value
+from django.db.models import F, Func, JSONField, Value
 from django.dispatch import receiver
 from django.utils import timezone
 from django_tasks import TaskContext, TaskResultStatus, task
@@ -26,6 +26,7 @@ from retrieval.ingestion import (
     IN_PROGRESS,
     Status,
     document_retry_or_fail,
+    document_versions,
     documents_process,
 )
 from retrieval.models import KnowledgeDocument
@@ -97,11 +98,10 @@ def _ingest_tasks_claim(own: Any) -> list[DBTaskResult]:  # noqa: ANN401 - a Tas
             row.status, row.started_at = TaskResultStatus.RUNNING, now
             row.worker_ids = [*row.worker_ids, worker_id]
         # Busy from now on in the reaper's eyes: the heartbeat is kept while it waits.
-        documents = Q(pk__in=[])
-        for row in rows:
-            kwargs = row.args_kwargs.get("kwargs", {})
-            documents |= Q(id=kwargs.get("document_id"), version=kwargs.get("version"))
-        KnowledgeDocument.objects.filter(documents, status=Status.QUEUED).update(
+        document_versions(
+            (row.args_kwargs["kwargs"]["document_id"], row.args_kwargs["kwargs"]["version"])
+            for row in rows
+        ).filter(status=Status.QUEUED).update(
             status=Status.PARSING, heartbeat_at=now, updated_at=now
         )
     return rows

@@ -217,7 +217,7 @@ def test_a_search_that_finds_every_text_thread_busy_runs_both_halves_itself(
 
 
 def test_a_search_whose_statement_fails_leaves_its_connection_usable(knowledge) -> None:  # noqa: ANN001
-    from django.db import DatabaseError, connection
+    from django.db import DatabaseError, connection, transaction
     from psycopg.pq import TransactionStatus
 
     from retrieval.search import passages_rank
@@ -228,3 +228,10 @@ def test_a_search_whose_statement_fails_leaves_its_connection_usable(knowledge) 
         passages_rank(vector=[0.1] * 10, question="refund", mode="hybrid", candidates=40)
     assert connection.connection.info.transaction_status == TransactionStatus.IDLE
     assert _ranked(QUESTIONS[1])[0][1] == 1  # the same connection searches again
+    # Inside a caller's transaction the search is a savepoint: that transaction goes on.
+    with transaction.atomic():
+        KnowledgeDocument.objects.filter(source_name="returns.md").update(title="Returns policy")
+        with pytest.raises(DatabaseError, match="dimensions"):
+            passages_rank(vector=[0.1] * 10, question="refund", mode="hybrid", candidates=40)
+        assert _ranked(QUESTIONS[1])[0][1] == 1
+        assert KnowledgeDocument.objects.get(source_name="returns.md").title == "Returns policy"
