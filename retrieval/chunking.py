@@ -107,21 +107,30 @@ def chunk_text(
     for section in split_sections(markdown, paged=paged):
         heading, page = section.heading, section.page
         paragraphs = [p.strip() for p in re.split(r"\n\s*\n", section.body) if p.strip()]
+        # Paragraphs packed so far and their joined text's count: each packed text is counted
+        # once, as a candidate, and that count is the chunk's (counting is most of chunking).
         current: list[str] = []
+        current_tokens = 0
         for paragraph in paragraphs:
-            candidate = "\n\n".join([*current, paragraph])
-            if current and count_tokens(candidate) > max_tokens:
-                drafts.append(_draft(heading, "\n\n".join(current), count_tokens, page))
+            if current:
+                candidate = "\n\n".join([*current, paragraph])
+                candidate_tokens = count_tokens(candidate)
+                if candidate_tokens <= max_tokens:
+                    current.append(paragraph)
+                    current_tokens = candidate_tokens
+                    continue
+                drafts.append(ChunkDraft(heading, "\n\n".join(current), current_tokens, page))
                 current = []
-            if count_tokens(paragraph) > max_tokens:
+            paragraph_tokens = count_tokens(paragraph)
+            if paragraph_tokens > max_tokens:
                 pieces = _split_table(paragraph, max_tokens, count_tokens) or _split_long(
                     paragraph, max_tokens, overlap_tokens, count_tokens
                 )
                 drafts.extend(_draft(heading, piece, count_tokens, page) for piece in pieces)
                 continue
-            current.append(paragraph)
+            current, current_tokens = [paragraph], paragraph_tokens
         if current:
-            drafts.append(_draft(heading, "\n\n".join(current), count_tokens, page))
+            drafts.append(ChunkDraft(heading, "\n\n".join(current), current_tokens, page))
     seen: set[str] = set()
     unique: list[ChunkDraft] = []
     for draft in drafts:

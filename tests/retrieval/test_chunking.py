@@ -55,6 +55,25 @@ def test_paragraphs_are_packed_and_headings_nest() -> None:
     assert chunks[0].token_count == cl100k_count("First.\n\nSecond.") == 4
 
 
+def test_packed_paragraphs_are_counted_once_each_and_keep_their_chunk_counts() -> None:
+    # Counting is most of chunking's time: each packed text is counted once, as a candidate,
+    # and that count is the chunk's (before: the paragraph, the candidate and the chunk again).
+    counted: list[str] = []
+
+    def counter(text: str) -> int:
+        counted.append(text)
+        return words(text)
+
+    paragraphs = [" ".join(f"p{n}w{i}" for i in range(7)) for n in range(9)]
+    chunks = chunk_text(
+        "\n\n".join(paragraphs), max_tokens=20, overlap_tokens=0, count_tokens=counter
+    )
+    assert [c.text.count("\n\n") + 1 for c in chunks] == [2, 2, 2, 2, 1]
+    assert all(c.token_count == words(c.text) for c in chunks)
+    # The first paragraph of each chunk alone, then one candidate per further paragraph.
+    assert len(counted) == len(chunks) + len(paragraphs) - 1
+
+
 def test_duplicate_passages_are_skipped() -> None:
     text = "## A\n\nCall us on 0800 123.\n\n## B\n\nCall   us on 0800 123."
     assert len(chunk_text(text, max_tokens=200, overlap_tokens=30, count_tokens=words)) == 1
