@@ -184,11 +184,15 @@ def _source(number: int, passage: Passage) -> dict[str, Any]:
 
 
 async def cascade_tiers(
-    *, options: AnswerOptions, enabled: list[ModelTier], vector: list[float] | None = None
+    *,
+    options: AnswerOptions,
+    enabled: list[ModelTier],
+    vector: list[float] | None = None,
+    cached: bool = False,
 ) -> tuple[list[ModelTier], Route | None]:
     """The tiers this answer may use, cheapest first, and the route that chose them: from the
     starting tier upwards (the router's pick for this question's vector when the policy says
-    so), or one tier alone."""
+    so), or one tier alone. `cached`: a cached answer is at hand, so no tier will run."""
     if options.tiers is not None:
         by_name = {t.name: t async for t in ModelTier.objects.filter(name__in=options.tiers)}
         return [by_name[name] for name in options.tiers if name in by_name], None
@@ -196,6 +200,10 @@ async def cascade_tiers(
         return [], None
     if options.single_tier is not None:
         return [t for t in enabled if t.name == options.single_tier], None
+    if cached:
+        # No start to choose (the policy read, the router's learner): the router learns only
+        # from answers a tier gave, and every cache hit would pay for a choice never used.
+        return enabled, None
     route = await sync_to_async(route_choose)(
         tiers=[t.name for t in enabled], vector=vector, default_start=settings.CASCADE_START_TIER
     )
@@ -410,7 +418,12 @@ async def answer_question(
         )
         # Chosen here, with the question's vector (the router learns per cluster of questions).
         tiers, answer.route = await db_retrying(
-            lambda: cascade_tiers(options=options, enabled=enabled, vector=lookup.vector)
+            lambda: cascade_tiers(
+                options=options,
+                enabled=enabled,
+                vector=lookup.vector,
+                cached=lookup.hit is not None and not attack,
+            )
         )
         if options.tiers is not None:
             answer.baseline_pool = tiers
@@ -419,7 +432,8 @@ async def answer_question(
             "type": "answer.start",
             "message_id": message.id,
             "conversation_id": str(conversation.id),
-            "tier": tiers[0].name if tiers else None,
+            # A hit's is the tier that first gave the answer (as answer.end says).
+            "tier": hit.tier if hit else tiers[0].name if tiers else None,
             "cached": hit is not None,
             "cache_similarity": hit.similarity if hit else None,
         }
@@ -718,10 +732,14 @@ async def db_retrying(step: Callable[[], Awaitable[T]]) -> T:
 def _save_and_total(answer: Answer, totals: bool) -> dict[str, Any] | None:
     message = answer.message
     _books(answer)
-    with transaction.atomic():
-        message.save()
-        if answer.reserved:
+    if answer.reserved:
+        # The answer and its budget settled together, or neither.
+        with transaction.atomic():
+            message.save()
             budget_settle(message_id=message.id)
+    else:
+        # One statement (a cache hit, a decline): no BEGIN and COMMIT, two trips fewer.
+        message.save()
     metrics.answer_observe(message=message, result=answer.result, rewrite=answer.rewrite)
     if answer.route is not None and message.origin == Message.Origin.CUSTOMER:
         _route_observe(answer)

@@ -194,6 +194,11 @@ if os.environ.get("DATABASE_NAME"):
 # cache"). DATABASE_POOL=0 turns the pool off.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A pooled connection not lent for this long gets a round trip before it is lent again; one
+# lent more recently is checked without one (chatbot/postgresql/base.py).
+DATABASE_POOL_CHECK_IDLE_SECONDS = env_float("DATABASE_POOL_CHECK_IDLE_SECONDS", 10.0)
+# Django's PostgreSQL backend with that cheaper check of pooled connections.
+DATABASES["default"]["ENGINE"] = "chatbot.postgresql"
 if env_bool("DATABASE_POOL", True):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,

@@ -15,6 +15,7 @@ from django.db.backends.signals import connection_created
 
 from chatbot.models import Conversation, Message
 from chatbot.pipeline import _conversation_totals_sync
+from chatbot.postgresql.base import DatabaseWrapper
 from retrieval.models import CacheEntry, CacheHit
 from tests.chatbot.conftest import chat_socket, frames_until, new_session
 from tests.chatbot.test_cache_ws import CACHED_ANSWER, CACHED_QUESTION, _seed
@@ -23,9 +24,11 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 # What one hit on a new conversation may cost, counted over every database thread: resend check
 # and both rows of the question, the tiers and the answer's row, the cache query and its hit row,
-# the routing policy and the answer's save. A new conversation has no earlier turns to read and
-# its totals are the answer's own. (It was 14, then 11.)
-MAX_STATEMENTS_PER_HIT = 9
+# and the answer's save (a hit chooses no starting tier). A new conversation has no earlier turns to read and
+# its totals are the answer's own. (It was 14, then 11, then 9.)
+MAX_STATEMENTS_PER_HIT = 8
+# Each transaction is two more trips (BEGIN, COMMIT): only the question's two rows need one.
+TRANSACTIONS_PER_HIT = 1
 
 
 class StatementCount:
@@ -33,6 +36,7 @@ class StatementCount:
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.commits = 0
         self.counting = False
         self._lock = threading.Lock()
 
@@ -49,11 +53,19 @@ class StatementCount:
 
 
 @pytest.fixture
-def statement_count() -> Iterator[StatementCount]:
-    """Counts the statements of every connection opened from now on."""
+def statement_count(monkeypatch) -> Iterator[StatementCount]:  # noqa: ANN001
+    """Counts the statements of every connection opened from now on, and the commits."""
     from django.db import connections
 
     counter = StatementCount()
+    commit = DatabaseWrapper._commit
+
+    def counted_commit(wrapper: DatabaseWrapper) -> None:
+        if counter.counting:
+            counter.commits += 1
+        commit(wrapper)
+
+    monkeypatch.setattr(DatabaseWrapper, "_commit", counted_commit)
     connections.close_all()  # the next use of each thread's connection is a new connect
     connection_created.connect(counter.attach)
     yield counter
@@ -99,6 +111,7 @@ async def test_a_hit_on_a_new_conversation_is_stored_whole_in_few_statements(
     written = [s for s in statement_count.statements if s.lstrip().upper().startswith("INSERT")]
     assert len(written) >= 2, statement_count.statements  # the counter sees the lanes' work
     assert len(statement_count.statements) <= MAX_STATEMENTS_PER_HIT, statement_count.statements
+    assert statement_count.commits == TRANSACTIONS_PER_HIT
 
     # The page sends a question again after a reconnect: acknowledged, never stored twice.
     await ws.send_json_to({"type": "ask", "text": CACHED_QUESTION, "client_id": "c-1"})

@@ -176,3 +176,34 @@ async def test_fixed_cascade_is_the_default_and_records_without_learning(tiers) 
     decision = await RouterDecision.objects.aget(message_id=events[-1]["message_id"])
     assert (decision.start_tier, decision.learned, decision.question) == ("small", False, QUESTION)
     assert not await RouterLearner.objects.aexists()
+
+
+async def test_a_cache_hit_chooses_no_start_and_names_the_tier_that_answered(
+    tiers,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import chatbot.pipeline as pipeline
+
+    await policy(router_mode="router", router_scope="global", router_epsilon=0.0)
+    await learner("qlearning", GLOBAL, {"small": -1.0, "big": 0.5})
+    first = await ask()
+    assert first[-1]["tier"] == "big" and not first[-1]["cached"]
+    # The learner now prefers small: a choice made for the hit would name small.
+    await learner("qlearning", GLOBAL, {"small": 0.9, "big": -1.0})
+    choices = []
+    route_choose = pipeline.route_choose
+
+    def counted(**kwargs: object) -> object:
+        choices.append(kwargs)
+        return route_choose(**kwargs)
+
+    monkeypatch.setattr(pipeline, "route_choose", counted)
+    again = await ask()
+    start, end = again[0], again[-1]
+    assert start["cached"] and end["cached"]
+    # No starting tier was chosen for an answer no tier gives, and none is recorded.
+    assert choices == []
+    assert start["tier"] == end["tier"] == "big"
+    assert not await RouterDecision.objects.filter(message_id=end["message_id"]).aexists()
+    learned = await RouterLearner.objects.aget(kind="qlearning", cluster=GLOBAL)
+    assert learned.values == {"small": 0.9, "big": -1.0}
