@@ -10,6 +10,9 @@ Usage:
       reaches a model, and an ask that is not a hit counts as an error here.
       --before DIR: also runs the same phases against Daphne started from another source tree
       (e.g. `git archive <commit> | tar -x -C DIR`), same database, same run: before/after.
+  python bench/cache_throughput.py --before DIR --alternate N [--seconds 20]
+      Only one process with 50 sockets, the two trees in turn (before, after, after, before, ...)
+      N times each: answers a second per phase and their medians.
   python bench/cache_throughput.py --profile [--hits 200]
       In-process (no Daphne): where one hit's milliseconds go, step by step, with the number of
       SQL statements and their time.
@@ -31,6 +34,7 @@ import inspect
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -298,6 +302,34 @@ async def tree_phases(stack: Stack, tree: Path, args: argparse.Namespace) -> dic
     return out
 
 
+def alternate(stack: Stack, before: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One process, 50 sockets, the trees in turn (ABBA): this machine's speed drifts within
+    minutes, so a comparison holds only between phases run side by side."""
+    order = [("before", before), ("after", ROOT)]
+    phases: list[dict[str, Any]] = []
+    for n in range(args.alternate * 2):
+        label, tree = order[(n + n // 2) % 2]
+        urls = stack.start_daphnes(1, tree)
+        asyncio.run(single_customer(urls[0], 6))  # the first asks load the embedder and guard
+        phase = asyncio.run(many_sockets(urls, 50, args.seconds))
+        phases.append({"label": label, **phase})
+        print(json.dumps(phases[-1]), file=sys.stderr, flush=True)
+    stack.stop_daphnes()
+    rates = {
+        label: [p["answers_per_second"] for p in phases if p["label"] == label]
+        for label, _ in order
+    }
+    return {
+        "alternated": {"processes": 1, "sockets": 50, "seconds": args.seconds},
+        "trees": {"before": str(before), "after": str(ROOT)},
+        "answers_per_second": {
+            label: {"runs": values, "median": statistics.median(values)}
+            for label, values in rates.items()
+        },
+        "phases": phases,
+    }
+
+
 # --- In-process profile -----------------------------------------------------------------------
 
 
@@ -457,10 +489,25 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=60, help="single-customer asks")
     parser.add_argument("--profile", action="store_true", help="in-process step profile")
     parser.add_argument("--hits", type=int, default=200, help="hits profiled")
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        default=0,
+        help="with --before: only one process and 50 sockets, the two trees in turn "
+        "(before, after, after, before, ...) this many times each",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     if args.profile:
         result: dict[str, Any] = {"profile": profile(args.hits)}
+    elif args.alternate:
+        if not args.before:
+            parser.error("--alternate needs --before")
+        stack = Stack()
+        try:
+            result = alternate(stack, args.before.resolve(), args)
+        finally:
+            stack.stop()
     else:
         stack = Stack()
         try:
