@@ -3,7 +3,7 @@
 psycopg_pool's own check (the one Django installs with CONN_HEALTH_CHECKS) sends an empty query
 on every borrow: a round trip, and a chat socket borrows a connection twice for every answer,
 cached ones included (its event, then its answer). Profiling one Daphne process serving cached
-answers to 50 sockets, that trip was about a sixth of the database threads' time.
+answers to 50 sockets (py-spy), about a sixth of its samples were in that check.
 
 A connection lent moments ago is instead checked without a trip: a server that restarts, ends
 the backend or closes an idle session sends a message and closes the socket, so an idle
