@@ -416,18 +416,17 @@ async def answer_question(
         metrics.cache_lookup_observe(
             hit=lookup.hit is not None, bypassed=bool(lookup.bypass_reason)
         )
+        # An attack is never answered from the cache either.
+        offered = lookup.hit if not attack else None
         # Chosen here, with the question's vector (the router learns per cluster of questions).
         tiers, answer.route = await db_retrying(
             lambda: cascade_tiers(
-                options=options,
-                enabled=enabled,
-                vector=lookup.vector,
-                cached=lookup.hit is not None and not attack,
+                options=options, enabled=enabled, vector=lookup.vector, cached=offered is not None
             )
         )
         if options.tiers is not None:
             answer.baseline_pool = tiers
-        hit = lookup.hit if tiers and not attack else None
+        hit = offered if tiers else None
         yield {
             "type": "answer.start",
             "message_id": message.id,
