@@ -33,7 +33,7 @@ from chatbot import ratelimit
 from chatbot.api_keys import api_key_cap
 from chatbot.models import ApiKey, Conversation, Message
 from chatbot.pipeline import AnswerOptions, Event, answer_question
-from routing.models import ModelTier
+from routing.models import ModelTier, tiers_enabled
 
 AUTO_MODEL = "auto"
 OWNER = "frugal-chatbot"
@@ -176,8 +176,7 @@ def completion_request_parse(body: bytes) -> CompletionRequest:
 
 async def api_tiers() -> list[ModelTier]:
     """The tiers a client may name: enabled and able to answer now, cheapest first."""
-    tiers = ModelTier.objects.filter(enabled=True).order_by("order", "name")
-    return [t async for t in tiers if t.usable]
+    return [t for t in await sync_to_async(tiers_enabled)() if t.usable]
 
 
 def model_object(name: str, created: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from chatbot.models import BudgetReservation, BudgetSetting, Message
 from routing.cascade import tiers_from_start
-from routing.models import ModelTier
+from routing.models import tiers_enabled
 
 # A typical answer call before any customer answer exists: the means over evaluation run 4's
 # answer calls on the public SQuAD questions (medium and large; medians 517 and 17). Used to
@@ -316,9 +316,7 @@ def budget_typical_chain() -> list[tuple[str, Decimal]]:
     price plus the tier's full answer allowance at the output price.
     """
     tokens_in, _ = expected_call_tokens(fresh=True)  # the dashboard is not on the hot path
-    tiers = [
-        t for t in ModelTier.objects.filter(enabled=True).order_by("order", "name") if t.usable
-    ]
+    tiers = [t for t in tiers_enabled() if t.usable]
     names = tiers_from_start([t.name for t in tiers], settings.CASCADE_START_TIER)
     tiers = [t for t in tiers if t.name in names]
     return [(t.name, t.cost(tokens_in, t.max_answer_tokens)) for t in tiers]

@@ -16,7 +16,13 @@ from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from chatbot import handoff as handoffs
 from chatbot import metrics, ratelimit
@@ -107,6 +113,23 @@ def database_lane() -> Any:
     if _lanes is None:
         _lanes = DatabaseLanes(settings.CHAT_DATABASE_THREADS)
     return _lanes.lane()
+
+
+def resent_question(*, session_key: str, client_id: str) -> Message | None:
+    """The session's question sent before under this client_id (a resend after a lost
+    acknowledgement), else None. Every question pays this check and almost none is a resend: a
+    plain statement for the id (about 0.15 ms against 0.5 ms through the ORM), the ORM only to
+    load a resent one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT m.id FROM {Message._meta.db_table} m"
+            f" JOIN {Conversation._meta.db_table} c ON c.id = m.conversation_id"
+            " WHERE m.client_id = %s AND c.session_key = %s AND m.role = %s"
+            " ORDER BY m.id LIMIT 1",
+            [client_id, session_key, Message.Role.USER],
+        )
+        row = cursor.fetchone()
+    return Message.objects.get(pk=row[0]) if row else None
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -457,11 +480,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # lane's thread is paid by every cache hit.
         close_old_connections()
         if client_id:
-            existing = Message.objects.filter(
-                conversation__session_key=self.session_key,
-                role=Message.Role.USER,
-                client_id=client_id,
-            ).first()
+            existing = resent_question(session_key=self.session_key, client_id=client_id)
             if existing is not None:
                 return "duplicate", None, existing, None
         with transaction.atomic():

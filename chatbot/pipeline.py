@@ -62,7 +62,7 @@ from routing.cascade import (
     cascade_run,
     tiers_from_start,
 )
-from routing.models import ModelTier, ScorerWeights
+from routing.models import ModelTier, ScorerWeights, tiers_enabled
 from routing.per_tier import count_for
 from routing.policy import arelevance_floors
 from routing.router import Route, route_choose, route_observe
@@ -556,7 +556,7 @@ def _answer_begin(
 ) -> tuple[list[ModelTier], Message]:
     """The enabled tiers and the new (streaming) assistant message in one trip to the database
     thread: every answer, every cache hit included, starts with both."""
-    enabled = list(ModelTier.objects.filter(enabled=True).order_by("order", "name"))
+    enabled = tiers_enabled()
     message = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,

@@ -116,6 +116,16 @@ class ModelTier(models.Model):
         )
 
 
+def tiers_enabled() -> list[ModelTier]:
+    """The enabled tiers in cascade order (Meta.ordering). Every answer reads them, every cache
+    hit included, and the ORM takes longer to build this query than PostgreSQL to run it: one
+    plain statement (measured: about 0.25 ms against 0.55 ms)."""
+    table = ModelTier._meta.db_table
+    return list(
+        ModelTier.objects.raw(f'SELECT * FROM {table} WHERE enabled ORDER BY "order", name')
+    )
+
+
 class ScorerWeights(models.Model):
     """The scorer's logistic weights (one row per name; 'default' is used unless told otherwise)."""
 
