@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import ThreadSensitiveContext
+from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -159,7 +160,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Called for every event of this socket: its database work runs on a lane of its own."""
         async with database_lane():
-            await super().dispatch(message)
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            # Channels' own dispatch would first close old connections, a trip to the lane's
+            # thread for every frame; the lane already gives its connection back as each event
+            # ends, so that close would find nothing to close.
+            await handler(message)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: cancel any answer in flight (its partial text is stored)."""

@@ -5,6 +5,8 @@ rewrite test.)"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db.backends.signals import connection_created
 
+from chatbot import consumers
 from chatbot.models import Conversation, Message
 from chatbot.pipeline import _conversation_totals_sync
 from chatbot.postgresql.base import DatabaseWrapper
@@ -29,6 +32,11 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 MAX_STATEMENTS_PER_HIT = 8
 # Each transaction is two more trips (BEGIN, COMMIT): only the question's two rows need one.
 TRANSACTIONS_PER_HIT = 1
+# Hand-offs to the database threads (each a wake-up of a thread and of the event loop): the
+# question's rows, the tiers and the answer's row, the cache query, the answer's save, and each
+# lane giving its connection back (the question's event, the answer's task). It was 7: Channels
+# also closed old connections at the start of every event.
+TRIPS_PER_HIT = 6
 
 
 class StatementCount:
@@ -77,6 +85,27 @@ async def _ask(ws: Any, text: str, **fields: Any) -> list[dict]:
     return await frames_until(ws, ("answer.end", "error"))
 
 
+def _called(fn: Any) -> str:
+    """The name of the function a hand-off runs, under asgiref's wrappers."""
+    while isinstance(fn, functools.partial):
+        inner = [a for a in fn.args if isinstance(a, functools.partial) or inspect.isroutine(a)]
+        fn = inner[-1] if inner else fn.func
+    return getattr(fn, "__qualname__", repr(fn))
+
+
+def _count_trips(patch: pytest.MonkeyPatch) -> list[str]:
+    """Every call handed to a chat database thread while the patch lasts, by name."""
+    trips: list[str] = []
+    for executor in consumers._lanes._executors:
+
+        def submit(fn, /, *args, _submit=executor.submit, **kwargs):  # noqa: ANN001, ANN202
+            trips.append(_called(fn))
+            return _submit(fn, *args, **kwargs)
+
+        patch.setattr(executor, "submit", submit)
+    return trips
+
+
 async def test_a_hit_on_a_new_conversation_is_stored_whole_in_few_statements(
     small_tier,  # noqa: ANN001
     help_centre,  # noqa: ANN001
@@ -85,9 +114,11 @@ async def test_a_hit_on_a_new_conversation_is_stored_whole_in_few_statements(
     entry = await _seed()
     ws = await chat_socket(await new_session())
     await _ask(ws, CACHED_QUESTION, client_id="warm-up")  # the guard and the embedder load
-    statement_count.counting = True
-    frames = await _ask(ws, CACHED_QUESTION, client_id="c-1")
-    statement_count.counting = False
+    with pytest.MonkeyPatch.context() as patch:
+        trips = _count_trips(patch)
+        statement_count.counting = True
+        frames = await _ask(ws, CACHED_QUESTION, client_id="c-1")
+        statement_count.counting = False
     end = frames[-1]
     assert end["type"] == "answer.end" and end["cached"] is True, frames
     assert "".join(f["text"] for f in frames if f["type"] == "answer.delta") == CACHED_ANSWER
@@ -112,6 +143,7 @@ async def test_a_hit_on_a_new_conversation_is_stored_whole_in_few_statements(
     assert len(written) >= 2, statement_count.statements  # the counter sees the lanes' work
     assert len(statement_count.statements) <= MAX_STATEMENTS_PER_HIT, statement_count.statements
     assert statement_count.commits == TRANSACTIONS_PER_HIT
+    assert len(trips) == TRIPS_PER_HIT, trips
 
     # The page sends a question again after a reconnect: acknowledged, never stored twice.
     await ws.send_json_to({"type": "ask", "text": CACHED_QUESTION, "client_id": "c-1"})
