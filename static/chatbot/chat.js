@@ -283,6 +283,16 @@
     b.addEventListener("click", function () { b.disabled = true; requestHandoff(reason); });
     li.appendChild(b);
   }
+  // A read of the handoff state (loadHandoff) can come back after a newer change: a frame, or
+  // another conversation opened. Such a read is dropped, as is one older than a read already shown
+  // (after a reconnect a missed change is only in the newer read).
+  let handoffChanges = 0;
+  let handoffReads = 0;
+  let handoffShownRead = 0;
+  function handoffChanged(frame) {
+    handoffChanges++;
+    showHandoff(frame);
+  }
   function showHandoff(frame) {
     handoff = frame;
     if (!handoffBanner) return;
@@ -327,15 +337,21 @@
     }
   }
   async function loadHandoff() {
-    if (!conversationId) { showHandoff(null); return; }
+    if (!conversationId) { handoffChanged(null); return; }
+    const changes = handoffChanges;
+    const read = ++handoffReads;
+    const id = conversationId;
     try {
-      const response = await apiFetch(root.dataset.api + encodeURIComponent(conversationId) + "/handoff/");
+      const response = await apiFetch(root.dataset.api + encodeURIComponent(id) + "/handoff/");
       if (!response.ok) return;
       const data = await response.json();
-      showHandoff(data.handoff && data.handoff.status !== "closed" ? data.handoff : null);
-      Object.keys(data.agents || {}).forEach(function (id) {
-        const name = list.querySelector('.msg.agent[data-message-id="' + CSS.escape(id) + '"] .agent-name');
-        if (name) name.textContent = data.agents[id];
+      if (id === conversationId && changes === handoffChanges && read > handoffShownRead) {
+        handoffShownRead = read;
+        showHandoff(data.handoff && data.handoff.status !== "closed" ? data.handoff : null);
+      }
+      Object.keys(data.agents || {}).forEach(function (messageId) {
+        const name = list.querySelector('.msg.agent[data-message-id="' + CSS.escape(messageId) + '"] .agent-name');
+        if (name) name.textContent = data.agents[messageId];
       });
     } catch (e) { /* offline: shown again after reconnecting */ }
   }
@@ -445,7 +461,7 @@
     loadHandoff();
   }
   function renderPendingOnly(keep) {
-    if (!keep) { list.innerHTML = ""; titleEl.textContent = root.dataset.title || _("Help chat"); showHandoff(null); greet(); }
+    if (!keep) { list.innerHTML = ""; titleEl.textContent = root.dataset.title || _("Help chat"); handoffChanged(null); greet(); }
     const thread = conversationId || newThread;
     outbox.forEach(function (entry) {
       if (!thread || entry.thread !== thread) return;
@@ -464,7 +480,7 @@
     history.replaceState(null, "", url);
     list.innerHTML = "";
     titleEl.textContent = _("New conversation");
-    showHandoff(null);
+    handoffChanged(null);
     greet();
     refreshSidebar();
     input.focus();
@@ -558,7 +574,7 @@
       case "handoff.status":
         if (!conversationId || frame.conversation_id === conversationId) {
           if (!conversationId) { newThread = null; setConversation(frame.conversation_id); refreshSidebar(); }
-          showHandoff(frame);
+          handoffChanged(frame);
         }
         break;
       case "agent.message":

@@ -88,6 +88,44 @@ def test_customer_and_agent_talk_through_a_handoff(
     agent.context.close()
 
 
+def test_a_late_read_of_the_handoff_never_undoes_a_newer_change(
+    page: Page, chromium: Browser, daphne_server
+) -> None:  # noqa: ANN001
+    base = daphne_server.url
+    agent = _agent_page(chromium, base)
+    page.goto(base + "/")
+    expect(page.locator("#status")).to_have_text("online")
+    page.fill("#ask-input", "Can I talk to a human?")
+    page.press("#ask-input", "Enter")
+    banner = page.locator("#handoff-banner")
+    row = agent.locator("#inbox-list li[data-status='waiting']")
+    expect(row).to_have_count(1, timeout=20_000)
+    row.click()
+    agent.get_by_role("button", name="Take this conversation").click()
+    expect(banner).to_contain_text("Ada has joined", timeout=20_000)
+
+    # From now on the page's reads of the handoff state are answered late, each with what the
+    # server said when it was asked: a reload reads it twice (on load, and as its socket opens).
+    held: list = []
+    page.route("**/handoff/", lambda route: held.append((route, route.fetch())))
+    page.reload()
+    expect(page.locator("#status")).to_have_text("online")
+    for _ in range(100):
+        if len(held) == 2:
+            break
+        page.wait_for_timeout(100)
+    assert len(held) == 2
+    agent.get_by_role("button", name="Close (the bot answers again)").click()
+    expect(banner).to_contain_text("has ended", timeout=20_000)
+    for route, said in held:
+        with page.expect_event("requestfinished", lambda r: r.url.endswith("/handoff/")):
+            route.fulfill(response=said)
+    page.wait_for_timeout(500)  # what the page does with the answers
+    expect(banner).to_contain_text("has ended", timeout=1_000)
+    expect(page.locator("#handoff-button")).to_be_visible()
+    agent.context.close()
+
+
 @pytest.fixture(scope="module")
 def closed_server(_sync_orm_beside_playwright, django_db_setup, django_db_blocker):  # noqa: ANN001, ANN201
     """Daphne whose support team is away now (open only tomorrow, UTC)."""
