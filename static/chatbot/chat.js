@@ -284,13 +284,12 @@
     li.appendChild(b);
   }
   // A read of the handoff state (loadHandoff) can come back after a newer change: a frame, or
-  // another conversation opened. Such a read is dropped, as is one older than a read already shown
-  // (after a reconnect a missed change is only in the newer read).
-  let handoffChanges = 0;
+  // another conversation opened. Reads are numbered; a change makes every read started before it
+  // stale, and so does showing a read (after a reconnect a missed change is only in the newer one).
   let handoffReads = 0;
-  let handoffShownRead = 0;
+  let handoffStaleUpTo = 0;
   function handoffChanged(frame) {
-    handoffChanges++;
+    handoffStaleUpTo = handoffReads;
     showHandoff(frame);
   }
   function showHandoff(frame) {
@@ -338,15 +337,14 @@
   }
   async function loadHandoff() {
     if (!conversationId) { handoffChanged(null); return; }
-    const changes = handoffChanges;
     const read = ++handoffReads;
     const id = conversationId;
     try {
       const response = await apiFetch(root.dataset.api + encodeURIComponent(id) + "/handoff/");
       if (!response.ok) return;
       const data = await response.json();
-      if (id === conversationId && changes === handoffChanges && read > handoffShownRead) {
-        handoffShownRead = read;
+      if (id === conversationId && read > handoffStaleUpTo) {
+        handoffStaleUpTo = read;
         showHandoff(data.handoff && data.handoff.status !== "closed" ? data.handoff : null);
       }
       Object.keys(data.agents || {}).forEach(function (messageId) {

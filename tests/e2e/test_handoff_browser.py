@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from chatbot.models import Handoff, Message
 from tests.e2e.conftest import OUTPUT
@@ -34,15 +34,13 @@ def _agent_page(chromium: Browser, base_url: str) -> Page:
     return page
 
 
-def test_customer_and_agent_talk_through_a_handoff(
-    page: Page, chromium: Browser, daphne_server
-) -> None:  # noqa: ANN001
-    base = daphne_server.url
-    agent = _agent_page(chromium, base)
-    page.goto(base + "/")
+def _handed_to_ada(page: Page, agent: Page, base_url: str) -> Locator:
+    """The customer asks for a person in words and the agent Ada takes the conversation; the
+    customer's handoff banner."""
+    page.goto(base_url + "/")
     expect(page.locator("#status")).to_have_text("online")
 
-    # In words: recognised before any model work (no tier exists in this test).
+    # In words: recognised before any model work (no tier exists in these tests).
     page.fill("#ask-input", "Can I talk to a human?")
     page.press("#ask-input", "Enter")
     banner = page.locator("#handoff-banner")
@@ -56,6 +54,14 @@ def test_customer_and_agent_talk_through_a_handoff(
     expect(agent.locator("#transcript li.user")).to_contain_text("Can I talk to a human?")
     agent.get_by_role("button", name="Take this conversation").click()
     expect(banner).to_contain_text("Ada has joined", timeout=20_000)
+    return banner
+
+
+def test_customer_and_agent_talk_through_a_handoff(
+    page: Page, chromium: Browser, daphne_server
+) -> None:  # noqa: ANN001
+    agent = _agent_page(chromium, daphne_server.url)
+    banner = _handed_to_ada(page, agent, daphne_server.url)
 
     agent.fill(".inbox-compose textarea", "Hello, I am Ada. <b>How</b> can I help?")
     agent.press(".inbox-compose textarea", "Enter")
@@ -91,18 +97,8 @@ def test_customer_and_agent_talk_through_a_handoff(
 def test_a_late_read_of_the_handoff_never_undoes_a_newer_change(
     page: Page, chromium: Browser, daphne_server
 ) -> None:  # noqa: ANN001
-    base = daphne_server.url
-    agent = _agent_page(chromium, base)
-    page.goto(base + "/")
-    expect(page.locator("#status")).to_have_text("online")
-    page.fill("#ask-input", "Can I talk to a human?")
-    page.press("#ask-input", "Enter")
-    banner = page.locator("#handoff-banner")
-    row = agent.locator("#inbox-list li[data-status='waiting']")
-    expect(row).to_have_count(1, timeout=20_000)
-    row.click()
-    agent.get_by_role("button", name="Take this conversation").click()
-    expect(banner).to_contain_text("Ada has joined", timeout=20_000)
+    agent = _agent_page(chromium, daphne_server.url)
+    banner = _handed_to_ada(page, agent, daphne_server.url)
 
     # From now on the page's reads of the handoff state are answered late, each with what the
     # server said when it was asked: a reload reads it twice (on load, and as its socket opens).
