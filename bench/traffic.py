@@ -146,14 +146,14 @@ async def ask(url: str, question: str) -> dict:
 
 
 def llama_counters(metrics_url: str | None) -> dict[str, float]:
-    """llama.cpp's prompt counters from its /metrics (tokens prefilled, tokens reused from cache)."""
+    """llama.cpp's prompt counters from its /metrics (tokens prefilled, tokens reused from cache,
+    seconds spent prefilling)."""
     if not metrics_url:
         return {}
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
-    found = dict(
-        re.findall(r"^llamacpp:(prompt_tokens_total|prompt_tokens_cached_total) (\S+)", text, re.M)
-    )
+    names = "prompt_tokens_total|prompt_tokens_cached_total|prompt_seconds_total"
+    found = dict(re.findall(rf"^llamacpp:({names}) (\S+)", text, re.M))
     return {name: float(value) for name, value in found.items()}
 
 
@@ -167,6 +167,9 @@ async def ask_measured(url: str, question: str, metrics_url: str | None) -> dict
         out["reused_tokens"] = int(
             after.get("prompt_tokens_cached_total", 0) - before.get("prompt_tokens_cached_total", 0)
         )
+        if "prompt_seconds_total" in before and "prompt_seconds_total" in after:
+            seconds = after["prompt_seconds_total"] - before["prompt_seconds_total"]
+            out["prefill_ms"] = round(seconds * 1000, 1)
     return out
 
 
@@ -242,6 +245,14 @@ def summarise(runs: list[dict]) -> dict:
             "prefilled_tokens_p50": median([r["prefilled_tokens"] for r in measured]),
             "reused_tokens_p50": median([r["reused_tokens"] for r in measured]),
         }
+        timed = [r for r in measured if "prefill_ms" in r]
+        if timed:
+            # What the model server spent prefilling, and the rest of the wait for first words
+            # (the stack's own steps, the first decoded token, the frames on the way).
+            out[f"prefill_{label}"]["prefill_ms_p50"] = median([r["prefill_ms"] for r in timed])
+            out[f"prefill_{label}"]["outside_prefill_ms_p50"] = median(
+                [round(r["first_words_ms"] - r["prefill_ms"], 1) for r in timed]
+            )
         out[f"passages_shared_with_earlier_{label}"] = dict(
             sorted(
                 Counter(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,9 @@ class LocalServerSpec:
     # that this model checks in one batch (greedy answers stay the same, token for token).
     draft_model_path: Path | None = None
     draft_max: int = DEFAULT_DRAFT_MAX
+    # A llama-server binary (routing.native_build) to run as a child process; None runs the
+    # xllamacpp wheel's llama.cpp in this process.
+    server_binary: Path | None = None
 
 
 class DraftSettingError(ValueError):
@@ -84,7 +92,15 @@ def slots_for(name: str, setting: str | int) -> int:
 
 
 def start_local_server(spec: LocalServerSpec) -> Any:
-    """Start llama.cpp's OpenAI-compatible server in this process; returns the xllamacpp.Server."""
+    """Start llama.cpp's OpenAI-compatible server: a child process running spec.server_binary
+    (a subprocess.Popen), or else the wheel's in this process (an xllamacpp.Server)."""
+    if spec.server_binary is not None:
+        # Killed with serve_models, however it ends (it stops at once on SIGTERM).
+        return subprocess.Popen(
+            server_command(spec),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=parent_death_signal(signal.SIGKILL),
+        )
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -119,12 +135,67 @@ def start_local_server(spec: LocalServerSpec) -> Any:
     return xllamacpp.Server(params)
 
 
-def wait_until_healthy(base_url: str, timeout: float = 120.0) -> None:
-    """Block until GET {root}/health answers 200, or raise TimeoutError."""
+def server_command(spec: LocalServerSpec) -> list[str]:
+    """The llama-server command line for spec: the same settings start_local_server gives the
+    wheel's server (see there for why each is set)."""
+    assert spec.server_binary is not None
+    threads = str(spec.threads)
+    command = [
+        str(spec.server_binary),
+        "--model", str(spec.model_path),
+        "--host", spec.host,
+        "--port", str(spec.port),
+        "--ctx-size", str(spec.context_window * spec.parallel),
+        "--parallel", str(spec.parallel),
+        "--no-kv-unified",
+        "--slot-prompt-similarity", str(spec.slot_similarity),
+        "--threads", threads,
+        "--threads-batch", threads,
+        "--cache-reuse", "256",
+        "--metrics",
+        "--no-webui",
+    ]  # fmt: skip
+    if spec.alias:
+        command += ["--alias", spec.alias]
+    if spec.draft_model_path is not None:
+        command += [
+            "--model-draft", str(spec.draft_model_path),
+            "--draft-max", str(spec.draft_max),
+            "--threads-draft", threads,
+            "--threads-batch-draft", threads,
+            "--spec-type", "draft-simple",
+        ]  # fmt: skip
+    return command
+
+
+def parent_death_signal(sig: int, *, new_session: bool = False) -> Callable[[], None]:
+    """A Popen preexec_fn: the kernel sends the child `sig` when its parent ends (Linux), however
+    the parent ends; with new_session, the child also leads a session (and process group) of its
+    own. libc and its prctl are looked up here, in the parent: between fork and exec the child
+    only makes system calls."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if new_session:
+            os.setsid()
+        if prctl is not None:
+            prctl(1, sig)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent ended before the line above
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def wait_until_healthy(base_url: str, timeout: float = 120.0, server: Any = None) -> None:
+    """Block until GET {root}/health answers 200, or raise TimeoutError; RuntimeError as soon as
+    `server`, a child process from start_local_server, has exited."""
     root = base_url.removesuffix("/").removesuffix("/v1")
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if isinstance(server, subprocess.Popen) and server.poll() is not None:
+            raise RuntimeError(f"model server at {root} exited with code {server.returncode}")
         try:
             with urllib.request.urlopen(f"{root}/health", timeout=2) as response:
                 if response.status == 200:

@@ -1,6 +1,6 @@
-"""`serve_models` as a real process: SIGTERM ends it within 10 s while it loads a model or
-generates, and frees its port at once; a taken port is named with what to do; a process counts
-as gone only when all its threads are."""
+"""`serve_models` as a real process, on either llama.cpp runtime: SIGTERM ends it within 10 s while
+it loads a model or generates, and frees its port at once; a taken port is named with what to do;
+a process counts as gone only when all its threads are."""
 
 from __future__ import annotations
 
@@ -17,19 +17,31 @@ from pathlib import Path
 
 import pytest
 
+from routing.native_build import native_server
 from routing.servers import port_in_use, wait_until_healthy
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+NATIVE_BUILT = (
+    native_server(Path(os.environ.get("LLAMA_SERVER_DIR", ROOT / "var" / "llama-server")))
+    is not None
+)
+RUNTIMES = [
+    "wheel",
+    pytest.param(
+        "native",
+        marks=pytest.mark.skipif(not NATIVE_BUILT, reason="llama-server not built for this CPU"),
+    ),
+]
 
 
-def _serve(port: int) -> subprocess.Popen:
+def _serve(port: int, runtime: str = "wheel") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "manage.py", "serve_models", "--serve", f"smollm2-135m={port}:2048"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "LOCAL_MODEL_RUNTIME": runtime},
     )
 
 
@@ -45,9 +57,10 @@ def _stop_time(process: subprocess.Popen) -> float:
 
 
 @pytest.mark.slow
-def test_sigterm_while_the_model_loads_stops_it_and_frees_the_port() -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sigterm_while_the_model_loads_stops_it_and_frees_the_port(runtime: str) -> None:
     port = free_port()
-    process = _serve(port)
+    process = _serve(port, runtime)
     # The line is printed just before llama.cpp starts loading the weights.
     for line in process.stdout:
         if b"serving smollm2-135m" in line:
@@ -57,9 +70,10 @@ def test_sigterm_while_the_model_loads_stops_it_and_frees_the_port() -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_generation_stops_it_and_frees_the_port() -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sigterm_mid_generation_stops_it_and_frees_the_port(runtime: str) -> None:
     port = free_port()
-    process = _serve(port)
+    process = _serve(port, runtime)
     threading.Thread(target=process.stdout.read, daemon=True).start()
     wait_until_healthy(f"http://127.0.0.1:{port}/v1", timeout=180)
     first_token = threading.Event()
@@ -96,12 +110,13 @@ def test_sigterm_mid_generation_stops_it_and_frees_the_port() -> None:
     assert ended.wait(10)
 
 
-def test_a_taken_port_is_named_with_what_to_do() -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_taken_port_is_named_with_what_to_do(runtime: str) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        process = _serve(port)
+        process = _serve(port, runtime)
         output, _ = process.communicate(timeout=120)
     text = output.decode(errors="replace")
     assert process.returncode != 0
@@ -142,3 +157,50 @@ def test_a_process_whose_leader_exited_first_is_alive_while_a_thread_holds_its_p
     process.wait(timeout=10)
     assert not process_alive(process.pid)
     assert port_in_use("127.0.0.1", port) is None
+
+
+def _database_sessions() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_serving_the_tiers_keeps_no_database_connection_or_thread_of_its_own(runtime: str) -> None:
+    from routing.models import ModelTier
+    from tests.chatbot.test_run_stack import _test_database_url
+
+    port = free_port()
+    ModelTier.objects.all().delete()
+    ModelTier.objects.create(
+        name="small",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model="smollm2-135m",
+        local_model="smollm2-135m",
+        context_window=2048,
+        enabled=True,
+    )
+    before = _database_sessions()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve_models"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DATABASE_URL": _test_database_url(), "LOCAL_MODEL_RUNTIME": runtime},
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/v1", timeout=120)
+        # The tiers were read, then the connection (and a pool's threads) given back.
+        assert _database_sessions() == before
+        if runtime == "native":
+            # Only the main thread forked the server: no other thread held a lock the child needs.
+            assert os.listdir(f"/proc/{process.pid}/task") == [str(process.pid)]
+    finally:
+        process.kill()
+        process.wait()

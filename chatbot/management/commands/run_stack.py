@@ -6,7 +6,6 @@ SIGTERM or Ctrl-C stops every child, each in its own process group, within STOP_
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -16,7 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -28,7 +26,7 @@ from django.db import close_old_connections
 from chatbot.prompts import build_messages
 from chatbot.sweep import messages_sweep_streaming
 from routing.models import ModelTier
-from routing.servers import port_in_use
+from routing.servers import parent_death_signal, port_in_use
 
 log = logging.getLogger("chatbot.run_stack")
 
@@ -66,20 +64,6 @@ def daphne_command(*, bind: str, port: int) -> list[str]:
     return [*command, "chatbot.asgi:application"]
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    def preexec() -> None:
-        # Runs in the child before exec: a new session (its own process group, so a stop
-        # reaches its children too), and SIGTERM if the supervisor itself is killed.
-        os.setsid()
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
 @dataclass
 class Child:
     """One supervised process and its restart state."""
@@ -93,7 +77,11 @@ class Child:
     restarts: int = 0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, preexec_fn=_die_with_parent(os.getpid()))
+        # Its own process group (a stop reaches its children too), and SIGTERM if the
+        # supervisor itself is killed.
+        self.process = subprocess.Popen(
+            self.argv, preexec_fn=parent_death_signal(signal.SIGTERM, new_session=True)
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("%s started (pid %s)", self.name, self.process.pid)

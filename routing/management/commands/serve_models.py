@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
+import time
+from pathlib import Path
+from subprocess import Popen
 from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from routing.bundled import ModelFileError, model_path
 from routing.models import ModelTier
+from routing.native_build import native_server
 from routing.per_tier import PerTierCountError
 from routing.servers import (
     DraftSettingError,
@@ -47,15 +54,43 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         specs = self._specs(options["serve"])
+        # Nothing here reads the database again: give its connection (and the pool's threads)
+        # back before servers start. A fork beside running threads may hang in the child before
+        # it runs the server (Python's preexec_fn warning), and the connection would sit idle
+        # for as long as the servers run.
+        for connection in connections.all(initialized_only=True):
+            connection.close()
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
         if not specs:
             raise CommandError("No enabled tier has a bundled model; nothing to serve.")
         for key, spec in specs:
             self._port_check(key, spec)
-        servers = []  # kept referenced: a collected xllamacpp.Server stops serving
+        servers: list[Any] = []  # kept referenced: a collected xllamacpp.Server stops serving
+        if any(spec.server_binary for _, spec in specs):
+            # Servers in child processes hold the ports until they have exited: on SIGTERM or
+            # Ctrl-C they are killed and waited for, then this process ends as it would have.
+            # (Were this process killed outright, the kernel still kills them: servers.py.)
+            # Plain system calls: the handler may run inside Popen.poll(), which holds a lock
+            # that Popen.wait() would wait for forever.
+            def stop(signum: int, _frame: Any) -> None:
+                children = [s for s in servers if isinstance(s, Popen) and s.returncode is None]
+                for child in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signal.SIGKILL)
+                for child in children:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(child.pid, 0)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, stop)
         for key, spec in specs:
             self.stdout.write(
                 f"serving {key} on http://{spec.host}:{spec.port}/v1 "
-                f"({spec.parallel} slot(s) of context {spec.context_window}"
+                f"({'native llama-server' if spec.server_binary else 'xllamacpp wheel'}, "
+                f"{spec.parallel} slot(s) of context {spec.context_window}"
                 + (
                     f", drafting {spec.draft_max} with {spec.draft_model_path.stem}"
                     if spec.draft_model_path
@@ -70,11 +105,29 @@ class Command(BaseCommand):
                 # llama.cpp says only "Failed to init server": name the port if that is why.
                 self._port_check(key, spec)
                 raise CommandError(f"could not start {key} on port {spec.port}: {exc}") from exc
-        for _, spec in specs:
-            wait_until_healthy(f"http://{spec.host}:{spec.port}")
+        for (key, spec), server in zip(specs, servers, strict=True):
+            try:
+                wait_until_healthy(f"http://{spec.host}:{spec.port}", server=server)
+            except RuntimeError as exc:
+                raise CommandError(f"could not start {key}: {exc}") from exc
         self.stdout.write(self.style.SUCCESS("model servers ready"), ending="\n")
         self.stdout.flush()
-        threading.Event().wait()
+        children = [
+            (key, server)
+            for (key, _), server in zip(specs, servers, strict=True)
+            if isinstance(server, Popen)
+        ]
+        if not children:
+            threading.Event().wait()
+        # A child that ends ends this process too, as a crash of an in-process server would: the
+        # stack (run_stack) restarts serve_models, and the kernel ends the other children.
+        while True:
+            for key, child in children:
+                if child.poll() is not None:
+                    raise CommandError(
+                        f"the model server for {key} stopped (exit code {child.returncode})"
+                    )
+            time.sleep(0.5)
 
     def _port_check(self, key: str, spec: LocalServerSpec) -> None:
         taken = port_in_use(spec.host, spec.port)
@@ -85,8 +138,22 @@ class Command(BaseCommand):
                 "the admin, or --serve MODEL=PORT)."
             )
 
+    def _server_binary(self) -> Path | None:
+        """The native llama-server per LOCAL_MODEL_RUNTIME, or None for the wheel's."""
+        if settings.LOCAL_MODEL_RUNTIME == "wheel":
+            return None
+        binary = native_server(settings.LLAMA_SERVER_DIR)
+        if binary is None and settings.LOCAL_MODEL_RUNTIME == "native":
+            raise CommandError(
+                "LOCAL_MODEL_RUNTIME=native, but no llama-server was built for this CPU in "
+                f"{settings.LLAMA_SERVER_DIR}: run 'manage.py build_llama_server' (make does), "
+                "or set LOCAL_MODEL_RUNTIME=auto to use the wheel's llama.cpp."
+            )
+        return binary
+
     def _specs(self, explicit: list[str]) -> list[tuple[str, LocalServerSpec]]:
         threads = settings.LOCAL_MODEL_THREADS
+        binary = self._server_binary()
         specs: list[tuple[str, LocalServerSpec]] = []
         try:
             if explicit:
@@ -118,6 +185,7 @@ class Command(BaseCommand):
                                 slot_similarity=settings.LOCAL_MODEL_SLOT_SIMILARITY,
                                 parallel=parallel,
                                 alias=key,
+                                server_binary=binary,
                                 **self._draft(key),
                             ),
                         )
@@ -138,6 +206,7 @@ class Command(BaseCommand):
                             slot_similarity=settings.LOCAL_MODEL_SLOT_SIMILARITY,
                             parallel=slots_for(tier.name, settings.LOCAL_MODEL_PARALLEL),
                             alias=tier.model,
+                            server_binary=binary,
                             **self._draft(tier.name),
                         ),
                     )
