@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -153,9 +154,11 @@ def test_serve_models_runs_the_native_server_and_its_end_ends_the_server() -> No
         env={**os.environ, "PYTHONUNBUFFERED": "1", "LOCAL_MODEL_RUNTIME": "native"},
     )
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/v1", timeout=120)
         first = process.stdout.readline().decode()
         assert "native llama-server" in first
+        # The server logs to the same pipe: read on, or it would block once the pipe is full.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        wait_until_healthy(f"http://127.0.0.1:{port}/v1", timeout=120)
         children = subprocess.run(
             ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
         ).stdout.split()
