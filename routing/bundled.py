@@ -77,7 +77,8 @@ def _part_files(model: BundledModel) -> list[Path]:
     return parts
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 22):
@@ -92,7 +93,7 @@ def _verified(path: Path, model: BundledModel) -> bool:
     token = f"{model.sha256} {stat.st_size} {stat.st_mtime_ns}"
     if stamp.exists() and stamp.read_text() == token:
         return True
-    if stat.st_size != model.size or _sha256(path) != model.sha256:
+    if stat.st_size != model.size or file_sha256(path) != model.sha256:
         return False
     stamp.write_text(token)
     return True

@@ -2,7 +2,7 @@
 
 The xllamacpp wheel runs llama.cpp compiled for any x86-64 with AVX2. Compiled with
 -march=native, the same kernels use what this CPU has beyond that (AVX-512, VNNI): on a 2-core
-AMD EPYC the medium model prefilled 340 tokens/s against the wheel's 217 (`bench/prefill.py`),
+AMD EPYC the medium model prefilled 347 tokens/s against the wheel's 220 (`bench/prefill.py`),
 and prefill is most of the wait for an answer's first words. The source is llama.cpp as the
 llama-cpp-python sdist vendors it (MIT, the whole tree), pinned by hash in
 requirements-llama-source.txt; `make` downloads it and `manage.py build_llama_server` builds the
@@ -15,7 +15,6 @@ instead of stopping on an illegal instruction.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from routing.bundled import file_sha256
 
 BINARY = "llama-server"
 BUILT_FOR = "built-for.json"
@@ -81,14 +82,6 @@ def native_server(root: Path, flags: frozenset[str] | None = None) -> Path | Non
     if not flags or not needed or not needed <= flags:
         return None
     return root / BINARY
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build(archive: Path, root: Path, *, jobs: int = 2, say: Callable[[str], None] = print) -> Path:

@@ -18,13 +18,13 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from routing.bundled import file_sha256
 from routing.native_build import (
     BINARY,
     BUILT_FOR,
     NativeBuildError,
     build,
     cpu_flags,
-    file_sha256,
     native_server,
 )
 from routing.servers import LocalServerSpec, port_in_use, server_command, wait_until_healthy
