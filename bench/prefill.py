@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from stack_faults import free_port  # noqa: E402
 
 PASSAGE = (
     "Refunds are paid to the original payment method within 5 to 10 business days after the "
@@ -45,12 +46,6 @@ MESSAGES = [
         f"{PASSAGE[::-1]}\n</passages>\n\nQuestion: How long do refunds take?",
     },
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve(model: str, runtime: str, port: int) -> subprocess.Popen:

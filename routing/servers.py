@@ -19,6 +19,9 @@ from typing import Any
 
 from routing.per_tier import count_for
 
+# llama.cpp's n_cache_reuse: a run of at least this many tokens of a slot's cached prompt is
+# reused at a shifted position; both runtimes get the same value.
+CACHE_REUSE_TOKENS = 256
 # Tokens the draft model proposes per step when LOCAL_MODEL_DRAFT gives no count:
 # bench/speculative.py measured the counts on a 2-core machine.
 DEFAULT_DRAFT_MAX = 4
@@ -120,7 +123,7 @@ def start_local_server(spec: LocalServerSpec) -> Any:
     params.cpuparams.n_threads = spec.threads
     params.cpuparams_batch.n_threads = spec.threads
     params.cache_prompt = True
-    params.n_cache_reuse = 256
+    params.n_cache_reuse = CACHE_REUSE_TOKENS
     params.endpoint_metrics = True
     if spec.draft_model_path is not None:
         draft = params.speculative.draft
@@ -151,7 +154,7 @@ def server_command(spec: LocalServerSpec) -> list[str]:
         "--slot-prompt-similarity", str(spec.slot_similarity),
         "--threads", threads,
         "--threads-batch", threads,
-        "--cache-reuse", "256",
+        "--cache-reuse", str(CACHE_REUSE_TOKENS),
         "--metrics",
         "--no-webui",
     ]  # fmt: skip
