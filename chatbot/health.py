@@ -22,7 +22,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 from django_tasks import TaskResultStatus, task
 
@@ -187,10 +187,32 @@ def warm_up() -> None:
     logger.info("warm-up: models loaded in %.1f s", seconds)
 
 
+def prompts_seed_local() -> None:
+    """Start this process's memory of each local tier's prompts from the passage sets its model
+    server reads at start (chatbot.prompts.prompts_seed); a failure only costs prompt reuse."""
+    from chatbot.prompts import prompts_seed
+
+    try:
+        local = ModelTier.objects.filter(enabled=True).exclude(local_model="")
+        for name in local.values_list("name", flat=True):
+            prompts_seed(name, settings.LOCAL_MODEL_WARM_PROMPTS)
+    except Exception:  # noqa: BLE001
+        logger.warning("the model servers' popular passage sets could not be read", exc_info=True)
+
+
+def _warm_up_thread() -> None:
+    try:
+        warm_up()
+        prompts_seed_local()
+    finally:
+        connections.close_all()  # this thread's own
+
+
 def warm_up_start() -> threading.Thread:
-    """Start the warm-up beside the server (readiness says "loading" until it is done)."""
+    """Start the warm-up beside the server (readiness says "loading" until the models are
+    loaded)."""
     _warm_up.update(state="loading", detail="loading the embedder and language models")
-    thread = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+    thread = threading.Thread(target=_warm_up_thread, name="warm-up", daemon=True)
     thread.start()
     return thread
 

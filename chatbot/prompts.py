@@ -16,6 +16,7 @@ window allows (the last one shortened if needed), counted in that tier's tokens.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from django.conf import settings
 
 from retrieval.injection import passage_defuse
 from retrieval.search import Passage
+
+logger = logging.getLogger(__name__)
 
 ABSTAIN_TEXT = (
     "I don't know: our help centre doesn't cover that. "
@@ -192,6 +195,72 @@ def prompt_sent(tier: str, passages: Sequence[Passage]) -> None:
         _SENT.move_to_end(entry)
     while len(_SENT) > _SENT_LIMIT:
         _SENT.popitem(last=False)
+
+
+# popular_passage_sets reads a tier's most recent answers only: the read stays bounded however
+# long the help centre has run, and topics nobody asks about any more fade out.
+POPULAR_ANSWERS_READ = 2000
+
+
+def popular_passage_sets(tier: str, limit: int) -> list[list[Passage]]:
+    """The passage sets the tier's recent answers to customers quoted most often, each in the
+    order its prompt quoted them (the sources' order), most often first (ties: the latest
+    first); a set with a passage search no longer returns (its document changed) is left out.
+    What a restarted model server reads first (`warm_messages`) and what a new process's
+    passage order starts from (`prompts_seed`). Sync (database)."""
+    from chatbot.models import Message
+    from retrieval.search import passages_served
+
+    if limit <= 0:
+        return []
+    recent = (
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT,
+            tier=tier,
+            cached=False,
+            origin=Message.Origin.CUSTOMER,
+        )
+        .exclude(sources=[])
+        .order_by("-id")
+        .values_list("sources", flat=True)[:POPULAR_ANSWERS_READ]
+    )
+    # Counter keeps first-seen order, and most_common is a stable sort: ties go to the latest.
+    counts = Counter(
+        tuple(source["chunk_id"] for source in sources if "chunk_id" in source)
+        for sources in recent
+    )
+    served = passages_served(sorted({i for ids in counts for i in ids}))
+    sets = [
+        [passage_defused(served[i]) for i in ids]
+        for ids, _ in counts.most_common()
+        if ids and all(i in served for i in ids)
+    ]
+    return sets[:limit]
+
+
+def warm_messages(tier: str, limit: int) -> list[list[dict[str, str]]]:
+    """The prompts a tier's model server reads when it starts, before any question: the
+    instructions every prompt starts with, then the `limit` passage sets its customers' answers
+    quoted most often, the most often last (llama.cpp keeps each prompt's state in RAM, and
+    the last stays in its slot). A question quoting one of these sets then prefills only its
+    own words. Sync (database: only the instructions when it cannot be read)."""
+    shared = build_messages(passages=[], history=[], question="")
+    try:
+        sets = popular_passage_sets(tier, limit)
+    except Exception:  # noqa: BLE001 - the instructions alone are still worth reading
+        logger.warning("the popular passage sets of %s could not be read", tier, exc_info=True)
+        sets = []
+    return [shared] + [build_messages(passages=s, history=[], question="") for s in reversed(sets)]
+
+
+def prompts_seed(tier: str, limit: int) -> int:
+    """Start this process's memory of the tier's prompts (`passages_ordered`) from the passage
+    sets its model server reads at start (`warm_messages`), so a question on one of those
+    topics quotes the passages in the order the server holds them. Returns how many sets."""
+    sets = popular_passage_sets(tier, limit)
+    for passages in reversed(sets):
+        prompt_sent(tier, passages)
+    return len(sets)
 
 
 def passages_fit(

@@ -277,6 +277,10 @@ LOCAL_MODEL_SLOT_SIMILARITY = env_float("LOCAL_MODEL_SLOT_SIMILARITY", 0.5)
 # Speculative decoding: name=model[:draft tokens] pairs, e.g. "large=qwen2.5-coder-0.5b:4" (see
 # draft_for); empty (the default, measured not to pay on 2 cores) serves every model alone.
 LOCAL_MODEL_DRAFT = os.environ.get("LOCAL_MODEL_DRAFT", "")
+# How many of each local tier's most often quoted passage sets its model server reads when it
+# starts (after the shared instructions), so the first questions on popular topics after a
+# restart skip their passages' prefill (chatbot.prompts.warm_messages); 0: the instructions only.
+LOCAL_MODEL_WARM_PROMPTS = max(0, env_int("LOCAL_MODEL_WARM_PROMPTS", 16))
 # Which llama.cpp runs the bundled models: "native" (llama-server compiled for this CPU by `make`
 # into LLAMA_SERVER_DIR, about 1.6x faster prefill where the CPU has more than AVX2), "wheel"
 # (xllamacpp's prebuilt build, in the serve_models process) or "auto" (native when it was built

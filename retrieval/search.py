@@ -400,6 +400,35 @@ def passages_filter(passages: list[Passage], *, k: int, min_similarity: float) -
     return kept[:k]
 
 
+def passages_served(chunk_ids: list[int]) -> dict[int, Passage]:
+    """The passages of these chunks that search can still return (their document serves their
+    version), by chunk id, with no similarity (0.0: no question asked). Sync."""
+    if not chunk_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name),"
+            " c.heading, c.text, c.page FROM retrieval_chunk c"
+            " JOIN retrieval_knowledgedocument d ON d.id = c.document_id"
+            " WHERE c.id = ANY(%s) AND c.version = d.served_version",
+            [list(chunk_ids)],
+        )
+        rows = cursor.fetchall()
+    return {
+        row[0]: Passage(
+            chunk_id=row[0],
+            document_id=row[1],
+            document_version=row[2],
+            title=row[3],
+            heading=row[4],
+            text=row[5],
+            similarity=0.0,
+            page=row[6],
+        )
+        for row in rows
+    }
+
+
 async def passages_search(
     *,
     question: str,

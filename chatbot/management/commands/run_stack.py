@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
-from chatbot.prompts import build_messages
+from chatbot.prompts import warm_messages
 from chatbot.sweep import messages_sweep_streaming
 from routing.models import ModelTier
 from routing.servers import parent_death_signal, port_in_use
@@ -179,35 +179,49 @@ class Command(BaseCommand):
 
     @staticmethod
     def _warm_models(local: list[ModelTier], *, wait_seconds: float = 0.0) -> threading.Thread:
-        """Each local model server reads the start every prompt shares (the instructions and
-        the passages' opening mark) once, beside Daphne's own start: the first question then
-        prefills only its passages and words (a server's prompt cache starts empty).
+        """Each local model server reads, beside Daphne's own start, the prompts of
+        `warm_messages`: the start every prompt shares (the instructions and the passages'
+        opening mark), then the passage sets its customers' answers quoted most often
+        (LOCAL_MODEL_WARM_PROMPTS). A server's prompt cache starts empty: the first question
+        then prefills only its own passages and words, or only its words on a popular topic.
         wait_seconds: first wait that long for the servers to answer (after a restart)."""
-        shared = build_messages(passages=[], history=[], question="")
 
         def warm() -> None:
             deadline = time.monotonic() + wait_seconds
-            for tier in local:
-                body = {"model": tier.model, "messages": shared, "max_tokens": 1}
-                request = urllib.request.Request(
-                    f"{tier.base_url.rstrip('/')}/chat/completions",
-                    data=json.dumps(body).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-                while True:
-                    try:
-                        with urllib.request.urlopen(request, timeout=300):
+            read: list[str] = []
+            try:
+                for tier in local:
+                    prompts = warm_messages(tier.name, settings.LOCAL_MODEL_WARM_PROMPTS)
+                    for messages in prompts:
+                        if not Command._warm_one(tier, messages, deadline):
                             break
-                    except OSError as exc:
-                        if time.monotonic() >= deadline:
-                            log.warning("model server of %s not warmed: %s", tier.name, exc)
-                            break
-                        time.sleep(0.5)
-            log.info("model servers warmed")
+                    read.append(f"{tier.name}: {len(prompts) - 1} passage sets")
+            finally:
+                connections.close_all()  # this thread's own
+            log.info("model servers warmed (%s)", "; ".join(read))
 
         thread = threading.Thread(target=warm, name="warm-models", daemon=True)
         thread.start()
         return thread
+
+    @staticmethod
+    def _warm_one(tier: ModelTier, messages: list[dict[str, str]], deadline: float) -> bool:
+        """One prompt read by the tier's server (one token out); False when it cannot be."""
+        body = {"model": tier.model, "messages": messages, "max_tokens": 1}
+        request = urllib.request.Request(
+            f"{tier.base_url.rstrip('/')}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=300):
+                    return True
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("model server of %s not warmed: %s", tier.name, exc)
+                    return False
+                time.sleep(0.5)
 
     def _supervise(self, children: list[Child]) -> None:
         interval = settings.CHAT_SWEEP_INTERVAL_SECONDS
