@@ -24,6 +24,12 @@ Usage:
       Every other round asks 4 questions at once, each on its own socket: first words of
       answers asked alone and with 3 others, in the same run (first_words_by_customers_at_once).
 
+  python bench/traffic.py --start --restart --variant cold:LOCAL_MODEL_WARM_PROMPTS=0 \
+      --variant warm:LOCAL_MODEL_WARM_PROMPTS=16 [--questions 40]
+      After the sequence every stack is stopped and started again at once (same database), and
+      once its model servers' warm-up has ended each topic asked is asked a question it was not
+      asked yet: first words of returning topics after a restart (after_restart).
+
   python bench/traffic.py --prompts-only --tier small --cache-reuse 256,64 [--questions 40]
       No stack: the product's own prompts for the same sequence (retrieval and tier_prompt on a
       throw-away database) sent straight to a llama.cpp server of the tier's model, one server
@@ -110,6 +116,25 @@ def workload(count: int, *, seed: int, zipf_s: float, paraphrase_share: float) -
         seen_topics.add(topic)
         previous = topic
     return sequence
+
+
+def after_restart(sequence: list[dict]) -> list[dict]:
+    """Questions for a restarted stack: for each topic the sequence asked, the most asked first,
+    its next question the sequence did not ask (kind after_restart): a returning topic whose
+    earlier prompts only the restarted servers' warm-up can have put back in their caches."""
+    rows = [json.loads(line) for line in QUESTIONS.open() if line.strip()]
+    asked = {s["question"] for s in sequence}
+    counts = Counter(s["document"] for s in sequence)
+    out = []
+    for topic, _ in counts.most_common():
+        left = [
+            r["question"]
+            for r in rows
+            if r["document"] == topic and not r.get("paraphrase_of") and r["question"] not in asked
+        ]
+        if left:
+            out.append({"question": left[0], "document": topic, "kind": "after_restart"})
+    return out
 
 
 async def ask(url: str, question: str) -> dict:
@@ -235,6 +260,8 @@ def summarise(runs: list[dict]) -> dict:
         ("new", "new_topic"),
         # Mostly the same passages as an earlier question: what full reuse gives.
         ("paraphrase", "paraphrase"),
+        # A returning topic's first question after the stack restarted (--restart).
+        ("after_restart", "after_restart"),
     ):
         mine = [r for r in generated if r["kind"] == kind]
         out[f"first_words_{label}"] = percentiles([r["first_words_ms"] for r in mine])
@@ -288,9 +315,9 @@ def compared(by_variant: dict) -> dict:
     out = {}
     for name in names[1:]:
         row = {}
-        for label in ("returning_topic", "new_topic"):
+        for label in ("returning_topic", "new_topic", "after_restart"):
             mine, theirs = by_variant[name][f"first_words_{label}"], base[f"first_words_{label}"]
-            if mine["p50_ms"] is not None and theirs["p50_ms"] is not None:
+            if mine["p50_ms"] and theirs["p50_ms"]:
                 row[f"first_words_{label}_p50_ms"] = {
                     "baseline": theirs["p50_ms"],
                     "variant": mine["p50_ms"],
@@ -341,7 +368,6 @@ class Stack:
         import psycopg
 
         from routing.models import ModelTier
-        from routing.servers import wait_until_healthy
 
         self.name, self.database_url = name, database_url
         model_port, self.web_port = free_port(), free_port()
@@ -373,22 +399,55 @@ class Stack:
         if timeout:
             env["CASCADE_DEADLINE_SECONDS"] = str(timeout)
         self.metrics_url = f"http://127.0.0.1:{model_port}/metrics"
+        self.model_port, self.code, self.env = model_port, code, env
         label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
-        self.log = open(ROOT / "var" / f"bench_traffic_{label}.log", "wb")
+        self.log_path = ROOT / "var" / f"bench_traffic_{label}.log"
+        self.log = open(self.log_path, "wb")
+        self._launch()
+        self.url = f"ws://127.0.0.1:{self.web_port}/ws/chat/"
+
+    def _launch(self) -> None:
+        self._spawn()
+        self._wait()
+
+    def _spawn(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "run_stack", "--port", str(self.web_port)],
-            cwd=code,
-            env=env,
+            cwd=self.code,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+
+    def _wait(self) -> None:
+        from routing.servers import wait_until_healthy
+
         try:
-            wait_until_healthy(f"http://127.0.0.1:{model_port}/v1", timeout=600)
+            wait_until_healthy(f"http://127.0.0.1:{self.model_port}/v1", timeout=600)
             CacheLatencyStack._wait_ready(self.web_port, timeout=300)
         except BaseException:
             self.stop()
             raise
-        self.url = f"ws://127.0.0.1:{self.web_port}/ws/chat/"
+
+    def respawn(self) -> None:
+        """Start the stopped stack again on the same ports and database (see warmed)."""
+        self.log = open(self.log_path, "ab")
+        self.log_offset = self.log_path.stat().st_size
+        self._spawn()
+
+    def warmed(self) -> float:
+        """After respawn: until Daphne is ready and run_stack says "model servers warmed";
+        returns the seconds from readiness to the end of the warm-up."""
+        self._wait()
+        ready = time.monotonic()
+        while True:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                if b"model servers warmed" in log.read():
+                    return round(time.monotonic() - ready, 1)
+            if self.proc.poll() is not None or time.monotonic() - ready > 900:
+                raise RuntimeError(f"{self.name}: the model servers' warm-up did not end")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """SIGTERM to run_stack (our own child), which stops its children."""
@@ -564,6 +623,12 @@ def main() -> None:
         default=1,
         help="with --start: every other round asks this many questions at once",
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --start: then restart every stack and ask each topic asked so far a question "
+        "it was not asked (first words of returning topics after a restart)",
+    )
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     if sum(map(bool, (args.url, args.start, args.prompts_only))) != 1:
@@ -632,6 +697,23 @@ def main() -> None:
             targets = [(s.name, s.url, s.metrics_url) for s in stacks]
             result["customers_at_once"] = args.customers
             result["by_variant"] = asyncio.run(replay(targets, sequence, args.customers))
+            if args.restart:
+                # All at once, so their warm-ups share the machine alike.
+                for stack in stacks:
+                    stack.stop()
+                for stack in stacks:
+                    stack.respawn()
+                warm_up = {stack.name: stack.warmed() for stack in stacks}
+                again = after_restart(sequence)
+                result["after_restart"] = {
+                    "questions": len(again),
+                    "warm_up_seconds_after_ready": warm_up,
+                    "by_variant": asyncio.run(replay(targets, again)),
+                }
+                if len(variants) > 1:
+                    result["after_restart"]["compared"] = compared(
+                        result["after_restart"]["by_variant"]
+                    )
             if len(variants) > 1:
                 result["compared"] = compared(result["by_variant"])
         finally:
