@@ -135,3 +135,22 @@ def _close_search_connections() -> Iterator[None]:
     from retrieval.search import text_lane_close
 
     text_lane_close()
+
+
+@pytest.fixture(autouse=True)
+def _close_lane_connections() -> Iterator[None]:
+    """A test can end while an answer still runs on a chat database lane (its event loop is
+    closed under it, so the lane's own close never comes): close every lane thread's
+    connection, so the pool is not left short and test databases can be dropped."""
+    yield
+    from django.db import connections
+
+    from chatbot import consumers
+
+    if consumers._lanes is None:
+        return
+    for executor in consumers._lanes._executors:
+        try:
+            executor.submit(connections.close_all).result(timeout=30)
+        except Exception:  # noqa: BLE001 - a lane a test left blocked keeps its connection
+            pass
