@@ -439,3 +439,44 @@ def test_an_answer_without_a_citation_rests_on_its_best_passage() -> None:
     assert [s["chunk_id"] for s in cited_sources("As [1] says.", sources)] == [7]
     assert [s["chunk_id"] for s in cited_sources("No citation here.", sources)] == [9]
     assert cited_sources("Anything.", []) == []
+
+
+CACHED_QUESTIONS = [
+    "How long do I have to return an item?",
+    "Can I cancel an order after placing it?",
+    "Do you ship to Canada?",
+    "Can I add items to an existing order?",
+    "How long do refunds take?",
+    "Can I return a sale item?",
+]
+
+
+@pytestmark_db
+def test_shared_answers_stay_found_through_a_storm_of_hits(returns_sources: list[dict]) -> None:
+    """Each hit rewrites its entry's row (its count), and a new row version that does not fit
+    its page is another entry in the approximate (HNSW) index until vacuum comes by. With the
+    planner reading that index (as it does once the table has grown), a storm of hits on a few
+    popular entries left it returning fewer entries than asked, not the one asked about: misses,
+    and paid model calls, for an exact cached question."""
+    from django.db import connection
+    from django.utils import timezone
+
+    ids = [store(returns_sources, "session-a", question=q) for q in CACHED_QUESTIONS]
+    CacheEntry.objects.filter(id__in=ids).update(shared_at=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE retrieval_cacheentry SET (autovacuum_enabled = false)")
+    try:
+        with connection.cursor() as cursor:
+            # Hits as a busy minute brings them, each committed, before autovacuum comes by.
+            cursor.execute(
+                "DO $$ BEGIN FOR i IN 1..3000 LOOP UPDATE retrieval_cacheentry "
+                "SET hit_count = hit_count + 1, last_hit_at = now(); COMMIT; END LOOP; END $$"
+            )
+            # The plan a grown table gets: the index gives the order, no sort.
+            cursor.execute("SET enable_sort = off")
+        found = [served("session-z", q) for q in CACHED_QUESTIONS]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET enable_sort")
+            cursor.execute("ALTER TABLE retrieval_cacheentry RESET (autovacuum_enabled)")
+    assert found == ids
