@@ -74,15 +74,23 @@ async def ask_on(ws: Any, question: str) -> dict[str, Any]:
     """One ask on an open socket; milliseconds from sending it to `answer.end` (or an error)."""
     started = time.perf_counter()
     await ws.send(json.dumps({"type": "ask", "text": question, "client_id": uuid.uuid4().hex}))
+    answering, error = False, None
     while True:
         frame = json.loads(await ws.recv())
-        if frame["type"] == "answer.end":
+        if frame["type"] == "answer.start":
+            answering = True
+        elif frame["type"] == "answer.end":
             return {
                 "ms": (time.perf_counter() - started) * 1000,
                 "ok": frame.get("status") == "complete" and bool(frame.get("cached")),
-                "status": frame.get("status") if frame.get("cached") else "not_cached",
+                "status": error or (frame.get("status") if frame.get("cached") else "not_cached"),
             }
-        if frame["type"] == "error":
+        elif frame["type"] == "error":
+            if answering:
+                # An answer that fails still ends with its answer.end: read up to it, or the next
+                # ask on this socket would take it for its own.
+                error = frame["code"]
+                continue
             return {
                 "ms": (time.perf_counter() - started) * 1000,
                 "ok": False,
