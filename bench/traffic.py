@@ -403,12 +403,9 @@ class Stack:
         label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
         self.log_path = ROOT / "var" / f"bench_traffic_{label}.log"
         self.log = open(self.log_path, "wb")
-        self._launch()
-        self.url = f"ws://127.0.0.1:{self.web_port}/ws/chat/"
-
-    def _launch(self) -> None:
         self._spawn()
         self._wait()
+        self.url = f"ws://127.0.0.1:{self.web_port}/ws/chat/"
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(

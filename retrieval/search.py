@@ -132,9 +132,28 @@ def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
-# A passage as search returns it (the Passage fields, in order).
-_ROW = """c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name), c.heading,
-       c.text, 1 - (c.embedding <=> %(v)s::vector) AS similarity, c.page"""
+# A passage as search returns it (the Passage fields, in order; see _passage), its similarity
+# to the question vector %(v)s.
+_COLUMNS = """c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name), c.heading,
+       c.text, {similarity} AS similarity, c.page"""
+_ROW = _COLUMNS.format(similarity="1 - (c.embedding <=> %(v)s::vector)")
+
+
+def _passage(row: tuple, **ranking: object) -> Passage:
+    """A row of _COLUMNS as a Passage (ranking: score and ranks, when fused)."""
+    chunk_id, document_id, version, title, heading, text, similarity, page = row[:8]
+    return Passage(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        document_version=version,
+        title=title,
+        heading=heading,
+        text=text,
+        similarity=float(similarity),
+        page=page,
+        **ranking,
+    )
+
 
 # The candidates come from the HNSW index over the embedding cast to halfvec (the index's own
 # expression, retrieval.models.Chunk: {dims} is EMBEDDING_DIMENSIONS); they are ranked by the
@@ -373,18 +392,11 @@ def _fused(vector_rows: list[tuple], text_rows: list[tuple]) -> list[Passage]:
     for rank, row in enumerate(text_rows, start=1):
         ranks.setdefault(row[0], [row, None, None])[2] = rank
     passages = [
-        Passage(
-            chunk_id=row[0],
-            document_id=row[1],
-            document_version=row[2],
-            title=row[3],
-            heading=row[4],
-            text=row[5],
-            similarity=float(row[6]),
+        _passage(
+            row,
             score=sum(1.0 / (rrf_k + r) for r in (vector_rank, text_rank) if r is not None),
             vector_rank=vector_rank,
             text_rank=text_rank,
-            page=row[7],
         )
         for row, vector_rank, text_rank in ranks.values()
     ]
@@ -407,26 +419,12 @@ def passages_served(chunk_ids: list[int]) -> dict[int, Passage]:
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT c.id, c.document_id, c.version, COALESCE(NULLIF(d.title, ''), d.source_name),"
-            " c.heading, c.text, c.page FROM retrieval_chunk c"
+            f"SELECT {_COLUMNS.format(similarity='0.0')} FROM retrieval_chunk c"
             " JOIN retrieval_knowledgedocument d ON d.id = c.document_id"
             " WHERE c.id = ANY(%s) AND c.version = d.served_version",
             [list(chunk_ids)],
         )
-        rows = cursor.fetchall()
-    return {
-        row[0]: Passage(
-            chunk_id=row[0],
-            document_id=row[1],
-            document_version=row[2],
-            title=row[3],
-            heading=row[4],
-            text=row[5],
-            similarity=0.0,
-            page=row[6],
-        )
-        for row in rows
-    }
+        return {row[0]: _passage(row) for row in cursor.fetchall()}
 
 
 async def passages_search(

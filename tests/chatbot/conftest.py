@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,18 @@ async def slots_free() -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{ratelimit.generations_running()} generation slot(s) never returned")
+
+
+def llama_timings(tier, messages: list[dict[str, str]]) -> dict:  # noqa: ANN001 - a ModelTier
+    """One answer token from the tier's llama.cpp server for these messages: its `timings`
+    (prompt_n prefilled, cache_n reused)."""
+    body = json.dumps(
+        {"model": tier.model, "messages": messages, "max_tokens": 1, "temperature": 0}
+    ).encode()
+    request = urllib.request.Request(
+        f"{tier.base_url}/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())["timings"]

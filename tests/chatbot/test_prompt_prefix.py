@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from chatbot.pipeline import TierPrompt, tier_prompt
 from chatbot.prompts import PASSAGES_OPEN, passages_ordered, prompt_sent
 from retrieval.search import Passage
 from routing.models import ModelTier
+from tests.chatbot.conftest import llama_timings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,20 +65,6 @@ def topic(nonce: str) -> dict[str, Passage]:
     }
 
 
-def chat(tier: ModelTier, prompt: TierPrompt) -> dict:
-    """One answer token from the tier's llama.cpp server; its `timings` say what was reused."""
-    body = json.dumps(
-        {"model": tier.model, "messages": prompt.messages, "max_tokens": 1, "temperature": 0}
-    ).encode()
-    request = urllib.request.Request(
-        f"{tier.base_url}/chat/completions",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())["timings"]
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("order", ["document", "rank"])
 async def test_a_returning_topic_skips_prefilling_the_passages_it_shares(
@@ -103,8 +88,8 @@ async def test_a_returning_topic_skips_prefilling_the_passages_it_shares(
         turns=[],
         question="Can I return earrings?",
     )
-    await sync_to_async(chat)(small_tier, first)
-    reused = (await sync_to_async(chat)(small_tier, second))["cache_n"]
+    await sync_to_async(llama_timings)(small_tier, first.messages)
+    reused = (await sync_to_async(llama_timings)(small_tier, second.messages))["cache_n"]
 
     counter = small_tier.token_counter()
     instructions = counter.count(second.messages[0]["content"])
@@ -141,7 +126,7 @@ async def test_a_passage_quoted_first_before_is_quoted_first_again_after_other_q
 
     async def sent(passages: list[Passage], question: str) -> tuple[TierPrompt, dict]:
         prompt = await tier_prompt(tier=small_tier, passages=passages, turns=[], question=question)
-        timings = await sync_to_async(chat)(small_tier, prompt)
+        timings = await sync_to_async(llama_timings)(small_tier, prompt.messages)
         prompt_sent(small_tier.name, prompt.passages)  # as the pipeline does after a call
         return prompt, timings
 

@@ -4,8 +4,6 @@ topics after a restart prefill only their own words."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 
 import pytest
@@ -22,6 +20,7 @@ from chatbot.prompts import (
 from retrieval.models import Chunk, KnowledgeDocument
 from retrieval.services import document_ingest_text
 from routing.models import ModelTier
+from tests.chatbot.conftest import llama_timings
 
 pytestmark = pytest.mark.django_db
 
@@ -117,20 +116,6 @@ def test_the_instructions_alone_are_read_when_the_answers_cannot_be(monkeypatch)
     assert warm_messages("medium", 16) == [build_messages(passages=[], history=[], question="")]
 
 
-def prefilled(tier: ModelTier, messages: list[dict[str, str]]) -> int:
-    """Tokens the tier's llama.cpp server prefilled for this prompt (one token out)."""
-    body = json.dumps(
-        {"model": tier.model, "messages": messages, "max_tokens": 1, "temperature": 0}
-    ).encode()
-    request = urllib.request.Request(
-        f"{tier.base_url}/chat/completions",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())["timings"]["prompt_n"]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_started_server_reads_the_popular_sets_so_their_questions_prefill_only_their_words(
     small_tier: ModelTier,
@@ -148,8 +133,10 @@ def test_a_started_server_reads_the_popular_sets_so_their_questions_prefill_only
     # More than the server's two slots were read: the first ones come back from its RAM cache.
     for passages in popular:
         messages = build_messages(passages=passages, history=[], question=question)
-        assert prefilled(small_tier, messages) <= 24, [p.chunk_id for p in passages]
+        assert llama_timings(small_tier, messages)["prompt_n"] <= 24, [p.chunk_id for p in passages]
     # A set it did not read (quoted once, below the four) is prefilled whole.
     (rest,) = popular_passage_sets(small_tier.name, 5)[4:]
-    cold = prefilled(small_tier, build_messages(passages=rest, history=[], question=question))
+    cold = llama_timings(small_tier, build_messages(passages=rest, history=[], question=question))[
+        "prompt_n"
+    ]
     assert cold > 100
