@@ -15,7 +15,11 @@ Usage:
       with timers on each step: parsing, chunking, embedding, indexing (inserts, the HNSW and
       full-text index maintenance, commit), and again with the chunk table's indexes dropped to
       price their maintenance. --html-docs of them also go as HTML through the worker (the
-      parse child process per document).
+      parse child process per document). --cache-entries N first fills the answer cache with N
+      active entries citing other documents (random question vectors, the HNSW index built
+      after the fill), as a help centre that has answered for a while: each ingested document
+      retires the entries that cite it. --drop-index NAME (repeatable) drops an index first, to
+      price it.
   python bench/ingest.py --chat [--copies 40] [--pairs 6] [--nice 19]
       Time to first words of the medium tier while the worker ingests a large upload: a
       throw-away database (bench_ingest_chat) with the demo help centre, `manage.py run_stack`
@@ -54,6 +58,10 @@ def main() -> None:
     parser.add_argument("--copies", type=int, help="default: 3, with --chat 20")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--html-docs", type=int, default=40)
+    parser.add_argument("--cache-entries", type=int, default=0)
+    parser.add_argument(
+        "--drop-index", action="append", default=[], help="price an index: drop it first"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the inline profiles")
     parser.add_argument("--chat", action="store_true")
     parser.add_argument("--pairs", type=int, default=6)
@@ -262,6 +270,38 @@ def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
     }
 
 
+def _cache_fill(count: int) -> float:
+    """count active cache entries citing documents outside the upload; seconds it took."""
+    from django.db import connection
+
+    from retrieval.models import CacheEntry
+
+    started = time.perf_counter()
+    table = CacheEntry._meta.db_table
+    index = next(i for i in CacheEntry._meta.indexes if i.name == "cache_embedding_hnsw")
+    with connection.cursor() as cursor:
+        # Built after the fill, as one build is far faster than count inserts.
+        cursor.execute(f'DROP INDEX "{index.name}"')
+        cursor.execute(
+            f"INSERT INTO {table} (question, embedding, answer, sources, document_versions, tier, "
+            "score, cost, active, retired_reason, hit_count, version, producers, shared_at, "
+            "created_at) "
+            "SELECT 'question ' || i, (SELECT array_agg(random() - 0.5) "
+            "FROM generate_series(1, %s) WHERE i > 0)::vector, 'answer', '[]', "
+            "jsonb_build_object((1000000 + i %% 5000)::text, 1, (1000000 + (i * 7) %% 5000)::text, 1), "
+            "'medium', 0.9, 0, true, '', 0, 0, '[]', now(), now() "
+            "FROM generate_series(1, %s) i",
+            [CacheEntry._meta.get_field("embedding").dimensions, count],
+        )
+    with connection.schema_editor() as editor:
+        editor.add_index(CacheEntry, index)
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {table}")
+        # The fill's writes flushed now, not by the checkpointer during the measured ingestion.
+        cursor.execute("CHECKPOINT")
+    return round(time.perf_counter() - started, 1)
+
+
 def _indexes_drop() -> list[str]:
     """Drop the chunk table's secondary indexes (HNSW, GIN, ...); returns their definitions."""
     from django.db import connection
@@ -293,6 +333,16 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
         "load_average_at_start": os.getloadavg(),
         "worker": {},
     }
+    if args.cache_entries:
+        result["cache_entries"] = args.cache_entries
+        result["cache_fill_seconds"] = _cache_fill(args.cache_entries)
+    if args.drop_index:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            for name in args.drop_index:
+                cursor.execute(f'DROP INDEX "{name}"')
+        result["indexes_dropped"] = args.drop_index
     for batch in [int(b) for b in args.batches.split(",")]:
         env = {"INGEST_BATCH_DOCUMENTS": str(batch), "INGEST_WORKER_NICE": "0"}
         result["worker"][f"batch_documents_{batch}"] = _worker_set(md, f"w{batch}/", env)

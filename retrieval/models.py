@@ -205,6 +205,13 @@ class CacheEntry(models.Model):
                 ef_construction=64,
                 opclasses=["vector_cosine_ops"],
             ),
+            # A changed document retires the entries that cited it: without this each document
+            # ingested, replaced or deleted read every active entry (about 10 ms at 50,000).
+            GinIndex(
+                fields=["document_versions"],
+                name="cache_document_versions_gin",
+                condition=models.Q(active=True),
+            ),
         ]
 
     def __str__(self) -> str:
