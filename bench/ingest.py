@@ -45,7 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from knowledge_db import ROOT, bench_database  # noqa: E402
+from knowledge_db import ROOT, bench_database, cache_entries_fill  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "squad-dev-public"
 
@@ -270,38 +270,6 @@ def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
     }
 
 
-def _cache_fill(count: int) -> float:
-    """count active cache entries citing documents outside the upload; seconds it took."""
-    from django.db import connection
-
-    from retrieval.models import CacheEntry
-
-    started = time.perf_counter()
-    table = CacheEntry._meta.db_table
-    index = next(i for i in CacheEntry._meta.indexes if i.name == "cache_embedding_hnsw")
-    with connection.cursor() as cursor:
-        # Built after the fill, as one build is far faster than count inserts.
-        cursor.execute(f'DROP INDEX "{index.name}"')
-        cursor.execute(
-            f"INSERT INTO {table} (question, embedding, answer, sources, document_versions, tier, "
-            "score, cost, active, retired_reason, hit_count, version, producers, shared_at, "
-            "created_at) "
-            "SELECT 'question ' || i, (SELECT array_agg(random() - 0.5) "
-            "FROM generate_series(1, %s) WHERE i > 0)::vector, 'answer', '[]', "
-            "jsonb_build_object((1000000 + i %% 5000)::text, 1, (1000000 + (i * 7) %% 5000)::text, 1), "
-            "'medium', 0.9, 0, true, '', 0, 0, '[]', now(), now() "
-            "FROM generate_series(1, %s) i",
-            [CacheEntry._meta.get_field("embedding").dimensions, count],
-        )
-    with connection.schema_editor() as editor:
-        editor.add_index(CacheEntry, index)
-    with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {table}")
-        # The fill's writes flushed now, not by the checkpointer during the measured ingestion.
-        cursor.execute("CHECKPOINT")
-    return round(time.perf_counter() - started, 1)
-
-
 def _indexes_drop() -> list[str]:
     """Drop the chunk table's secondary indexes (HNSW, GIN, ...); returns their definitions."""
     from django.db import connection
@@ -335,7 +303,7 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
     }
     if args.cache_entries:
         result["cache_entries"] = args.cache_entries
-        result["cache_fill_seconds"] = _cache_fill(args.cache_entries)
+        result["cache_fill_seconds"] = cache_entries_fill(args.cache_entries)
     if args.drop_index:
         from django.db import connection
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -61,3 +62,36 @@ def bench_database(name: str, *, reuse: bool = False) -> Callable[[], None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return drop
+
+
+def cache_entries_fill(count: int) -> float:
+    """count active, shared cache entries, each citing two documents with ids from 1,000,000 on
+    (none a benchmark creates), with random question vectors; the seconds it took."""
+    from django.db import connection
+
+    from retrieval.models import CacheEntry
+
+    started = time.perf_counter()
+    table = CacheEntry._meta.db_table
+    index = next(i for i in CacheEntry._meta.indexes if i.name == "cache_embedding_hnsw")
+    with connection.cursor() as cursor:
+        # Built after the fill, as one build is far faster than count inserts.
+        cursor.execute(f'DROP INDEX "{index.name}"')
+        cursor.execute(
+            f"INSERT INTO {table} (question, embedding, answer, sources, document_versions, tier, "
+            "score, cost, active, retired_reason, hit_count, version, producers, shared_at, "
+            "created_at) "
+            "SELECT 'question ' || i, (SELECT array_agg(random() - 0.5) "
+            "FROM generate_series(1, %s) WHERE i > 0)::vector, 'answer', '[]', "
+            "jsonb_build_object((1000000 + i %% 5000)::text, 1, (1000000 + (i * 7) %% 5000)::text, 1), "
+            "'medium', 0.9, 0, true, '', 0, 0, '[]', now(), now() "
+            "FROM generate_series(1, %s) i",
+            [CacheEntry._meta.get_field("embedding").dimensions, count],
+        )
+    with connection.schema_editor() as editor:
+        editor.add_index(CacheEntry, index)
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {table}")
+        # The fill's writes flushed now, not by the checkpointer during what is measured next.
+        cursor.execute("CHECKPOINT")
+    return round(time.perf_counter() - started, 1)

@@ -43,6 +43,10 @@ RESERVATION_STALE_AFTER = dt.timedelta(minutes=15)
 
 # Recent token means are read at most this often (a cache hit prices what it avoided with them).
 EXPECTED_TOKENS_TTL_SECONDS = 60.0
+# ... from at most this many of the latest answers: a busy week of answers (tens of thousands)
+# took a question on the chat's path tens of milliseconds to read every minute, and the mean of
+# the latest thousand is as good an estimate.
+EXPECTED_TOKENS_ANSWERS = 1000
 
 # pg_advisory_xact_lock key ("budget" in ASCII): every reservation takes it, so two questions
 # can never both see the same money left.
@@ -275,18 +279,25 @@ _expected: tuple[float, tuple[int, int]] | None = None
 def _expected_call_tokens_query() -> tuple[int, int]:
     since = timezone.now() - dt.timedelta(days=7)
     # Each attempt's tokens are its answer call alone; calls that never ran (0 tokens) are left out.
+    # The latest answers are read backwards along the created_at index, which stops at `since`.
     sql = f"""
         SELECT AVG((a->>'tokens_in')::numeric), AVG((a->>'tokens_out')::numeric)
-        FROM {Message._meta.db_table} m
+        FROM (
+            SELECT m.attempts FROM {Message._meta.db_table} m
+            WHERE m.role = %s AND m.origin = %s AND m.cached = false AND m.created_at >= %s
+            ORDER BY m.created_at DESC LIMIT %s
+        ) m
         CROSS JOIN LATERAL jsonb_array_elements(
             CASE WHEN jsonb_typeof(m.attempts) = 'array' THEN m.attempts ELSE '[]'::jsonb END
         ) a
-        WHERE m.role = %s AND m.origin = %s AND m.cached = false AND m.created_at >= %s
-          AND jsonb_typeof(a->'tokens_in') = 'number' AND (a->>'tokens_in')::numeric > 0
+        WHERE jsonb_typeof(a->'tokens_in') = 'number' AND (a->>'tokens_in')::numeric > 0
           AND jsonb_typeof(a->'tokens_out') = 'number'
     """  # noqa: S608 (the table name is the model's own, every value is a parameter)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [Message.Role.ASSISTANT, Message.Origin.CUSTOMER, since])
+        cursor.execute(
+            sql,
+            [Message.Role.ASSISTANT, Message.Origin.CUSTOMER, since, EXPECTED_TOKENS_ANSWERS],
+        )
         mean_in, mean_out = cursor.fetchone()
     if mean_in is None:
         return DEFAULT_TOKENS_IN, DEFAULT_TOKENS_OUT
@@ -294,7 +305,8 @@ def _expected_call_tokens_query() -> tuple[int, int]:
 
 
 def expected_call_tokens(*, fresh: bool = False) -> tuple[int, int]:
-    """Mean prompt and answer tokens of customers' answer calls over 7 days (memoised 60 s).
+    """Mean prompt and answer tokens of customers' answer calls over 7 days, from the latest
+    EXPECTED_TOKENS_ANSWERS answers at most (memoised 60 s).
 
     DEFAULT_TOKENS_IN/OUT when there are none. `fresh=True` reads the database now.
     """

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from chatbot import budget
 from chatbot.budget import (
     DEFAULT_TOKENS_IN,
     DEFAULT_TOKENS_OUT,
@@ -180,3 +181,15 @@ def test_expected_call_tokens_are_the_customers_recent_answer_calls() -> None:
     _message(attempts=[attempt(4000, 400)])
     assert expected_call_tokens() == (600, 50)
     assert expected_call_tokens(fresh=True) == (1450, 138)
+
+
+def test_expected_call_tokens_read_only_the_latest_answers(monkeypatch) -> None:  # noqa: ANN001
+    """A busy week holds tens of thousands of answers: the mean comes from the latest ones."""
+    monkeypatch.setattr(budget, "EXPECTED_TOKENS_ANSWERS", 2)
+    now = timezone.now()
+    for minutes, tokens in ((30, (5000, 500)), (20, (600, 30)), (10, (800, 50))):
+        message = _message(
+            attempts=[{"tier": "medium", "tokens_in": tokens[0], "tokens_out": tokens[1]}]
+        )
+        Message.objects.filter(id=message.id).update(created_at=now - dt.timedelta(minutes=minutes))
+    assert expected_call_tokens(fresh=True) == (700, 40)
