@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from chatbot.models import Message
 from retrieval.curated import curated_save
-from retrieval.embedders import get_embedder
+from retrieval.embedders import get_embedder, vector_literal
 from retrieval.models import CuratedAnswer
 from routing.models import ModelTier
 
@@ -150,7 +150,7 @@ def _vectors(rows: list[dict[str, Any]]) -> np.ndarray:
                 _STORE_VECTORS_SQL,
                 [
                     [r["id"] for r in missing],
-                    ["[" + ",".join(f"{x:.7g}" for x in v) + "]" for v in vectors],
+                    [vector_literal(v) for v in vectors],
                 ],
             )
     return np.asarray([np.asarray(stored[i], dtype=np.float32) for i in ids])

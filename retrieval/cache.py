@@ -37,7 +37,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from retrieval import guard
-from retrieval.embedders import get_embedder
+from retrieval.embedders import get_embedder, vector_literal
 from retrieval.models import CacheDay, CacheEntry, CacheHit, Chunk, KnowledgeDocument
 from retrieval.pair_model import guard_check, pair_model
 from retrieval.signals import document_changed
@@ -271,7 +271,7 @@ def _lookup_sync(
         cursor.execute(
             _CANDIDATES_SQL,
             {
-                "v": literal or _vector_literal(vector),
+                "v": literal or vector_literal(vector),
                 "cutoff": cutoff,
                 "k": settings.CACHE_CANDIDATES,
                 "session": session,
@@ -327,10 +327,6 @@ def _lookup_sync(
     return result
 
 
-def _vector_literal(vector: list[float]) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
-
-
 # Vectors of recently asked questions, by exact text: popular questions repeat word for word, and
 # embedding is most of a hit's time. Only vectors are kept here, each with its SQL literal
 # (formatting 384 numbers costs about half a millisecond a lookup); answers live in the
@@ -345,7 +341,7 @@ async def _question_vector(question: str) -> tuple[list[float], str]:
         _VECTORS.move_to_end(question)
         return known
     vector = (await get_embedder().aembed([question]))[0].tolist()
-    known = (vector, _vector_literal(vector))
+    known = (vector, vector_literal(vector))
     if settings.CACHE_VECTOR_MEMORY > 0:
         _VECTORS[question] = known
         while len(_VECTORS) > settings.CACHE_VECTOR_MEMORY:
@@ -404,7 +400,7 @@ def _agreeing_entry(
         cursor.execute(
             _PENDING_SQL,
             {
-                "v": _vector_literal(vector),
+                "v": vector_literal(vector),
                 "cutoff": cutoff,
                 "k": settings.CACHE_CANDIDATES,
             },

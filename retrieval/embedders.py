@@ -172,6 +172,12 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def vector_literal(vector: Sequence[float]) -> str:
+    """A vector in pgvector's text form, for a query parameter cast to vector (7 significant
+    digits: a float32's precision, in far less text than repr)."""
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
 def embedding_input(*, title: str, heading: str, text: str) -> str:
     """What the embedder sees for a passage: title and section give it context."""
     prefix = f"{title} > {heading}" if heading else title

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from psycopg.pq import TransactionStatus
 
-from retrieval.embedders import get_embedder
+from retrieval.embedders import get_embedder, vector_literal
 from retrieval.language import adetect_language, text_search_config
 
 logger = logging.getLogger(__name__)
@@ -126,10 +126,6 @@ def words_kept(lexemes: list[str], common: dict[str, float], max_matches: int) -
             break
         kept.append(lexeme)
     return kept
-
-
-def _vector_literal(vector: list[float]) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
 # A passage as search returns it (the Passage fields, in order; see _passage), its similarity
@@ -306,7 +302,7 @@ def passages_rank(
     tsq = text_query(question)
     use_vector = mode in ("hybrid", "vector")
     use_text = mode in ("hybrid", "text") and bool(tsq)
-    params = {"v": _vector_literal(vector), "n": candidates}
+    params = {"v": vector_literal(vector), "n": candidates}
     text = {
         "words": tsq.replace(" | ", " "),
         "config": text_search_config(language or settings.LANGUAGE_DEFAULT),
