@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from chatbot import handoff_admin  # noqa: F401 - registers widget sites and handoffs
 from chatbot.api_keys import api_key_revoke, api_key_set, key_new
 from chatbot.budget import budget_key_committed_today
-from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin
+from chatbot.dashboard_admin import CostFilter, MessageExplorerMixin, TierFilter
 from chatbot.evaluation.labelled import LABEL_FIELDS, message_label, messages_label
 from chatbot.models import ApiKey, Conversation, Message
 
@@ -48,7 +48,7 @@ class MessageAdmin(MessageExplorerMixin, admin.ModelAdmin):
     list_filter = (
         "role",
         "status",
-        "tier",
+        TierFilter,
         "cached",
         "abstained",
         "feedback",
@@ -57,6 +57,8 @@ class MessageAdmin(MessageExplorerMixin, admin.ModelAdmin):
         CostFilter,
     )
     search_fields = ("content", "standalone_question")
+    # A filtered or searched list counts its own matches only, not the whole table again.
+    show_full_result_count = False
     # Labels are the one thing edited here: right or wrong, and the right answer (an evaluation set).
     fieldsets = (
         *MessageExplorerMixin.fieldsets,
