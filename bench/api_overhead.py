@@ -108,8 +108,10 @@ def seed() -> tuple[str, str]:
     from django.core.management import call_command
 
     from chatbot.api_keys import api_key_create
+    from chatbot.pipeline import passage_source
     from retrieval.cache import cache_approve, cache_store
     from retrieval.models import Chunk
+    from retrieval.search import passages_served
     from routing.models import ModelTier
 
     call_command("load_demo_knowledge", verbosity=0, stdout=open(os.devnull, "w"))
@@ -122,22 +124,13 @@ def seed() -> tuple[str, str]:
         order=10,
         enabled=True,
     )
-    chunk = (
-        Chunk.objects.select_related("document")
-        .filter(document__source_name="demo/returns-policy.md")
+    chunk_id = (
+        Chunk.objects.filter(document__source_name="demo/returns-policy.md")
         .order_by("ordinal")
+        .values_list("id", flat=True)
         .first()
     )
-    source = {
-        "n": 1,
-        "chunk_id": chunk.id,
-        "document_id": chunk.document_id,
-        "document_version": chunk.document.version,
-        "title": chunk.document.title,
-        "heading": chunk.heading,
-        "similarity": 0.8,
-        "url": f"/passages/{chunk.id}/",
-    }
+    source = passage_source(1, passages_served([chunk_id])[chunk_id])
     entry = async_to_sync(cache_store)(
         question=QUESTION, answer=ANSWER, sources=[source], tier="small", session="bench"
     )

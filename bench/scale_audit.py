@@ -307,31 +307,23 @@ async def chat(args: argparse.Namespace) -> dict:
     from django.contrib.sessions.backends.db import SessionStore
 
     from chatbot.asgi import application
+    from chatbot.pipeline import passage_source
     from retrieval.cache import cache_approve, cache_store
     from retrieval.models import Chunk
+    from retrieval.search import passages_served
 
     question = "How many days do I have to return an item?"
-    chunk = await (
-        Chunk.objects.select_related("document")
-        .filter(document__source_name="demo/returns-policy.md")
+    chunk_id = (
+        await Chunk.objects.filter(document__source_name="demo/returns-policy.md")
         .order_by("ordinal")
+        .values_list("id", flat=True)
         .afirst()
     )
+    passages = await sync_to_async(passages_served)([chunk_id])
     entry = await cache_store(
         question=question,
         answer="You can return most items within 30 days of delivery [1].",
-        sources=[
-            {
-                "n": 1,
-                "chunk_id": chunk.id,
-                "document_id": chunk.document_id,
-                "document_version": chunk.document.version,
-                "title": chunk.document.title,
-                "heading": chunk.heading,
-                "similarity": 0.8,
-                "url": f"/passages/{chunk.id}/",
-            }
-        ],
+        sources=[passage_source(1, passages[chunk_id])],
         tier="medium",
         session="audit",
         cost=0.0003,

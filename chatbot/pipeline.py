@@ -154,7 +154,7 @@ class TierPrompt:
 
     def sources(self) -> list[dict[str, Any]]:
         """The provenance a citation [n] of this tier's answer refers to."""
-        return [_source(n, p) for n, p in enumerate(self.passages, start=1)]
+        return [passage_source(n, p) for n, p in enumerate(self.passages, start=1)]
 
     def max_cost(self, check: SupportCheck | None = None) -> Decimal:
         """The most this tier's call can cost on this prompt (what the daily budget reserves),
@@ -164,7 +164,8 @@ class TierPrompt:
         return cost + (check.tier.cost(self.prompt_tokens, 1) if check else Decimal("0"))
 
 
-def _source(number: int, passage: Passage) -> dict[str, Any]:
+def passage_source(number: int, passage: Passage) -> dict[str, Any]:
+    """What an answer stores and shows for its citation [number] of this passage."""
     return {
         "n": number,
         "chunk_id": passage.chunk_id,
