@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from chatbot.pipeline import _source, retrieve
+from chatbot.pipeline import passage_source, retrieve
 from retrieval.services import document_ingest_text
 from retrieval.web_tasks import web_source_add, web_source_sync
 from tests.retrieval.test_web import RETURNS, Route, SiteServer
@@ -35,11 +35,13 @@ async def test_sources_link_web_pages_live_and_files_to_the_passage_page(
         text="# Gift cards\n\nGift cards never expire and can be used for returns of food too.",
     )
     passages = await retrieve(question="Can I return gift cards or perishable food?")
-    web = [_source(1, p)["url"] for p in passages if p.title == "Returns policy"]
+    web = [passage_source(1, p)["url"] for p in passages if p.title == "Returns policy"]
     assert web and all(url.startswith(site.url("/returns")) for url in web)
     section = [
-        _source(1, p)["url"] for p in passages if "Gift cards" in p.text and p.title != "Gift cards"
+        passage_source(1, p)["url"]
+        for p in passages
+        if "Gift cards" in p.text and p.title != "Gift cards"
     ]
     assert section == [site.url("/returns") + "#exceptions"]
-    files = [_source(1, p) for p in passages if p.title == "Gift cards"]
+    files = [passage_source(1, p) for p in passages if p.title == "Gift cards"]
     assert files and files[0]["url"] == f"/passages/{files[0]['chunk_id']}/"
