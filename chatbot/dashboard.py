@@ -275,8 +275,9 @@ def dashboard_totals(
     saved = sum(savings[source]["saved"] for source in ("cascade", "cache", "declines"))
     tier_counts = _by(model, "tier")
     model_answer_count = sum(tier_counts.values())
-    order = [t for t in _tier_order() if t in tier_counts] + sorted(
-        t for t in tier_counts if t not in _tier_order()
+    known = _tier_order()
+    order = [t for t in known if t in tier_counts] + sorted(
+        t for t in tier_counts if t not in known
     )
     reasons = _by([g for g in groups if g.abstained], "abstain_reason")
     rated = thumbs_up + thumbs_down
