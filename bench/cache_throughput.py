@@ -10,6 +10,10 @@ Usage:
       reaches a model, and an ask that is not a hit counts as an error here.
       --before DIR: also runs the same phases against Daphne started from another source tree
       (e.g. `git archive <commit> | tar -x -C DIR`), same database, same run: before/after.
+      --commit-delay-us N: a disk whose flushes are slow. The database's sessions get
+      PostgreSQL's commit_delay N (at most 100000) with commit_siblings 0, so every synchronous
+      commit waits N microseconds before its flush (commits waiting together still share one
+      flush, as on a slow disk); needs a superuser, as the embedded server's.
   python bench/cache_throughput.py --before DIR --alternate N [--seconds 20]
       Only one process with 50 sockets, the two trees in turn (before, after, after, before, ...)
       N times each: answers a second per phase and their medians.
@@ -212,10 +216,12 @@ async def many_sockets(urls: list[str], sockets: int, seconds: float) -> dict[st
 class Stack:
     """A throw-away database with approved cache entries, a redis-server, Daphne processes."""
 
-    def __init__(self) -> None:
+    def __init__(self, commit_delay_us: int = 0) -> None:
         from knowledge_db import bench_database
 
         self.drop = bench_database("bench_cache_throughput")
+        if commit_delay_us:
+            _slow_flushes("bench_cache_throughput", commit_delay_us)
         from django.core.management import call_command
 
         from routing.defaults import tiers_ensure_defaults
@@ -280,6 +286,16 @@ class Stack:
         self.drop()
 
 
+def _slow_flushes(database: str, commit_delay_us: int) -> None:
+    """Every new session of `database` waits commit_delay_us before each commit's flush."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER DATABASE "{database}" SET commit_delay = {int(commit_delay_us)}')
+        cursor.execute(f'ALTER DATABASE "{database}" SET commit_siblings = 0')
+    connection.close()  # this process's next connection gets them too
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -329,6 +345,7 @@ def alternate(stack: Stack, before: Path, args: argparse.Namespace) -> dict[str,
     }
     return {
         "alternated": {"processes": 1, "sockets": 50, "seconds": args.seconds},
+        "commit_delay_us": args.commit_delay_us,
         "trees": {"before": str(before), "after": str(ROOT)},
         "answers_per_second": {
             label: {"runs": values, "median": statistics.median(values)}
@@ -504,6 +521,12 @@ def main() -> None:
         help="with --before: only one process and 50 sockets, the two trees in turn "
         "(before, after, after, before, ...) this many times each",
     )
+    parser.add_argument(
+        "--commit-delay-us",
+        type=int,
+        default=0,
+        help="make every synchronous commit wait this long before its flush (a slow disk)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     if args.profile:
@@ -511,13 +534,13 @@ def main() -> None:
     elif args.alternate:
         if not args.before:
             parser.error("--alternate needs --before")
-        stack = Stack()
+        stack = Stack(args.commit_delay_us)
         try:
             result = alternate(stack, args.before.resolve(), args)
         finally:
             stack.stop()
     else:
-        stack = Stack()
+        stack = Stack(args.commit_delay_us)
         try:
             result = {
                 "note": (
@@ -526,6 +549,7 @@ def main() -> None:
                     "layer for one and two processes; no proxy: sockets alternate over ports"
                 ),
                 "cached_questions": stack.cached,
+                "commit_delay_us": args.commit_delay_us,
                 "runs": [],
             }
             trees = ([args.before.resolve()] if args.before else []) + [ROOT]

@@ -225,14 +225,28 @@ FROM (
 ) AS e
 ORDER BY e.distance
 """
-_COUNT_SQL = (
-    f"INSERT INTO {_DAY} (day, lookups, hits, bypassed) VALUES (%(day)s, 1, %(hit)s, %(bypassed)s) "
+# Every lookup updates today's counter row, and every hit its entry's row: the same few rows
+# for every process. A row stays locked until its transaction's commit is flushed to disk, so
+# with synchronous commits those rows would let one lookup through per flush across the whole
+# deployment. These statements commit asynchronously (`synchronous_commit` off for their own
+# transaction only; inside a caller's transaction its setting is kept): a crash may lose the
+# last fraction of a second of counts and hit records, and the answer saved right after
+# commits synchronously, which flushes them with it.
+_ASYNC_COMMIT = """async_commit AS (
+  SELECT set_config('synchronous_commit',
+                    CASE WHEN %(alone)s THEN 'off' ELSE current_setting('synchronous_commit') END,
+                    true)
+)"""
+_COUNT_INSERT = (
+    f"INSERT INTO {_DAY} (day, lookups, hits, bypassed) "
+    "SELECT %(day)s, 1, %(hit)s, %(bypassed)s FROM async_commit "
     f"ON CONFLICT (day) DO UPDATE SET lookups = {_DAY}.lookups + 1, "
     f"hits = {_DAY}.hits + EXCLUDED.hits, bypassed = {_DAY}.bypassed + EXCLUDED.bypassed"
 )
+_COUNT_SQL = f"WITH {_ASYNC_COMMIT}\n{_COUNT_INSERT}"
 # A served hit: count it on the entry, record it, count the lookup; one statement.
 _HIT_SQL = f"""
-WITH entry AS (
+WITH {_ASYNC_COMMIT}, entry AS (
   UPDATE {_ENTRY} SET hit_count = hit_count + 1, last_hit_at = %(now)s WHERE id = %(entry)s
 ), hit AS (
   INSERT INTO {_HIT} (entry_id, question, similarity, guard_score, message_id, session,
@@ -240,14 +254,20 @@ WITH entry AS (
   VALUES (%(entry)s, %(question)s, %(similarity)s, %(score)s, %(message)s, %(session)s, false,
           %(now)s)
 )
-{_COUNT_SQL}
+{_COUNT_INSERT}
 """
 
 
 def _count(*, hit: bool, bypassed: bool) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
-            _COUNT_SQL, {"day": timezone.localdate(), "hit": int(hit), "bypassed": int(bypassed)}
+            _COUNT_SQL,
+            {
+                "day": timezone.localdate(),
+                "hit": int(hit),
+                "bypassed": int(bypassed),
+                "alone": not connection.in_atomic_block,
+            },
         )
 
 
@@ -311,6 +331,7 @@ def _lookup_sync(
                     "day": timezone.localdate(),
                     "hit": 1,
                     "bypassed": 0,
+                    "alone": not connection.in_atomic_block,
                 },
             )
         result.hit = CacheHitResult(

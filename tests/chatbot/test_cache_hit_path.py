@@ -8,18 +8,22 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.db.backends.signals import connection_created
+from django.utils import timezone
 
 from chatbot import consumers
 from chatbot.models import Conversation, Message
 from chatbot.pipeline import _conversation_totals_sync
 from chatbot.postgresql.base import DatabaseWrapper
-from retrieval.models import CacheEntry, CacheHit
+from retrieval.cache import cache_lookup
+from retrieval.models import CacheDay, CacheEntry, CacheHit
 from tests.chatbot.conftest import chat_socket, frames_until, new_session
 from tests.chatbot.test_cache_ws import CACHED_ANSWER, CACHED_QUESTION, _seed
 
@@ -153,3 +157,54 @@ async def test_a_hit_on_a_new_conversation_is_stored_whole_in_few_statements(
     assert again["conversation_id"] == str(conversation.id)
     assert await Message.objects.filter(client_id="c-1").acount() == 1
     await ws.disconnect()
+
+
+# A flush of this long on every synchronous commit (PostgreSQL's commit_delay, at most 100 ms,
+# with commit_siblings 0 so that it applies to every commit): a disk far slower than any in use.
+SLOW_FLUSH_MS = 100
+
+
+def _slow_disk() -> float:
+    """Make this thread's connection flush slowly; seconds a synchronous commit now takes."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET commit_delay = {SLOW_FLUSH_MS * 1000}")
+        cursor.execute("SET commit_siblings = 0")
+    started = time.perf_counter()
+    CacheDay.objects.filter(day=timezone.localdate()).update(bypassed=0)
+    return time.perf_counter() - started
+
+
+def _disk_back() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("RESET commit_delay")
+        cursor.execute("RESET commit_siblings")
+
+
+async def test_cache_lookups_do_not_hold_their_counters_through_the_flush(
+    small_tier,  # noqa: ANN001
+    help_centre,  # noqa: ANN001
+) -> None:
+    """Every lookup updates today's counter row and every hit its entry's row: the same few rows
+    for every process of a deployment. A row stays locked until its transaction's commit is
+    flushed, so if the lookups waited for their flushes, those rows would let one lookup through
+    per flush across the whole deployment. With flushes made slow, the lookups do not wait."""
+    entry = await _seed()
+    await cache_lookup(question=CACHED_QUESTION)  # the guard and the embedder load
+    await cache_lookup(question="How do I plant tomatoes in winter?")
+    # The same thread (and connection) as the lookups' database calls.
+    synchronous_commit = await sync_to_async(_slow_disk)()
+    try:
+        assert synchronous_commit >= SLOW_FLUSH_MS / 1000  # the slow disk is in place
+        started = time.perf_counter()
+        for _ in range(3):
+            assert (await cache_lookup(question=CACHED_QUESTION)).hit is not None
+            assert (await cache_lookup(question="How do I plant tomatoes in winter?")).hit is None
+        took = time.perf_counter() - started
+    finally:
+        await sync_to_async(_disk_back)()
+    # Waiting for the six flushes would take at least 600 ms.
+    assert took < 3 * SLOW_FLUSH_MS / 1000, took
+    day = await CacheDay.objects.aget(day=timezone.localdate())
+    assert (day.lookups, day.hits) == (8, 4)
+    assert await CacheHit.objects.filter(entry=entry).acount() == 4
+    assert (await CacheEntry.objects.aget(id=entry.id)).hit_count == 4
