@@ -27,6 +27,15 @@ Usage:
       with the worker paused (SIGSTOP: idle) and running (ingesting), every question distinct,
       so both conditions see the same machine load over the same minutes. With --nice, runs
       once per listed INGEST_WORKER_NICE (e.g. 0,19) with the cache emptied in between.
+  python bench/ingest.py --reingest --before DIR [--sections 8] [--copies 3] [--rounds 2]
+      New versions of documents where one section changed: the SQuAD paragraphs become
+      documents of --sections sections each (--copies times over), ingested once, then every
+      document gets a new version with one section edited, ingested by a worker running the
+      code of DIR ("before", e.g. `git archive <commit> | tar -x -C DIR`) or of this tree
+      ("after"), in turn (before, after, after, before, ...) --rounds times each. Each tree has
+      its own copy of the documents (the same texts), so what one tree stored never helps the
+      other. Worker busy seconds per round, and the bare embedder on all of the round's
+      passages for scale.
 Prints JSON (and writes it to --out).
 """
 
@@ -67,6 +76,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--nice", default="19")
     parser.add_argument("--max-answer-tokens", type=int, default=24)
+    parser.add_argument("--reingest", action="store_true")
+    parser.add_argument("--before", type=Path, help="with --reingest: the tree to compare")
+    parser.add_argument("--sections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -75,7 +88,11 @@ def main() -> None:
     args.copies = args.copies or (20 if args.chat else 3)
     drop = bench_database("bench_ingest_chat" if args.chat else "bench_ingest")
     try:
-        if args.chat:
+        if args.reingest:
+            if not args.before:
+                parser.error("--reingest needs --before")
+            result = run_reingest(passages, args)
+        elif args.chat:
             result = run_chat(passages, args)
         else:
             result = run(passages, args)
@@ -109,12 +126,18 @@ def _files(passages: list[dict], kind: str, copies: int = 1) -> list[tuple[str, 
     return out
 
 
-def _worker_start(env: dict) -> subprocess.Popen:
+def _worker_start(env: dict, tree: Path = ROOT) -> subprocess.Popen:
+    """`manage.py db_worker` running the code of `tree` (this checkout's var/ and database)."""
     return subprocess.Popen(
         [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.1"]
         + ["-v", "0"],
-        cwd=ROOT,
-        env={**os.environ, **env},
+        cwd=tree,
+        env={
+            **os.environ,
+            "CHATBOT_VAR_DIR": os.environ.get("CHATBOT_VAR_DIR", str(ROOT / "var")),
+            "PYTHONPATH": str(tree),
+            **env,
+        },
     )
 
 
@@ -159,7 +182,9 @@ def _bare(texts: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _worker_set(files: list[tuple[str, bytes]], prefix: str, env: dict) -> dict:
+def _worker_set(
+    files: list[tuple[str, bytes]], prefix: str, env: dict, tree: Path = ROOT, warm: str = "Warm"
+) -> dict:
     from django.db import connections
     from django.db.models import Max, Min
     from django_tasks_db.models import DBTaskResult
@@ -171,9 +196,12 @@ def _worker_set(files: list[tuple[str, bytes]], prefix: str, env: dict) -> dict:
     # A running worker, as in the product: its first document loads the embedder (reported as
     # start-up); the upload is timed from its first task's start to its last task's end.
     started = time.perf_counter()
-    worker = _worker_start(env)
+    worker = _worker_start(env, tree)
     try:
-        warm = document_upload(source_name=f"{prefix}warm-up.md", data=b"# Warm\n\nWarm up.")
+        # New text each time: the worker loads its embedder on this document, not on the set.
+        warm = document_upload(
+            source_name=f"{prefix}warm-up.md", data=f"# Warm\n\n{warm} up.".encode()
+        )
         connections.close_all()
         _tasks_wait([warm.task_id], worker)
         startup = time.perf_counter() - started
@@ -325,6 +353,65 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
         # Last: the chunk indexes stay dropped.
         result["chunk_indexes_dropped"] = _indexes_drop()
         result["inline_profile_without_chunk_indexes"] = _inline_profile(md, "noindex/")
+    result["load_average_at_end"] = os.getloadavg()
+    return result
+
+
+# --- new versions with one section changed ---------------------------------------------------
+
+
+def _sectioned(passages: list[dict], sections: int, copies: int, edit: int) -> list:
+    """Markdown documents of `sections` paragraphs each; with edit >= 0, section `edit` of each
+    one carries an extra sentence naming the edit (a new version)."""
+    out = []
+    for copy in range(copies):
+        for start in range(0, len(passages), sections):
+            parts = passages[start : start + sections]
+            body = [f"# Handbook {start // sections} ({parts[0]['title']})"]
+            for n, p in enumerate(parts):
+                text = p["text"] + (f" Revised in edit {edit}." if n == edit % len(parts) else "")
+                body.append(f"## Part {n + 1}\n\n{text}")
+            out.append((f"c{copy}/handbook{start // sections}.md", "\n\n".join(body).encode()))
+    return out
+
+
+def run_reingest(passages: list[dict], args: argparse.Namespace) -> dict:
+    """Worker seconds for new versions with one changed section, before and after, in turn."""
+    from django.conf import settings
+
+    before = args.before.resolve()
+    env = {"INGEST_WORKER_NICE": "0"}
+    result: dict = {
+        "benchmark": "ingest_reingest",
+        "sections_per_document": args.sections,
+        "embedding_batch_size": settings.EMBEDDING_BATCH_SIZE,
+        "trees": {"before": str(before), "after": str(ROOT)},
+        "load_average_at_start": os.getloadavg(),
+        "first_versions": {},
+        "rounds": [],
+    }
+    # Each tree's own copy, first ingested by this tree (which records what it embedded).
+    for label in ("before", "after"):
+        files = _sectioned(passages, args.sections, args.copies, edit=-1)
+        result["first_versions"][label] = _worker_set(files, f"{label}/", env, warm="first")
+    order = [("before", before), ("after", ROOT)]
+    for n in range(args.rounds * 2):
+        label, tree = order[(n + n // 2) % 2]
+        files = _sectioned(passages, args.sections, args.copies, edit=n)
+        measured = _worker_set(files, f"{label}/", env, tree=tree, warm=f"round {n}")
+        result["rounds"].append({"label": label, "edited_section": n % args.sections, **measured})
+        print(json.dumps(result["rounds"][-1]), file=sys.stderr, flush=True)
+    busy = {
+        label: [r["worker_busy_seconds"] for r in result["rounds"] if r["label"] == label]
+        for label, _ in order
+    }
+    result["worker_busy_seconds"] = {
+        label: {"runs": values, "median": statistics.median(values)}
+        for label, values in busy.items()
+    }
+    result["after_over_before"] = round(
+        statistics.median(busy["after"]) / statistics.median(busy["before"]), 3
+    )
     result["load_average_at_end"] = os.getloadavg()
     return result
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, QuerySet, Value, When
@@ -132,6 +133,8 @@ class _Prepared:
     text: str
     drafts: list[ChunkDraft]
     vectors: list = field(default_factory=list)
+    input_hashes: list[str] = field(default_factory=list)
+    replaces: bool = False  # an earlier version is served: its passages' vectors may be reused
     superseded: bool = False
 
 
@@ -145,14 +148,14 @@ def _prepare(document_id: int, version: int, enqueue: Enqueue) -> _Prepared | st
             f"UPDATE {connection.ops.quote_name(KnowledgeDocument._meta.db_table)} "
             "SET status = %s, attempts = attempts + 1, heartbeat_at = %s, updated_at = %s "
             "WHERE id = %s AND version = %s AND status NOT IN (%s, %s) "
-            "RETURNING source_name, source_type, raw, title",
+            "RETURNING source_name, source_type, raw, title, served_version",
             [Status.PARSING, now, now, document_id, version, Status.READY, Status.FAILED],
         )
         taken = cursor.fetchone()
     if taken is None:
         exists = KnowledgeDocument.objects.filter(id=document_id, version=version).exists()
         return "skipped" if exists else "superseded"
-    source_name, source_type, raw, stored_title = taken
+    source_name, source_type, raw, stored_title, served_version = taken
 
     def parse_and_chunk() -> _Prepared | str:
         parsed = document_parse(name=source_name, kind=source_type, data=bytes(raw))
@@ -176,7 +179,9 @@ def _prepare(document_id: int, version: int, enqueue: Enqueue) -> _Prepared | st
                 f"{source_name}: the document makes {len(drafts):,} passages, over the "
                 f"{settings.INGEST_MAX_CHUNKS:,} limit (INGEST_MAX_CHUNKS); split the document"
             )
-        return _Prepared(document_id, version, source_name, title, parsed.text, drafts)
+        prepared = _Prepared(document_id, version, source_name, title, parsed.text, drafts)
+        prepared.replaces = served_version is not None
+        return prepared
 
     return _guarded(document_id, version, source_name, enqueue, parse_and_chunk)
 
@@ -277,20 +282,34 @@ def _embed(prepared: list[_Prepared]) -> None:
     """Fill each document's vectors, EMBEDDING_BATCH_SIZE passages per embedder call, and mark
     a document replaced meanwhile as superseded.
 
+    A passage that the embedder would be given exactly as one of the document's stored passages
+    was (same title, heading and text) takes that passage's vector: an edit to one section of a
+    long document embeds that section, not the whole document again.
+
     Passages are embedded longest first, so each call pads its batch to similar lengths (as
     SentenceTransformer.encode does within one call); in document order a short passage batched
     with a long one pays for the long one's padding (about 1.5x the time on help-centre pages).
     """
     embedder = get_embedder()
+    kept = _vectors_kept(prepared)
     texts: list[str] = []
     places: list[tuple[_Prepared, int]] = []
+    filled: dict[int, int] = {}
     for p in prepared:
         p.vectors = [None] * len(p.drafts)
+        p.input_hashes = []
         for i, d in enumerate(p.drafts):
-            texts.append(embedding_input(title=p.title, heading=d.heading, text=d.text))
-            places.append((p, i))
+            text = embedding_input(title=p.title, heading=d.heading, text=d.text)
+            digest = content_hash(text.encode())
+            p.input_hashes.append(digest)
+            vector = kept.get((p.document_id, digest))
+            if vector is None:
+                texts.append(text)
+                places.append((p, i))
+            else:
+                p.vectors[i] = vector
+                filled[id(p)] = filled.get(id(p), 0) + 1
     order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))
-    filled: dict[int, int] = {}
     step = settings.EMBEDDING_BATCH_SIZE
     for start in range(0, len(order), step):
         batch = order[start : start + step]
@@ -314,6 +333,22 @@ def _embed(prepared: list[_Prepared]) -> None:
             alive = set(_versions(live).values_list("id", "version"))
             for p in live:
                 p.superseded = (p.document_id, p.version) not in alive
+
+
+def _vectors_kept(prepared: list[_Prepared]) -> dict[tuple[int, str], np.ndarray]:
+    """The stored vectors of the replaced documents' passages, by (document id, input hash).
+
+    Every stored vector is the active embedder's (a switch of embedder swaps them all at once),
+    so a passage embedded from the same input would get the same vector."""
+    replaced = [p.document_id for p in prepared if p.replaces]
+    if not replaced:
+        return {}
+    rows = (
+        Chunk.objects.filter(document_id__in=replaced)
+        .exclude(input_hash="")
+        .values_list("document_id", "input_hash", "embedding")
+    )
+    return {(d, digest): np.asarray(vector, dtype=np.float32) for d, digest, vector in rows}
 
 
 def _versions(prepared: list[_Prepared]) -> QuerySet[KnowledgeDocument]:
@@ -376,7 +411,7 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
             if document is None or document.status in (Status.READY, Status.FAILED):
                 outcomes[i] = "superseded"
                 continue
-            chunks += _chunk_rows(document, p.version, p.drafts, p.vectors, language)
+            chunks += _chunk_rows(document, p, language)
             document.served_version = p.version
             document.title = p.title[:300]
             document.content = p.text
@@ -426,29 +461,24 @@ def _documents_served(documents: list[KnowledgeDocument]) -> None:
         )
 
 
-def _chunk_rows(
-    document: KnowledgeDocument,
-    version: int,
-    drafts: list[ChunkDraft],
-    vectors: list,
-    language: str,
-) -> list[Chunk]:
+def _chunk_rows(document: KnowledgeDocument, prepared: _Prepared, language: str) -> list[Chunk]:
     """The passage rows of one version of a document, not yet saved."""
     text_config = text_search_config(language or settings.LANGUAGE_DEFAULT)
     return [
         Chunk(
             document=document,
-            version=version,
+            version=prepared.version,
             ordinal=i,
             heading=d.heading[:300],
             page=d.page,
             text=d.text,
             token_count=d.token_count,
             content_hash=content_hash(d.text.encode()),
-            embedding=vectors[i].tolist(),
+            input_hash=prepared.input_hashes[i],
+            embedding=prepared.vectors[i].tolist(),
             text_config=text_config,
         )
-        for i, d in enumerate(drafts)
+        for i, d in enumerate(prepared.drafts)
     ]
 
 

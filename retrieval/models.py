@@ -84,6 +84,10 @@ class Chunk(models.Model):
     text = models.TextField()
     token_count = models.PositiveIntegerField(default=0)
     content_hash = models.CharField(max_length=64)
+    # sha256 of what the embedder was given (retrieval.embedders.embedding_input): the next
+    # version of the document reuses this passage's vector when it gives the same ("" before
+    # it was recorded: such a passage is embedded again).
+    input_hash = models.CharField(max_length=64, blank=True, default="", db_default="")
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
     # The passage under the embedder being switched to (retrieval.embedders.embeddings_switch):
     # filled in the background while search keeps using `embedding`, then swapped in.

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from retrieval.embedders import MiniLMEmbedder, get_embedder
+from retrieval.embedders import ActiveEmbedder, MiniLMEmbedder, embedding_input, get_embedder
 from retrieval.ingestion import document_process
 from retrieval.models import Chunk, KnowledgeDocument
 from retrieval.search import passages_rank
@@ -131,3 +131,81 @@ def test_a_new_document_is_not_searched_before_it_is_ready() -> None:
     document = document_accept(source_name="depot.md", data=OLD.encode())
     assert document.served_version is None
     assert document.id not in {d for d, _, _ in found("when do parcels leave the depot")}
+
+
+GUIDE = {
+    "Returns": "Items can be returned within thirty days of delivery for a full refund.",
+    "Delivery": "Standard delivery takes three to five working days within the country.",
+    "Repairs": "Repairs under warranty are free and take about two weeks.",
+}
+
+
+def _guide(title: str, sections: dict[str, str]) -> bytes:
+    return "\n\n".join(
+        [f"# {title}", *(f"## {heading}\n\n{text}" for heading, text in sections.items())]
+    ).encode()
+
+
+def _ingest(data: bytes) -> KnowledgeDocument:
+    document = document_accept(source_name="guide.md", data=data)
+    assert document_process(document_id=document.id, version=document.version, enqueue=None) == (
+        "ready"
+    )
+    document.refresh_from_db()
+    return document
+
+
+def _vectors(document: KnowledgeDocument) -> dict[str, np.ndarray]:
+    """The served passages' vectors by text."""
+    chunks = document.chunks.filter(version=document.served_version)
+    return {c.text: np.asarray(c.embedding) for c in chunks}
+
+
+def test_a_new_version_embeds_only_the_passages_that_changed(monkeypatch, settings) -> None:  # noqa: ANN001
+    settings.CHUNK_TOKENS = 40
+    settings.CHUNK_OVERLAP_TOKENS = 0
+    first = _ingest(_guide("Guide", GUIDE))
+    assert first.chunks_total == 3
+    before = _vectors(first)
+    embedded: list[str] = []
+    embed = ActiveEmbedder.embed
+
+    def counted(self: ActiveEmbedder, texts: Sequence[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return embed(self, texts)
+
+    monkeypatch.setattr(ActiveEmbedder, "embed", counted)
+    changed = {**GUIDE, "Delivery": "Standard delivery now takes two to four working days."}
+    second = _ingest(_guide("Guide", changed))
+    assert second.served_version == 2 and second.chunks_total == second.chunks_done == 3
+    passage = second.chunks.get(version=2, text=changed["Delivery"])
+    # Only the edited section went to the embedder; the others kept their vectors.
+    assert embedded == [embedding_input(title="Guide", heading=passage.heading, text=passage.text)]
+    after = _vectors(second)
+    for heading in ("Returns", "Repairs"):
+        assert np.array_equal(after[GUIDE[heading]], before[GUIDE[heading]])
+    fresh = get_embedder().embed(embedded)[0]
+    assert float(after[changed["Delivery"]] @ fresh) > 0.99
+    assert {text for _, _, text in found("how long does delivery take")} >= {changed["Delivery"]}
+    assert not second.chunks.filter(version=1).exists()
+    # A new title changes what every passage is embedded from: all three again.
+    embedded.clear()
+    third = _ingest(_guide("Shop guide", changed))
+    assert third.served_version == 3 and len(embedded) == 3
+
+
+def test_passages_of_other_documents_are_not_reused(monkeypatch, settings) -> None:  # noqa: ANN001
+    settings.CHUNK_TOKENS = 40
+    settings.CHUNK_OVERLAP_TOKENS = 0
+    _ingest(_guide("Guide", GUIDE))
+    embedded: list[str] = []
+    embed = ActiveEmbedder.embed
+
+    def counted(self: ActiveEmbedder, texts: Sequence[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return embed(self, texts)
+
+    monkeypatch.setattr(ActiveEmbedder, "embed", counted)
+    copy = document_accept(source_name="copy-of-guide.md", data=_guide("Guide", GUIDE))
+    assert document_process(document_id=copy.id, version=copy.version, enqueue=None) == "ready"
+    assert len(embedded) == 3
