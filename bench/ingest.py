@@ -35,7 +35,8 @@ Usage:
       ("after"), in turn (before, after, after, before, ...) --rounds times each. Each tree has
       its own copy of the documents (the same texts), so what one tree stored never helps the
       other. Worker busy seconds per round, and the bare embedder on all of the round's
-      passages for scale.
+      passages for scale. Before each round every served passage of the set gets a shared
+      cached answer citing it: how many are still served after the round.
 Prints JSON (and writes it to --out).
 """
 
@@ -375,14 +376,49 @@ def _sectioned(passages: list[dict], sections: int, copies: int, edit: int) -> l
     return out
 
 
+def _cached_per_passage(prefix: str) -> list[int]:
+    """One shared cached answer citing each served passage of the set, as an answer grounded in
+    it stores its source; their ids."""
+    from django.db.models import F
+    from django.utils import timezone
+
+    from chatbot.pipeline import passage_source
+    from retrieval.models import CacheEntry, Chunk
+    from retrieval.search import passages_served
+
+    chunks = list(
+        Chunk.objects.filter(
+            document__source_name__startswith=prefix, version=F("document__served_version")
+        ).only("id", "embedding")
+    )
+    served = passages_served([c.id for c in chunks])
+    now = timezone.now()
+    entries = CacheEntry.objects.bulk_create(
+        CacheEntry(
+            question=f"passage {c.id}",
+            embedding=c.embedding,
+            answer="As the handbook says [1].",
+            sources=[passage_source(1, served[c.id])],
+            document_versions={str(served[c.id].document_id): served[c.id].document_version},
+            shared_at=now,
+        )
+        for c in chunks
+    )
+    return [e.id for e in entries]
+
+
 def run_reingest(passages: list[dict], args: argparse.Namespace) -> dict:
     """Worker seconds for new versions with one changed section, before and after, in turn."""
     from django.conf import settings
+
+    from retrieval.models import CacheEntry
 
     before = args.before.resolve()
     env = {"INGEST_WORKER_NICE": "0"}
     result: dict = {
         "benchmark": "ingest_reingest",
+        "cached_answers": "before each round, one shared cached answer citing each served passage "
+        "of the set; still_served: those active after the round",
         "sections_per_document": args.sections,
         "embedding_batch_size": settings.EMBEDDING_BATCH_SIZE,
         "trees": {"before": str(before), "after": str(ROOT)},
@@ -398,8 +434,17 @@ def run_reingest(passages: list[dict], args: argparse.Namespace) -> dict:
     for n in range(args.rounds * 2):
         label, tree = order[(n + n // 2) % 2]
         files = _sectioned(passages, args.sections, args.copies, edit=n)
+        cached = _cached_per_passage(f"{label}/")
         measured = _worker_set(files, f"{label}/", env, tree=tree, warm=f"round {n}")
-        result["rounds"].append({"label": label, "edited_section": n % args.sections, **measured})
+        kept = CacheEntry.objects.filter(id__in=cached, active=True).count()
+        result["rounds"].append(
+            {
+                "label": label,
+                "edited_section": n % args.sections,
+                "cached_answers": {"before_the_round": len(cached), "still_served": kept},
+                **measured,
+            }
+        )
         print(json.dumps(result["rounds"][-1]), file=sys.stderr, flush=True)
     busy = {
         label: [r["worker_busy_seconds"] for r in result["rounds"] if r["label"] == label]

@@ -6,8 +6,10 @@ only when (1) its cosine similarity reaches CACHE_SIMILARITY_THRESHOLD, (2) the 
 decision (retrieval/pair_model.py) finds none of its kept rule families vetoing (negation,
 numbers, names, opposites, ... in retrieval/guard.py) and puts the probability that both ask
 the same thing at or above its cut, (3) it is younger than CACHE_TTL_SECONDS and (4) every
-document it cited still has the version it cited (checked at lookup, not only when
-document_changed arrives).
+document it cited still serves the version it cited (checked at lookup, not only when
+document_changed arrives). When a new version of a document is served, an entry whose passages
+of it are all unchanged in the new version is kept, pointed at the new passages; the others
+are retired.
 
 What goes in is shared with every customer, so it is stored only when safe to share
 (`cache_share_refusal`): a first-turn question that gives no personal details and no
@@ -197,13 +199,13 @@ _ENTRY, _HIT, _DAY, _DOC = (
     KnowledgeDocument._meta.db_table,
 )
 # Nearest active entries (HNSW) and, in the same round trip, whether every document they cite
-# still has the version they cited: the hit path is latency-critical, so few queries.
+# still serves the version they cited (as search does: a replacement being ingested leaves the
+# old version served): the hit path is latency-critical, so few queries.
 _CANDIDATES_SQL = f"""
 SELECT e.id, e.question, e.answer, e.sources, e.tier, 1 - e.distance AS similarity,
        NOT EXISTS (
          SELECT 1 FROM jsonb_each_text(e.document_versions) AS dv
-         LEFT JOIN {_DOC} d
-           ON d.id = dv.key::bigint AND d.version = dv.value::int AND d.status = 'ready'
+         LEFT JOIN {_DOC} d ON d.id = dv.key::bigint AND d.served_version = dv.value::int
          WHERE d.id IS NULL
        ) AS fresh
 FROM (
@@ -573,8 +575,89 @@ def cache_invalidate_document(*, document_id: int) -> int:
     ).update(active=False, retired_reason="document_changed")
 
 
-def _on_document_changed(sender: Any, document_id: int, **kwargs: Any) -> None:
-    cache_invalidate_document(document_id=document_id)
+def cache_carry_over(*, document_id: int, version: int, carried: dict[int, int]) -> tuple[int, int]:
+    """A new version of a document is served: each active entry citing an earlier one is kept
+    when every passage of the document it showed is in the new version unchanged (`carried`:
+    old passage id to new), its sources then pointing at the new passages; the others are
+    retired. Returns (kept, retired).
+
+    What an answer rests on is the passages it was shown: an edit elsewhere in the document
+    leaves it as true as it was, and an approved answer stays approved."""
+    key = str(document_id)
+    title = KnowledgeDocument.objects.filter(id=document_id).values_list("title", flat=True).first()
+    passages = Chunk.objects.filter(id__in=list(carried.values())).only("heading", "page")
+    passages = {c.id: c for c in passages}
+    kept, retired = 0, []
+    with transaction.atomic():
+        entries = CacheEntry.objects.select_for_update().filter(
+            active=True, document_versions__has_key=key
+        )
+        for entry in entries.only("id", "sources", "document_versions"):
+            if entry.document_versions.get(key) == version:
+                continue
+            sources = _sources_carried(
+                entry.sources, document_id, version, title, carried, passages
+            )
+            if sources is None:
+                retired.append(entry.id)
+                continue
+            entry.sources = sources
+            entry.document_versions = {**entry.document_versions, key: version}
+            entry.save(update_fields=["sources", "document_versions"])
+            kept += 1
+        CacheEntry.objects.filter(id__in=retired).update(
+            active=False, retired_reason="document_changed"
+        )
+    return kept, len(retired)
+
+
+def _sources_carried(
+    sources: list[dict[str, Any]],
+    document_id: int,
+    version: int,
+    title: str | None,
+    carried: dict[int, int],
+    passages: dict[int, Chunk],
+) -> list[dict[str, Any]] | None:
+    """An entry's sources with its passages of the document moved to the new version; None
+    when one of them changed."""
+    out = []
+    for source in sources:
+        if source.get("document_id") != document_id:
+            out.append(source)
+            continue
+        old = source.get("chunk_id")
+        new = carried.get(old)
+        if new is None or new not in passages or title is None:
+            return None
+        url = source.get("url")
+        out.append(
+            {
+                **source,
+                "chunk_id": new,
+                "document_version": version,
+                "title": title,
+                "heading": passages[new].heading,
+                "page": passages[new].page,
+                # A file's citation opens its passage page; a web page's, the live page.
+                "url": f"/passages/{new}/" if url == f"/passages/{old}/" else url,
+            }
+        )
+    return out
+
+
+def _on_document_changed(
+    sender: Any,
+    document_id: int,
+    version: int,
+    deleted: bool = False,
+    carried: dict[int, int] | None = None,
+    **kwargs: Any,
+) -> None:
+    if deleted or not carried:
+        cache_invalidate_document(document_id=document_id)
+    else:
+        cache_carry_over(document_id=document_id, version=version, carried=carried)
 
 
 document_changed.connect(_on_document_changed, dispatch_uid="retrieval_cache_invalidate")

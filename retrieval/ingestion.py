@@ -405,12 +405,15 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
         }
         chunks: list[Chunk] = []
         ready: list[KnowledgeDocument] = []
+        replaced: dict[int, int] = {}  # document id: the version it served until now
         now = timezone.now()
         for (i, p), language in zip(items, languages, strict=True):
             document = locked.get(p.document_id)
             if document is None or document.status in (Status.READY, Status.FAILED):
                 outcomes[i] = "superseded"
                 continue
+            if document.served_version is not None:
+                replaced[document.id] = document.served_version
             chunks += _chunk_rows(document, p, language)
             document.served_version = p.version
             document.title = p.title[:300]
@@ -424,11 +427,37 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
             ready.append(document)
             outcomes[i] = "ready"
         Chunk.objects.bulk_create(chunks)
+        carried = _passages_carried(replaced, chunks)
         Chunk.objects.filter(document__in=ready).exclude(version=F("document__version")).delete()
         _documents_served(ready)
         for document in ready:
-            document_changed_send(document_id=document.id, version=document.version, deleted=False)
+            document_changed_send(
+                document_id=document.id,
+                version=document.version,
+                deleted=False,
+                carried=carried.get(document.id, {}),
+            )
     return outcomes
+
+
+def _passages_carried(replaced: dict[int, int], chunks: list[Chunk]) -> dict[int, dict[int, int]]:
+    """For each replaced document, its served passages that the new version has unchanged (the
+    same heading and text): {document id: {old passage id: new passage id}}. What was cached
+    from such passages still holds (the answer cache keeps it, pointed at the new ones)."""
+    if not replaced:
+        return {}
+    new: dict[tuple[int, str, str], int] = {}
+    for chunk in chunks:
+        new.setdefault((chunk.document_id, chunk.heading, chunk.content_hash), chunk.id)
+    old = Chunk.objects.filter(document_id__in=list(replaced)).values_list(
+        "id", "document_id", "version", "heading", "content_hash"
+    )
+    carried: dict[int, dict[int, int]] = {}
+    for chunk_id, document_id, version, heading, digest in old:
+        match = new.get((document_id, heading, digest))
+        if version == replaced[document_id] and match is not None:
+            carried.setdefault(document_id, {})[chunk_id] = match
+    return carried
 
 
 def _documents_served(documents: list[KnowledgeDocument]) -> None:

@@ -12,7 +12,6 @@ from retrieval.ingestion import IN_PROGRESS, Status, content_hash
 from retrieval.ingestion import embedding_input as embedding_input  # re-exported (bench/)
 from retrieval.models import KnowledgeDocument
 from retrieval.parsing import DocumentRejected, upload_check
-from retrieval.signals import document_changed_send
 from retrieval.tasks import document_enqueue
 
 
@@ -41,10 +40,10 @@ def document_accept(*, source_name: str, data: bytes, title: str = "") -> Knowle
         if document is None:
             document = KnowledgeDocument(source_name=source_name, version=1)
         else:
-            # The old passages stay searchable until the new version is READY (ingestion
-            # switches in one transaction); answers cached from them are retired now.
+            # The old passages stay searchable, and answers cached from them are served, until
+            # the new version is READY (ingestion switches in one transaction and sends
+            # document_changed then).
             document.version += 1
-            document_changed_send(document_id=document.id, version=document.version, deleted=False)
         # Blank means: take it from the file (PDF/HTML title, first '# ' heading, file name).
         document.title = title
         document.source_type = kind
@@ -107,6 +106,5 @@ def document_reingest(*, document: KnowledgeDocument) -> KnowledgeDocument:
         document.task_id = ""
         document.heartbeat_at = None
         document.save()
-        document_changed_send(document_id=document.id, version=document.version, deleted=False)
         document_enqueue(document=document)
     return document

@@ -10,17 +10,25 @@ from django.dispatch import Signal
 
 from retrieval.models import KnowledgeDocument
 
-# Sent (after commit) whenever the passages a document serves change: a replacement was
-# accepted (the old chunks are withdrawn), a new version became ready, or the document was
-# deleted. sender=KnowledgeDocument; kwargs: document_id: int, version: int, deleted: bool.
+# Sent (after commit) whenever the passages a document serves change: a new version became
+# ready, or the document was deleted. A replacement that is only accepted changes nothing yet:
+# the old version is served until the new one is ready. sender=KnowledgeDocument; kwargs:
+# document_id: int, version: int, deleted: bool, and for a new version `carried`: {old passage
+# id: new passage id} of the passages it kept unchanged (same heading and text).
 document_changed = Signal()
 
 
-def document_changed_send(*, document_id: int, version: int, deleted: bool) -> None:
+def document_changed_send(
+    *, document_id: int, version: int, deleted: bool, carried: dict[int, int] | None = None
+) -> None:
     """Send document_changed once the current transaction commits (at once outside one)."""
     transaction.on_commit(
         lambda: document_changed.send(
-            sender=KnowledgeDocument, document_id=document_id, version=version, deleted=deleted
+            sender=KnowledgeDocument,
+            document_id=document_id,
+            version=version,
+            deleted=deleted,
+            carried=carried or {},
         )
     )
 

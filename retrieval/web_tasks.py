@@ -4,8 +4,9 @@ A page's main content becomes a markdown document (source name web/<host>/...) t
 the normal ingestion path (retrieval.services). What a re-sync costs:
 - the server answers 304 to the page's ETag / Last-Modified: one request, nothing else;
 - the extracted text is unchanged (same sha256): one request and one extraction, no embedding;
-- the text changed: document_upload stores a new version, which withdraws the old passages and
-  retires the cached answers that cited them (document_changed), and the worker re-indexes it;
+- the text changed: document_upload stores a new version and the worker re-indexes it, only
+  the changed passages embedded; once it is served, cached answers whose passages changed are
+  retired and the others point at the new passages (document_changed);
 - 404 or 410, or gone from its sitemap: the page is retired at once (its document deleted, so it
   is no longer searched, and its cached answers retired); robots.txt now disallowing it too;
 - 5xx, timeouts and other failures: the last good version keeps serving until

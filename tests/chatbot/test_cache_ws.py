@@ -12,7 +12,7 @@ from chatbot.models import Message
 from retrieval.cache import cache_approve, cache_store
 from retrieval.embedders import get_embedder
 from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument
-from retrieval.services import document_ingest_text
+from retrieval.services import document_accept, document_ingest_text
 from routing.models import ModelTier
 from tests.chatbot.conftest import HELP_CENTRE, chat_socket, frames_until, new_session
 
@@ -188,6 +188,51 @@ async def test_replacing_a_cited_document_invalidates_its_entries(small_tier, he
     assert (await _start(CACHED_QUESTION))["cached"] is False
 
 
+async def test_an_edit_elsewhere_in_a_cited_document_keeps_its_entries(
+    small_tier, help_centre
+) -> None:  # noqa: ANN001
+    entry = await _seed()
+    cited = entry.sources[0]
+    assert cited["url"] == f"/passages/{cited['chunk_id']}/"
+    # The refund section changes; the return window the answer was given is as it was.
+    await sync_to_async(document_ingest_text)(
+        source_name="demo/returns.md",
+        title="Returns policy",
+        text=HELP_CENTRE["returns.md"].replace("5 to 7 working days", "3 to 5 working days"),
+    )
+    document = await KnowledgeDocument.objects.aget(source_name="demo/returns.md")
+    assert document.served_version == 2
+    passage = await Chunk.objects.aget(document=document, heading=cited["heading"])
+    assert passage.id != cited["chunk_id"] and passage.version == 2
+    entry = await CacheEntry.objects.aget(id=entry.id)
+    assert entry.active and entry.document_versions == {str(document.id): 2}
+    assert entry.sources == [
+        {
+            **cited,
+            "chunk_id": passage.id,
+            "document_version": 2,
+            "page": None,  # the new passage's (a markdown file has none)
+            "url": f"/passages/{passage.id}/",
+        }
+    ]
+    end = (await _ask(CACHED_QUESTION))[-1]
+    assert end["type"] == "answer.end" and end["cached"] is True
+    assert end["sources"] == entry.sources
+
+
+async def test_a_replacement_being_ingested_leaves_its_cached_answers_served(
+    small_tier, help_centre
+) -> None:  # noqa: ANN001
+    entry = await _seed()
+    # Accepted, not yet indexed: search still serves the old version, and so does the cache.
+    await sync_to_async(document_accept)(
+        source_name="demo/returns.md",
+        data=HELP_CENTRE["returns.md"].replace("30 days", "14 days").encode(),
+    )
+    assert (await _start(CACHED_QUESTION))["cached"] is True
+    assert (await CacheEntry.objects.aget(id=entry.id)).active
+
+
 async def test_deleting_a_cited_document_invalidates_its_entries(small_tier, help_centre) -> None:  # noqa: ANN001
     entry = await _seed()
     await KnowledgeDocument.objects.filter(source_name="demo/returns.md").adelete()
@@ -198,8 +243,9 @@ async def test_a_changed_version_is_never_served_even_without_the_signal(
     small_tier, help_centre
 ) -> None:  # noqa: ANN001
     entry = await _seed()
-    # A bare update sends no signal (another process, a missed event): lookup checks versions.
-    await KnowledgeDocument.objects.filter(source_name="demo/returns.md").aupdate(version=99)
+    # A bare update sends no signal (another process, a missed event): lookup checks the
+    # version each cited document serves.
+    await KnowledgeDocument.objects.filter(source_name="demo/returns.md").aupdate(served_version=99)
     assert (await _start(CACHED_QUESTION))["cached"] is False
     entry = await CacheEntry.objects.aget(id=entry.id)
     assert not entry.active and entry.retired_reason == "stale"

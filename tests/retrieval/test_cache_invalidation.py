@@ -1,16 +1,19 @@
 """A changed document retires the cached answers that cited it, and only those, without reading
-every entry of a large cache (each ingested, replaced or deleted document runs this)."""
+every entry of a large cache (each ingested, replaced or deleted document runs this); a new
+version keeps the answers whose passages it left unchanged."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from retrieval.cache import cache_invalidate_document
-from retrieval.models import CacheEntry
+from retrieval.models import CacheEntry, Chunk
+from retrieval.services import document_ingest_text
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +78,81 @@ def test_a_changed_document_retires_only_the_entries_citing_it_through_an_index(
         plan = json.dumps(cursor.fetchone()[0])
     assert "cache_document_versions_gin" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+GUIDE = (
+    "# Guide\n\n## Returns\n\nReturns are free within 30 days.\n\n"
+    "## Delivery\n\nDelivery takes 3 days.\n\n## Repairs\n\nRepairs take two weeks."
+)
+
+
+def _cached(question: str, sources: list[dict]) -> CacheEntry:
+    return CacheEntry.objects.create(
+        question=question,
+        embedding=[0.1] * settings.EMBEDDING_DIMENSIONS,
+        answer="As the guide says [1].",
+        sources=sources,
+        document_versions={str(s["document_id"]): s["document_version"] for s in sources},
+        shared_at="2026-01-01T00:00:00Z",
+    )
+
+
+def _source(chunk: Chunk, n: int = 1, url: str | None = None) -> dict:
+    return {
+        "n": n,
+        "chunk_id": chunk.id,
+        "document_id": chunk.document_id,
+        "document_version": chunk.version,
+        "title": "Guide",
+        "heading": chunk.heading,
+        "page": None,
+        "similarity": 0.8,
+        "url": url or f"/passages/{chunk.id}/",
+    }
+
+
+def test_a_new_version_keeps_only_the_entries_whose_passages_it_left_unchanged(
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    settings.CHUNK_TOKENS = 40
+    settings.CHUNK_OVERLAP_TOKENS = 0
+    with django_capture_on_commit_callbacks(execute=True):
+        guide = document_ingest_text(source_name="guide.md", title="Guide", text=GUIDE)
+        other = document_ingest_text(
+            source_name="other.md", title="Other", text="# Other\n\nGift cards last a year."
+        )
+    old = {c.heading: c for c in guide.chunks.all()}
+    gift = other.chunks.get()
+    returns = _cached("Can I return things?", [_source(old["Returns"])])
+    both = _cached("Returns and delivery?", [_source(old["Returns"]), _source(old["Delivery"], 2)])
+    page = "https://shop.example/help/repairs"
+    mixed = _cached(
+        "Repairs and gift cards?",
+        [_source(old["Repairs"], url=page), {**_source(gift, 2), "title": "Other"}],
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        document_ingest_text(
+            source_name="guide.md", title="Guide", text=GUIDE.replace("3 days", "5 days")
+        )
+    new = {c.heading: c for c in Chunk.objects.filter(document=guide, version=2)}
+    assert not Chunk.objects.filter(document=guide, version=1).exists()
+    returns.refresh_from_db()
+    assert returns.active and returns.document_versions == {str(guide.id): 2}
+    assert returns.sources == [
+        {
+            **_source(old["Returns"]),
+            "chunk_id": new["Returns"].id,
+            "document_version": 2,
+            "url": f"/passages/{new['Returns'].id}/",
+        }
+    ]
+    # One of the passages it was shown changed: retired.
+    both.refresh_from_db()
+    assert not both.active and both.retired_reason == "document_changed"
+    # A web page's citation keeps its address; another document's source is left as it was.
+    mixed.refresh_from_db()
+    assert mixed.active
+    assert mixed.document_versions == {str(guide.id): 2, str(other.id): 1}
+    assert mixed.sources[0]["chunk_id"] == new["Repairs"].id and mixed.sources[0]["url"] == page
+    assert mixed.sources[1] == {**_source(gift, 2), "title": "Other"}

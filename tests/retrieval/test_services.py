@@ -71,8 +71,8 @@ def test_replace_bumps_version_drops_old_chunks_and_signals(
     assert second.id == first.id and second.version == 2
     assert not Chunk.objects.filter(id__in=old_ids).exists()
     assert [c.text for c in second.chunks.all()] == ["Returns are free for 60 days."]
-    # withdrawn (v2 accepted), then served (v2 ready)
-    assert changes == [(first.id, 1, False), (first.id, 2, False), (first.id, 2, False)]
+    # v1 served, then v2 served (accepting v2 changed nothing served: no event)
+    assert changes == [(first.id, 1, False), (first.id, 2, False)]
 
 
 def test_delete_removes_chunks_and_signals(django_capture_on_commit_callbacks, changes) -> None:  # noqa: ANN001

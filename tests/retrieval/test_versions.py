@@ -161,12 +161,8 @@ def _vectors(document: KnowledgeDocument) -> dict[str, np.ndarray]:
     return {c.text: np.asarray(c.embedding) for c in chunks}
 
 
-def test_a_new_version_embeds_only_the_passages_that_changed(monkeypatch, settings) -> None:  # noqa: ANN001
-    settings.CHUNK_TOKENS = 40
-    settings.CHUNK_OVERLAP_TOKENS = 0
-    first = _ingest(_guide("Guide", GUIDE))
-    assert first.chunks_total == 3
-    before = _vectors(first)
+def _texts_embedded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the real embedder is given from now on."""
     embedded: list[str] = []
     embed = ActiveEmbedder.embed
 
@@ -175,6 +171,22 @@ def test_a_new_version_embeds_only_the_passages_that_changed(monkeypatch, settin
         return embed(self, texts)
 
     monkeypatch.setattr(ActiveEmbedder, "embed", counted)
+    return embedded
+
+
+@pytest.fixture
+def sections(settings) -> None:  # noqa: ANN001
+    """A passage per section of the guide."""
+    settings.CHUNK_TOKENS = 40
+    settings.CHUNK_OVERLAP_TOKENS = 0
+
+
+@pytest.mark.usefixtures("sections")
+def test_a_new_version_embeds_only_the_passages_that_changed(monkeypatch) -> None:  # noqa: ANN001
+    first = _ingest(_guide("Guide", GUIDE))
+    assert first.chunks_total == 3
+    before = _vectors(first)
+    embedded = _texts_embedded(monkeypatch)
     changed = {**GUIDE, "Delivery": "Standard delivery now takes two to four working days."}
     second = _ingest(_guide("Guide", changed))
     assert second.served_version == 2 and second.chunks_total == second.chunks_done == 3
@@ -194,18 +206,10 @@ def test_a_new_version_embeds_only_the_passages_that_changed(monkeypatch, settin
     assert third.served_version == 3 and len(embedded) == 3
 
 
-def test_passages_of_other_documents_are_not_reused(monkeypatch, settings) -> None:  # noqa: ANN001
-    settings.CHUNK_TOKENS = 40
-    settings.CHUNK_OVERLAP_TOKENS = 0
+@pytest.mark.usefixtures("sections")
+def test_passages_of_other_documents_are_not_reused(monkeypatch) -> None:  # noqa: ANN001
     _ingest(_guide("Guide", GUIDE))
-    embedded: list[str] = []
-    embed = ActiveEmbedder.embed
-
-    def counted(self: ActiveEmbedder, texts: Sequence[str]) -> np.ndarray:
-        embedded.extend(texts)
-        return embed(self, texts)
-
-    monkeypatch.setattr(ActiveEmbedder, "embed", counted)
+    embedded = _texts_embedded(monkeypatch)
     copy = document_accept(source_name="copy-of-guide.md", data=_guide("Guide", GUIDE))
     assert document_process(document_id=copy.id, version=copy.version, enqueue=None) == "ready"
     assert len(embedded) == 3
