@@ -361,16 +361,16 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
 # --- new versions with one section changed ---------------------------------------------------
 
 
-def _sectioned(passages: list[dict], sections: int, copies: int, edit: int) -> list:
-    """Markdown documents of `sections` paragraphs each; with edit >= 0, section `edit` of each
-    one carries an extra sentence naming the edit (a new version)."""
+def _sectioned(passages: list[dict], sections: int, copies: int, edited: int) -> list:
+    """Markdown documents of `sections` paragraphs each; the first `edited` sections of each
+    carry an extra sentence (the k-th new version has k edited: one more than the one before)."""
     out = []
     for copy in range(copies):
         for start in range(0, len(passages), sections):
             parts = passages[start : start + sections]
             body = [f"# Handbook {start // sections} ({parts[0]['title']})"]
             for n, p in enumerate(parts):
-                text = p["text"] + (f" Revised in edit {edit}." if n == edit % len(parts) else "")
+                text = p["text"] + (f" Revised in edit {n + 1}." if n < edited else "")
                 body.append(f"## Part {n + 1}\n\n{text}")
             out.append((f"c{copy}/handbook{start // sections}.md", "\n\n".join(body).encode()))
     return out
@@ -389,7 +389,9 @@ def _cached_per_passage(prefix: str) -> list[int]:
     chunks = list(
         Chunk.objects.filter(
             document__source_name__startswith=prefix, version=F("document__served_version")
-        ).only("id", "embedding")
+        )
+        .exclude(document__source_name__endswith="warm-up.md")
+        .only("id", "embedding")
     )
     served = passages_served([c.id for c in chunks])
     now = timezone.now()
@@ -428,19 +430,22 @@ def run_reingest(passages: list[dict], args: argparse.Namespace) -> dict:
     }
     # Each tree's own copy, first ingested by this tree (which records what it embedded).
     for label in ("before", "after"):
-        files = _sectioned(passages, args.sections, args.copies, edit=-1)
+        files = _sectioned(passages, args.sections, args.copies, edited=0)
         result["first_versions"][label] = _worker_set(files, f"{label}/", env, warm="first")
     order = [("before", before), ("after", ROOT)]
+    versions = {"before": 0, "after": 0}
     for n in range(args.rounds * 2):
         label, tree = order[(n + n // 2) % 2]
-        files = _sectioned(passages, args.sections, args.copies, edit=n)
+        versions[label] += 1
+        # One section more than the version it replaces is edited.
+        files = _sectioned(passages, args.sections, args.copies, edited=versions[label])
         cached = _cached_per_passage(f"{label}/")
         measured = _worker_set(files, f"{label}/", env, tree=tree, warm=f"round {n}")
         kept = CacheEntry.objects.filter(id__in=cached, active=True).count()
         result["rounds"].append(
             {
                 "label": label,
-                "edited_section": n % args.sections,
+                "edited_section": versions[label],
                 "cached_answers": {"before_the_round": len(cached), "still_served": kept},
                 **measured,
             }
