@@ -19,7 +19,8 @@ Usage:
       active entries citing other documents (random question vectors, the HNSW index built
       after the fill), as a help centre that has answered for a while: each ingested document
       retires the entries that cite it. --drop-index NAME (repeatable) drops an index first, to
-      price it.
+      price it. --worker-tree DIR runs the worker on the code of another tree (e.g. `git archive
+      <commit> | tar -x -C DIR`), to compare with this one in alternated runs.
   python bench/ingest.py --chat [--copies 40] [--pairs 6] [--nice 19]
       Time to first words of the medium tier while the worker ingests a large upload: a
       throw-away database (bench_ingest_chat) with the demo help centre, `manage.py run_stack`
@@ -77,6 +78,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--nice", default="19")
     parser.add_argument("--max-answer-tokens", type=int, default=24)
+    parser.add_argument(
+        "--worker-tree", type=Path, help="the worker runs the code of this tree (default: this one)"
+    )
     parser.add_argument("--reingest", action="store_true")
     parser.add_argument("--before", type=Path, help="with --reingest: the tree to compare")
     parser.add_argument("--sections", type=int, default=8)
@@ -327,6 +331,7 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
         "benchmark": "ingest",
         "documents": len(md),
         "embedding_batch_size": settings.EMBEDDING_BATCH_SIZE,
+        "worker_tree": str((args.worker_tree or ROOT).resolve()),
         "load_average_at_start": os.getloadavg(),
         "worker": {},
     }
@@ -342,7 +347,9 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
         result["indexes_dropped"] = args.drop_index
     for batch in [int(b) for b in args.batches.split(",")]:
         env = {"INGEST_BATCH_DOCUMENTS": str(batch), "INGEST_WORKER_NICE": "0"}
-        result["worker"][f"batch_documents_{batch}"] = _worker_set(md, f"w{batch}/", env)
+        result["worker"][f"batch_documents_{batch}"] = _worker_set(
+            md, f"w{batch}/", env, tree=(args.worker_tree or ROOT).resolve()
+        )
     if args.html_docs:
         html_files = _files(passages[: args.html_docs], "html")
         env = {"INGEST_WORKER_NICE": "0"}

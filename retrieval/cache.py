@@ -654,10 +654,11 @@ def _on_document_changed(
     carried: dict[int, int] | None = None,
     **kwargs: Any,
 ) -> None:
-    if deleted or not carried:
+    if deleted or carried == {}:
         cache_invalidate_document(document_id=document_id)
-    else:
+    elif carried:
         cache_carry_over(document_id=document_id, version=version, carried=carried)
+    # carried None: the document's first version; no answer can cite it yet.
 
 
 document_changed.connect(_on_document_changed, dispatch_uid="retrieval_cache_invalidate")

@@ -122,6 +122,9 @@ def documents_process(
 
 # Seconds between heartbeats of documents that wait in a batch (far below INGEST_STALE_SECONDS).
 HEARTBEAT_SECONDS = 10.0
+# Seconds between progress writes of the documents being embedded (each is also their
+# heartbeat): written after every embedder call, they were one UPDATE per 8 passages.
+PROGRESS_SECONDS = 1.0
 
 
 @dataclass
@@ -311,17 +314,21 @@ def _embed(prepared: list[_Prepared]) -> None:
                 filled[id(p)] = filled.get(id(p), 0) + 1
     order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))
     step = settings.EMBEDDING_BATCH_SIZE
+    touched: dict[int, _Prepared] = {}
+    written = time.monotonic()
     for start in range(0, len(order), step):
         batch = order[start : start + step]
         vectors = embedder.embed([texts[n] for n in batch])
-        touched: dict[int, _Prepared] = {}
         for n, vector in zip(batch, vectors, strict=True):
             owner, i = places[n]
             owner.vectors[i] = vector
             filled[id(owner)] = filled.get(id(owner), 0) + 1
             touched[id(owner)] = owner
+        if time.monotonic() - written < PROGRESS_SECONDS:
+            continue
         live = [p for p in touched.values() if not p.superseded]
-        # Progress doubles as the heartbeat the reaper watches: one UPDATE for the whole slice.
+        touched, written = {}, time.monotonic()
+        # Progress doubles as the heartbeat the reaper watches: one UPDATE for all embedded since.
         progress = Case(
             *(When(id=p.document_id, then=Value(filled[id(p)])) for p in live),
             default=F("chunks_done"),
@@ -435,7 +442,8 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
                 document_id=document.id,
                 version=document.version,
                 deleted=False,
-                carried=carried.get(document.id, {}),
+                # None for a first version: no answer can cite a document never served.
+                carried=carried.get(document.id, {}) if document.id in replaced else None,
             )
     return outcomes
 

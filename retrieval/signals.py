@@ -14,7 +14,8 @@ from retrieval.models import KnowledgeDocument
 # ready, or the document was deleted. A replacement that is only accepted changes nothing yet:
 # the old version is served until the new one is ready. sender=KnowledgeDocument; kwargs:
 # document_id: int, version: int, deleted: bool, and for a new version `carried`: {old passage
-# id: new passage id} of the passages it kept unchanged (same heading and text).
+# id: new passage id} of the passages it kept unchanged (same heading and text), None when no
+# earlier version was served.
 document_changed = Signal()
 
 
@@ -28,7 +29,7 @@ def document_changed_send(
             document_id=document_id,
             version=version,
             deleted=deleted,
-            carried=carried or {},
+            carried=carried,
         )
     )
 

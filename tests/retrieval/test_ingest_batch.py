@@ -351,3 +351,36 @@ def test_each_document_is_taken_for_parsing_in_one_statement(monkeypatch) -> Non
     for document in documents:
         document.refresh_from_db()
         assert document.status == Status.READY and document.attempts == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seconds,writes", [(0.0, len(TOPICS)), (3600.0, 0)])
+def test_progress_is_written_by_time_not_after_every_embedder_call(
+    monkeypatch,  # noqa: ANN001
+    settings,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+    seconds: float,
+    writes: int,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import retrieval.ingestion as ingestion
+
+    settings.EMBEDDING_BATCH_SIZE = 1  # an embedder call per page
+    monkeypatch.setattr(ingestion, "PROGRESS_SECONDS", seconds, raising=False)
+    documents = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS]
+    pairs = [(d.id, d.version) for d in documents]
+    with (
+        CaptureQueriesContext(connection) as queries,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        outcomes = documents_process(documents=pairs, enqueue=lambda **_: None)
+    assert outcomes == ["ready"] * len(TOPICS)
+    progress = [q["sql"] for q in queries.captured_queries if "CASE WHEN" in q["sql"]]
+    assert len(progress) == writes
+    for document in documents:
+        document.refresh_from_db()
+        assert document.chunks_done == document.chunks_total == 1
+    # First versions: no answer can cite them yet, so the answer cache is not asked to retire any.
+    assert not [q for q in queries.captured_queries if "retrieval_cacheentry" in q["sql"]]
