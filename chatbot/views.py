@@ -7,13 +7,13 @@ from uuid import UUID
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
 from chatbot import health, metrics
 from chatbot.customer_view import conversation_for_viewer
 from chatbot.selectors import conversation_detail, conversation_list
-from retrieval.models import Chunk
+from retrieval.models import Chunk, PassageMove
 
 
 @require_GET
@@ -47,8 +47,14 @@ def conversation_json(request: HttpRequest, conversation_id: UUID) -> JsonRespon
 
 @require_GET
 def passage_page(request: HttpRequest, chunk_id: int) -> HttpResponse:
-    """A cited passage, highlighted within its document's other passages."""
-    chunk = get_object_or_404(Chunk.objects.select_related("document"), id=chunk_id)
+    """A cited passage, highlighted within its document's other passages; a passage of an
+    earlier version that the current one kept unchanged leads to it there."""
+    chunk = Chunk.objects.select_related("document").filter(id=chunk_id).first()
+    if chunk is None:
+        move = get_object_or_404(PassageMove, old_id=chunk_id)
+        if not Chunk.objects.filter(id=move.new_id).exists():
+            raise Http404("No such passage.")
+        return redirect("passage", chunk_id=move.new_id)
     # The passages of the cited version only.
     chunks = chunk.document.chunks.filter(version=chunk.version).order_by("ordinal")
     return render(

@@ -31,7 +31,7 @@ from django.utils import timezone
 from retrieval.chunking import ChunkDraft, chunk_text
 from retrieval.embedders import embedding_input, get_embedder
 from retrieval.language import detect_language, text_search_config
-from retrieval.models import Chunk, KnowledgeDocument
+from retrieval.models import Chunk, KnowledgeDocument, PassageMove
 from retrieval.parsing import DocumentRejected, document_parse
 from retrieval.signals import document_changed_send
 
@@ -435,6 +435,7 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
             outcomes[i] = "ready"
         Chunk.objects.bulk_create(chunks)
         carried = _passages_carried(replaced, chunks)
+        _passages_moved(carried)
         Chunk.objects.filter(document__in=ready).exclude(version=F("document__version")).delete()
         _documents_served(ready)
         for document in ready:
@@ -466,6 +467,22 @@ def _passages_carried(replaced: dict[int, int], chunks: list[Chunk]) -> dict[int
         if version == replaced[document_id] and match is not None:
             carried.setdefault(document_id, {})[chunk_id] = match
     return carried
+
+
+def _passages_moved(carried: dict[int, dict[int, int]]) -> None:
+    """Record where each kept passage is now, and move the links that led to its old id on to
+    the new one (links to a passage that changed go with it: the old rows are deleted next)."""
+    moves = [(old, new) for pairs in carried.values() for old, new in pairs.items()]
+    if not moves:
+        return
+    table = connection.ops.quote_name(PassageMove._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET new_id = %s WHERE new_id = %s", [(n, o) for o, n in moves]
+        )
+    PassageMove.objects.bulk_create(
+        [PassageMove(old_id=old, new_id=new) for old, new in moves], ignore_conflicts=True
+    )
 
 
 def _documents_served(documents: list[KnowledgeDocument]) -> None:

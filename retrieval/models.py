@@ -140,6 +140,22 @@ class Chunk(models.Model):
         return f"{self.document.title} #{self.ordinal}"
 
 
+class PassageMove(models.Model):
+    """A passage id of an earlier version whose text the current version kept (the same heading
+    and text), and that passage now: links quoted in earlier answers (`/passages/<id>/`) lead to
+    it. Moved on at every new version that keeps it; once the passage it names is gone (changed,
+    or its document deleted) the link leads nowhere.
+
+    Not a foreign key: with one, every deletion of a version's passages would first read them
+    all (vectors included) to cascade."""
+
+    old_id = models.BigIntegerField(primary_key=True)
+    new_id = models.BigIntegerField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.old_id} -> {self.new_id}"
+
+
 class CuratedAnswer(models.Model):
     """An answer an admin wrote for questions the knowledge lacked, served through the cache.
 

@@ -213,3 +213,29 @@ def test_passages_of_other_documents_are_not_reused(monkeypatch) -> None:  # noq
     copy = document_accept(source_name="copy-of-guide.md", data=_guide("Guide", GUIDE))
     assert document_process(document_id=copy.id, version=copy.version, enqueue=None) == "ready"
     assert len(embedded) == 3
+
+
+@pytest.mark.usefixtures("sections")
+def test_a_link_to_a_passage_a_new_version_kept_leads_to_it_there() -> None:
+    from django.test import Client
+
+    first = _ingest(_guide("Guide", GUIDE))
+    old = {c.heading: c.id for c in first.chunks.all()}
+    changed = {**GUIDE, "Delivery": "Standard delivery now takes two to four working days."}
+    second = _ingest(_guide("Guide", changed))
+    new = {c.heading: c.id for c in second.chunks.all()}
+    client = Client()
+    # An earlier answer's link to the unchanged return policy: the same text, now.
+    response = client.get(f"/passages/{old['Returns']}/")
+    assert response.status_code == 302 and response["Location"] == f"/passages/{new['Returns']}/"
+    assert client.get(response["Location"]).status_code == 200
+    # The delivery passage changed: its old link leads nowhere.
+    assert client.get(f"/passages/{old['Delivery']}/").status_code == 404
+    # Another version that keeps the return policy: the first link follows it there.
+    third = _ingest(_guide("Guide", {**changed, "Repairs": "Repairs take ten days."}))
+    latest = third.chunks.get(heading="Returns").id
+    assert client.get(f"/passages/{old['Returns']}/")["Location"] == f"/passages/{latest}/"
+    assert client.get(f"/passages/{new['Returns']}/")["Location"] == f"/passages/{latest}/"
+    # Deleting the document takes its links with it.
+    third.delete()
+    assert client.get(f"/passages/{old['Returns']}/").status_code == 404
