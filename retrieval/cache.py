@@ -471,10 +471,12 @@ def _store_sync(
         for s in sources
         if s.get("document_id") is not None and s.get("document_version") is not None
     }
+    # What the lookup serves by: the versions the documents serve (a replacement still being
+    # ingested leaves the old one served; the carry-over moves its answers on or retires them).
     current = dict(
-        KnowledgeDocument.objects.filter(
-            id__in=[int(d) for d in versions], status=KnowledgeDocument.Status.READY
-        ).values_list("id", "version")
+        KnowledgeDocument.objects.filter(id__in=[int(d) for d in versions]).values_list(
+            "id", "served_version"
+        )
     )
     if not _versions_current(versions, current):
         return None  # a document changed while the answer was being written

@@ -412,7 +412,7 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
         }
         chunks: list[Chunk] = []
         ready: list[KnowledgeDocument] = []
-        replaced: dict[int, int] = {}  # document id: the version it served until now
+        replaced: set[int] = set()  # documents that served an earlier version until now
         now = timezone.now()
         for (i, p), language in zip(items, languages, strict=True):
             document = locked.get(p.document_id)
@@ -420,7 +420,7 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
                 outcomes[i] = "superseded"
                 continue
             if document.served_version is not None:
-                replaced[document.id] = document.served_version
+                replaced.add(document.id)
             chunks += _chunk_rows(document, p, language)
             document.served_version = p.version
             document.title = p.title[:300]
@@ -449,22 +449,23 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
     return outcomes
 
 
-def _passages_carried(replaced: dict[int, int], chunks: list[Chunk]) -> dict[int, dict[int, int]]:
+def _passages_carried(replaced: set[int], chunks: list[Chunk]) -> dict[int, dict[int, int]]:
     """For each replaced document, its served passages that the new version has unchanged (the
     same heading and text): {document id: {old passage id: new passage id}}. What was cached
-    from such passages still holds (the answer cache keeps it, pointed at the new ones)."""
+    from such passages still holds (the answer cache keeps it, pointed at the new ones). Called
+    before the documents are saved as serving the new version."""
     if not replaced:
         return {}
     new: dict[tuple[int, str, str], int] = {}
     for chunk in chunks:
         new.setdefault((chunk.document_id, chunk.heading, chunk.content_hash), chunk.id)
-    old = Chunk.objects.filter(document_id__in=list(replaced)).values_list(
-        "id", "document_id", "version", "heading", "content_hash"
-    )
+    old = Chunk.objects.filter(
+        document_id__in=replaced, version=F("document__served_version")
+    ).values_list("id", "document_id", "heading", "content_hash")
     carried: dict[int, dict[int, int]] = {}
-    for chunk_id, document_id, version, heading, digest in old:
+    for chunk_id, document_id, heading, digest in old:
         match = new.get((document_id, heading, digest))
-        if version == replaced[document_id] and match is not None:
+        if match is not None:
             carried.setdefault(document_id, {})[chunk_id] = match
     return carried
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from chatbot.models import Message
 from retrieval.cache import cache_approve, cache_store
 from retrieval.embedders import get_embedder
+from retrieval.ingestion import document_process
 from retrieval.models import CacheEntry, CacheHit, Chunk, KnowledgeDocument
 from retrieval.services import document_accept, document_ingest_text
 from routing.models import ModelTier
@@ -39,7 +40,7 @@ async def _seed(
             "n": 1,
             "chunk_id": chunk.id,
             "document_id": chunk.document_id,
-            "document_version": chunk.document.version,
+            "document_version": chunk.version,  # as search gives it: the version served
             "title": chunk.document.title,
             "heading": chunk.heading,
             "similarity": 0.8,
@@ -231,6 +232,25 @@ async def test_a_replacement_being_ingested_leaves_its_cached_answers_served(
     )
     assert (await _start(CACHED_QUESTION))["cached"] is True
     assert (await CacheEntry.objects.aget(id=entry.id)).active
+
+
+async def test_an_answer_given_while_a_replacement_is_ingested_is_cached_and_carried_over(
+    small_tier, help_centre
+) -> None:  # noqa: ANN001
+    # The refund section changes; the return window (the answer's passage) does not.
+    replacement = await sync_to_async(document_accept)(
+        source_name="demo/returns.md",
+        data=HELP_CENTRE["returns.md"].replace("5 to 7 working days", "3 to 5").encode(),
+    )
+    entry = await _seed()  # an answer from the version still served
+    assert entry.document_versions == {str(replacement.id): 1}
+    outcome = await sync_to_async(document_process)(
+        document_id=replacement.id, version=2, enqueue=None
+    )
+    assert outcome == "ready"
+    entry = await CacheEntry.objects.aget(id=entry.id)
+    assert entry.active and entry.document_versions == {str(replacement.id): 2}
+    assert (await _start(CACHED_QUESTION))["cached"] is True
 
 
 async def test_deleting_a_cited_document_invalidates_its_entries(small_tier, help_centre) -> None:  # noqa: ANN001
