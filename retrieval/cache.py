@@ -39,6 +39,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from retrieval import guard
+from retrieval.db import ASYNC_COMMIT
 from retrieval.embedders import get_embedder, vector_literal
 from retrieval.models import CacheDay, CacheEntry, CacheHit, Chunk, KnowledgeDocument
 from retrieval.pair_model import guard_check, pair_model
@@ -230,25 +231,19 @@ ORDER BY e.distance
 # Every lookup updates today's counter row, and every hit its entry's row: the same few rows
 # for every process. A row stays locked until its transaction's commit is flushed to disk, so
 # with synchronous commits those rows would let one lookup through per flush across the whole
-# deployment. These statements commit asynchronously (`synchronous_commit` off for their own
-# transaction only; inside a caller's transaction its setting is kept): a crash may lose the
-# last fraction of a second of counts and hit records, and the answer saved right after
-# commits synchronously, which flushes them with it.
-_ASYNC_COMMIT = """async_commit AS (
-  SELECT set_config('synchronous_commit',
-                    CASE WHEN %(alone)s THEN 'off' ELSE current_setting('synchronous_commit') END,
-                    true)
-)"""
+# deployment. These statements commit asynchronously (retrieval.db.ASYNC_COMMIT): a crash of
+# PostgreSQL may lose the last fraction of a second of counts and hit records, and the answer
+# saved right after commits synchronously, which flushes them with it.
 _COUNT_INSERT = (
     f"INSERT INTO {_DAY} (day, lookups, hits, bypassed) "
     "SELECT %(day)s, 1, %(hit)s, %(bypassed)s FROM async_commit "
     f"ON CONFLICT (day) DO UPDATE SET lookups = {_DAY}.lookups + 1, "
     f"hits = {_DAY}.hits + EXCLUDED.hits, bypassed = {_DAY}.bypassed + EXCLUDED.bypassed"
 )
-_COUNT_SQL = f"WITH {_ASYNC_COMMIT}\n{_COUNT_INSERT}"
+_COUNT_SQL = f"WITH {ASYNC_COMMIT}\n{_COUNT_INSERT}"
 # A served hit: count it on the entry, record it, count the lookup; one statement.
 _HIT_SQL = f"""
-WITH {_ASYNC_COMMIT}, entry AS (
+WITH {ASYNC_COMMIT}, entry AS (
   UPDATE {_ENTRY} SET hit_count = hit_count + 1, last_hit_at = %(now)s WHERE id = %(entry)s
 ), hit AS (
   INSERT INTO {_HIT} (entry_id, question, similarity, guard_score, message_id, session,

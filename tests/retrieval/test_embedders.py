@@ -213,3 +213,68 @@ class TestSwitch:
         )
         assert embeddings_switch_run() == "switched"
         assert EmbedderState.objects.get().active == self.E5
+
+
+def test_word_by_word_token_counts_equal_the_tokenizers_own() -> None:
+    """MiniLM's count sums each word's cached count (BERT's tokeniser never joins across a
+    space); that must be exactly what tokenising the whole text gives, odd characters included,
+    and chunking must cut the same passages with it."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from retrieval.chunking import chunk_text
+    from retrieval.embedders import WordCounts
+
+    embedder = MiniLMEmbedder()
+    embedder.count_tokens("warm")
+    assert embedder._words is not None  # the word-by-word count is the one in use
+    whole = Tokenizer.from_str(embedder._load().tokenizer.backend_tokenizer.to_str())
+    whole.no_truncation()
+    whole.no_padding()
+
+    def counted(text: str) -> int:
+        return len(whole.encode(text, add_special_tokens=False).ids)
+
+    root = Path(__file__).resolve().parents[2]
+    pages = [p.read_text() for p in sorted((root / "chatbot/demo/knowledge").glob("*.md"))]
+    odd = [
+        "café naïve Zürich 東京の店 don't re-order #A-1234 €9.99",
+        "a\x1cb c\x85d e\u2028f g\xa0h i\u3000j k\tl\r\nm\v n\f o\u200bp [CLS] x[SEP]y ##ing",
+        "   leading and trailing   ",
+        "",
+        "x" * 150 + " " + "supercalifragilisticexpialidocious" * 4,
+    ]
+    for text in pages + odd + [line for page in pages for line in page.splitlines()]:
+        assert embedder.count_tokens(text) == counted(text), repr(text[:80])
+    for page in pages:
+        fast = chunk_text(
+            page, max_tokens=60, overlap_tokens=10, count_tokens=embedder.count_tokens
+        )
+        plain = chunk_text(page, max_tokens=60, overlap_tokens=10, count_tokens=counted)
+        assert fast == plain
+    # A full cache starts over and still counts right.
+    words = WordCounts(whole)
+    words.MAX_WORDS = 5
+    assert [words.count(t) for t in odd] == [counted(t) for t in odd]
+    assert len(words._counts) <= 5
+
+
+def test_word_by_word_counts_only_for_tokenizers_that_never_join_across_a_space() -> None:
+    import json
+
+    from retrieval.embedders import WordCounts
+
+    bert = {
+        "normalizer": {"type": "BertNormalizer"},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "added_tokens": [{"content": "[CLS]"}],
+    }
+    assert WordCounts.exact_for(json.dumps(bert))
+    # Byte-level BPE (GPT-2 style) reads " word" and "word" differently; SentencePiece joins a
+    # space to the word after it; an added token may hold a space.
+    assert not WordCounts.exact_for(json.dumps({**bert, "pre_tokenizer": {"type": "ByteLevel"}}))
+    assert not WordCounts.exact_for(json.dumps({**bert, "normalizer": None}))
+    assert not WordCounts.exact_for(
+        json.dumps({**bert, "added_tokens": [{"content": "order number"}]})
+    )

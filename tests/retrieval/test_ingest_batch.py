@@ -345,7 +345,8 @@ def test_each_document_is_taken_for_parsing_in_one_statement(monkeypatch) -> Non
     assert outcomes == ["ready"] * len(TOPICS) + ["skipped", "superseded"]
     # Parsing five pages took five statements (each marks its page PARSING and reads it); only
     # the two that were not taken cost a second look, to tell "skipped" from "superseded".
-    statements = [sql.split()[0] for sql in before_embedding]
+    # (The take is WITH ... UPDATE.)
+    statements = ["UPDATE" if " UPDATE " in sql else sql.split()[0] for sql in before_embedding]
     assert statements.count("UPDATE") == len(TOPICS) + 2
     assert statements.count("SELECT") == 2, before_embedding
     for document in documents:
@@ -377,10 +378,42 @@ def test_progress_is_written_by_time_not_after_every_embedder_call(
     ):
         outcomes = documents_process(documents=pairs, enqueue=lambda **_: None)
     assert outcomes == ["ready"] * len(TOPICS)
-    progress = [q["sql"] for q in queries.captured_queries if "CASE WHEN" in q["sql"]]
+    progress = [
+        q["sql"] for q in queries.captured_queries if "SET chunks_done = p.done" in q["sql"]
+    ]
     assert len(progress) == writes
     for document in documents:
         document.refresh_from_db()
         assert document.chunks_done == document.chunks_total == 1
     # First versions: no answer can cite them yet, so the answer cache is not asked to retire any.
     assert not [q for q in queries.captured_queries if "retrieval_cacheentry" in q["sql"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_taking_a_page_for_parsing_does_not_wait_for_the_disk_flush() -> None:
+    """Each page is taken (marked PARSING, its attempt counted) in its own statement: waiting
+    for a flush there was a fixed cost of every small page. A worker's crash cannot lose the
+    attempt (it is committed at once), so it need not wait for the disk."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.slow_disk import SLOW_FLUSH_MS, slow_disk_off, slow_disk_on
+
+    documents = [document_accept(source_name=f"{t}.md", data=_page(t)) for t in TOPICS]
+    get_embedder().embed(["warm"])
+    assert slow_disk_on() >= SLOW_FLUSH_MS / 1000  # the slow disk is in place
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            outcomes = documents_process(
+                documents=[(d.id, d.version) for d in documents], enqueue=lambda **_: None
+            )
+    finally:
+        slow_disk_off()
+    assert outcomes == ["ready"] * len(TOPICS)
+    takes = [q for q in queries.captured_queries if "attempts = attempts + 1" in q["sql"]]
+    assert len(takes) == len(TOPICS)
+    # Each would take at least SLOW_FLUSH_MS if it waited for its flush.
+    assert max(float(q["time"]) for q in takes) < SLOW_FLUSH_MS / 1000 / 2, takes
+    for document in documents:
+        document.refresh_from_db()
+        assert document.status == Status.READY and document.attempts == 1

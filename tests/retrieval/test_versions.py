@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from retrieval.embedders import ActiveEmbedder, MiniLMEmbedder, embedding_input, get_embedder
+from retrieval.embedders import MiniLMEmbedder, embedding_input, get_embedder
 from retrieval.ingestion import document_process
 from retrieval.models import Chunk, KnowledgeDocument
 from retrieval.search import passages_rank
@@ -164,13 +164,13 @@ def _vectors(document: KnowledgeDocument) -> dict[str, np.ndarray]:
 def _texts_embedded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every text the real embedder is given from now on."""
     embedded: list[str] = []
-    embed = ActiveEmbedder.embed
+    embed = MiniLMEmbedder.embed
 
-    def counted(self: ActiveEmbedder, texts: Sequence[str]) -> np.ndarray:
+    def counted(self: MiniLMEmbedder, texts: Sequence[str]) -> np.ndarray:
         embedded.extend(texts)
         return embed(self, texts)
 
-    monkeypatch.setattr(ActiveEmbedder, "embed", counted)
+    monkeypatch.setattr(MiniLMEmbedder, "embed", counted)
     return embedded
 
 
