@@ -249,7 +249,7 @@ def _worker_set(
 def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
     """documents_process in this process with a timer around each step it calls."""
     import retrieval.ingestion as ingestion
-    from retrieval.embedders import ActiveEmbedder, get_embedder
+    from retrieval.embedders import get_embedder
     from retrieval.services import document_accept
 
     spent: dict[str, float] = defaultdict(float)
@@ -275,7 +275,8 @@ def _inline_profile(files: list[tuple[str, bytes]], prefix: str) -> dict:
     embedder.count_tokens("warm")
     timed(ingestion, "document_parse", "parse")
     timed(ingestion, "chunk_text", "chunk")
-    timed(ActiveEmbedder, "embed", "embed")
+    # The backend's embed: ingestion resolves the active backend once per group and calls it.
+    timed(type(embedder.current()), "embed", "embed")
     timed(ingestion, "detect_language", "index_language_detection")
     timed(ingestion, "_index_together", "index_total")
     started = time.perf_counter()
