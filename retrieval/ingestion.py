@@ -475,7 +475,11 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
         Chunk.objects.bulk_create(chunks)
         carried = _passages_carried(replaced, chunks)
         _passages_moved(carried)
-        Chunk.objects.filter(document__in=ready).exclude(version=F("document__version")).delete()
+        gone = Chunk.objects.filter(document__in=ready).exclude(version=F("document__version"))
+        if replaced:
+            # The links still leading to a passage about to go are those whose text changed.
+            PassageMove.objects.filter(new_id__in=gone.values("id")).delete()
+        gone.delete()
         _documents_served(ready)
         for document in ready:
             document_changed_send(
@@ -511,7 +515,7 @@ def _passages_carried(replaced: set[int], chunks: list[Chunk]) -> dict[int, dict
 
 def _passages_moved(carried: dict[int, dict[int, int]]) -> None:
     """Record where each kept passage is now, and move the links that led to its old id on to
-    the new one (links to a passage that changed go with it: the old rows are deleted next)."""
+    the new one (the links to a passage that changed are deleted with it, next)."""
     moves = [(old, new) for pairs in carried.values() for old, new in pairs.items()]
     if not moves:
         return

@@ -143,8 +143,8 @@ class Chunk(models.Model):
 class PassageMove(models.Model):
     """A passage id of an earlier version whose text the current version kept (the same heading
     and text), and that passage now: links quoted in earlier answers (`/passages/<id>/`) lead to
-    it. Moved on at every new version that keeps it; once the passage it names is gone (changed,
-    or its document deleted) the link leads nowhere.
+    it. Moved on at every new version that keeps it, and deleted with the passage it names when
+    that goes (changed, or its document deleted): the link then leads nowhere.
 
     Not a foreign key: with one, every deletion of a version's passages would first read them
     all (vectors included) to cascade."""

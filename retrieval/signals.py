@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import Signal
 
-from retrieval.models import KnowledgeDocument
+from retrieval.models import Chunk, KnowledgeDocument, PassageMove
 
 # Sent (after commit) whenever the passages a document serves change: a new version became
 # ready, or the document was deleted. A replacement that is only accepted changes nothing yet:
@@ -39,8 +39,19 @@ def _on_document_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     document_changed_send(document_id=instance.id, version=instance.version, deleted=True)
 
 
+def _on_document_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # Links of earlier versions' passages that lead to this document's (PassageMove is not a
+    # foreign key, so no cascade takes them): read while its passages still exist.
+    PassageMove.objects.filter(
+        new_id__in=Chunk.objects.filter(document_id=instance.id).values("id")
+    ).delete()
+
+
 def connect() -> None:
     """Wire model signals (called from RetrievalConfig.ready)."""
+    pre_delete.connect(
+        _on_document_deleting, sender=KnowledgeDocument, dispatch_uid="retrieval_document_deleting"
+    )
     post_delete.connect(
         _on_document_deleted, sender=KnowledgeDocument, dispatch_uid="retrieval_document_deleted"
     )

@@ -239,3 +239,22 @@ def test_a_link_to_a_passage_a_new_version_kept_leads_to_it_there() -> None:
     # Deleting the document takes its links with it.
     third.delete()
     assert client.get(f"/passages/{old['Returns']}/").status_code == 404
+
+
+def test_links_that_lead_to_a_passage_that_is_gone_are_not_kept() -> None:
+    from retrieval.models import PassageMove
+
+    first = _ingest(_guide("Guide", GUIDE))
+    old_returns = first.chunks.get(heading="Returns").id
+    changed = {**GUIDE, "Delivery": "Standard delivery now takes two to four working days."}
+    second = _ingest(_guide("Guide", changed))
+    kept = set(PassageMove.objects.values_list("new_id", flat=True))
+    assert second.chunks.get(heading="Returns").id in kept
+    # The return policy changes now: the links that led to it lead nowhere, and are not kept.
+    third = _ingest(_guide("Guide", {**changed, "Returns": "Returns are free for 60 days."}))
+    current = set(third.chunks.values_list("id", flat=True))
+    assert PassageMove.objects.exists()  # the passages still kept
+    assert set(PassageMove.objects.values_list("new_id", flat=True)) <= current
+    assert not PassageMove.objects.filter(old_id=old_returns).exists()
+    third.delete()
+    assert not PassageMove.objects.exists()
