@@ -128,7 +128,7 @@ class WordCounts:
     # removed as control characters, joining their neighbours), so they stay inside a word.
     _SPACES = " \t\n\r"
     _SPLIT = re.compile(f"[{_SPACES}]+")
-    MAX_WORDS = 200_000  # about 30 MB; the cache starts over when full
+    MAX_WORDS = 200_000  # about 20 MB; the cache starts over when full
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
