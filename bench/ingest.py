@@ -3,7 +3,7 @@ while a large upload is ingested.
 
 Usage:
   python bench/ingest.py [--data ../shared/data/squad-dev-public] [--docs 87] [--copies 3]
-      [--batches 1,32] [--html-docs 40] [--out FILE]
+      [--batches 1,32] [--html-docs 40] [--repeats 1] [--out FILE]
       In a throw-away database (bench_ingest): the SQuAD paragraphs, --copies times over, become
       markdown documents. For each INGEST_BATCH_DOCUMENTS in --batches the set is uploaded
       (document_upload) and ingested by a real, running `manage.py db_worker` at nice 0. Worker
@@ -11,7 +11,10 @@ Usage:
       and model load (a one-document warm-up upload before the set) are reported apart. Right
       after each set SentenceTransformer.encode embeds the same passage texts
       (EMBEDDING_BATCH_SIZE, as the worker) in this process: the ratio is worker / bare from the
-      same minute. Then the set runs inline (documents_process)
+      same minute. --repeats N uploads the set N times per batch size (a fresh worker each
+      time), each set's ratio against the mean of the bare runs on both sides of it, and
+      reports their median: the bare embedder alone drifts by 20% over minutes on a shared
+      machine. Then the set runs inline (documents_process)
       with timers on each step: parsing, chunking, embedding, indexing (inserts, the HNSW and
       full-text index maintenance, commit), and again with the chunk table's indexes dropped to
       price their maintenance. --html-docs of them also go as HTML through the worker (the
@@ -74,6 +77,9 @@ def main() -> None:
         "--drop-index", action="append", default=[], help="price an index: drop it first"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the inline profiles")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="worker sets per batch size, bare runs between"
+    )
     parser.add_argument("--chat", action="store_true")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--nice", default="19")
@@ -231,7 +237,8 @@ def _worker_set(
         document__source_name__startswith=prefix, document__task_id__in=ids
     ).count()
     texts = _texts(prefix, ids)
-    bare = statistics.median(_bare(texts) for _ in range(2))
+    bare_runs = [_bare(texts) for _ in range(2)]
+    bare = statistics.median(bare_runs)
     return {
         "documents": len(files),
         "ready": KnowledgeDocument.objects.filter(task_id__in=ids, status="ready").count(),
@@ -241,8 +248,24 @@ def _worker_set(
         "worker_busy_seconds": round(busy, 2),
         "worker_chunks_per_s": round(chunks / busy, 1),
         "bare_encode_seconds": round(bare, 2),
+        "bare_runs_seconds": [round(b, 3) for b in bare_runs],
         "bare_chunks_per_s": round(len(texts) / bare, 1),
         "worker_over_bare": round((chunks / busy) / (len(texts) / bare), 3),
+    }
+
+
+def _bracketed(sets: list[dict]) -> dict:
+    """Each set's worker passages/s over the bare embedder's timed on both sides of it: the
+    bare runs after set i-1 and after set i (the first set has only its own), so a drift in the
+    machine's speed over the minute weighs on both halves of the ratio alike."""
+    bare = [statistics.mean(s["bare_runs_seconds"]) for s in sets]
+    ratios = []
+    for i, s in enumerate(sets):
+        around = statistics.mean(bare[max(0, i - 1) : i + 1])
+        ratios.append(round(s["worker_chunks_per_s"] / (s["chunks"] / around), 3))
+    return {
+        "worker_over_bare_bracketed": ratios,
+        "worker_over_bare_median": round(statistics.median(ratios), 3),
     }
 
 
@@ -348,9 +371,12 @@ def run(passages: list[dict], args: argparse.Namespace) -> dict:
         result["indexes_dropped"] = args.drop_index
     for batch in [int(b) for b in args.batches.split(",")]:
         env = {"INGEST_BATCH_DOCUMENTS": str(batch), "INGEST_WORKER_NICE": "0"}
-        result["worker"][f"batch_documents_{batch}"] = _worker_set(
-            md, f"w{batch}/", env, tree=(args.worker_tree or ROOT).resolve()
-        )
+        tree = (args.worker_tree or ROOT).resolve()
+        if args.repeats == 1:
+            result["worker"][f"batch_documents_{batch}"] = _worker_set(md, f"w{batch}/", env, tree)
+            continue
+        sets = [_worker_set(md, f"w{batch}.{r}/", env, tree) for r in range(args.repeats)]
+        result["worker"][f"batch_documents_{batch}"] = {"sets": sets, **_bracketed(sets)}
     if args.html_docs:
         html_files = _files(passages[: args.html_docs], "html")
         env = {"INGEST_WORKER_NICE": "0"}

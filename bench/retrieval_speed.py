@@ -1,7 +1,7 @@
 """Retrieval at scale: the product's own search (retrieval.search.passages_rank) over 100k-1M
 synthetic 384-dim chunks, HNSW vs exact, with the served-version filter. Prints JSON.
 
-Usage: python bench/retrieval_speed.py [--chunks 100000] [--queries 100] [--ef 40,100,200,400]
+Usage: python bench/retrieval_speed.py [--chunks 100000] [--queries 100] [--ef 0,40,100,200,400]
     [--maintenance-work-mem 1GB] [--workers 1] [--index-levers] [--out FILE] [--keep]
     [--database NAME] [--reuse]  (--reuse: measure a database kept by --keep again, no load)
     [--rebuild-hnsw 'm=16,ef_construction=200']  (with --reuse: a new HNSW index first, timed)
@@ -59,7 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--ef", default="40,100,200,400", help="RETRIEVAL_HNSW_EF_SEARCH values")
+    parser.add_argument(
+        "--ef", default="0,40,100,200,400", help="RETRIEVAL_HNSW_EF_SEARCH values (0: by size)"
+    )
     parser.add_argument("--noise", type=float, default=0.03, help="per-dimension noise")
     parser.add_argument("--maintenance-work-mem", default="1GB")
     parser.add_argument(
@@ -240,6 +242,17 @@ def build(definition: str, name: str, mwm: str, workers: int) -> dict:
     }
 
 
+def _ef_by_size() -> int:
+    """The hnsw.ef_search the product's search takes at RETRIEVAL_HNSW_EF_SEARCH=0 here."""
+    from django.conf import settings
+    from django.db import connection
+
+    from retrieval.search import hnsw_ef_search, passage_rows
+
+    with connection.cursor() as cursor:
+        return hnsw_ef_search(passage_rows(cursor), settings.RETRIEVAL_CANDIDATES)
+
+
 def product_search(queries: list, mode: str, ef: int | None, exact: bool) -> tuple[list, list]:
     """passages_rank per query: (times in ms, top-10 chunk ids); exact: index scans off."""
     from django.conf import settings
@@ -389,7 +402,7 @@ def run(args: argparse.Namespace) -> dict:
                 times, tops, sims = product_search(queries, mode, ef, exact=False)
                 entry["hnsw"].append(
                     {
-                        "ef_search": ef,
+                        "ef_search": ef if ef else f"0: by size, {_ef_by_size()}",
                         **_lat(times),
                         "recall@10": _recall(tops, exact_tops),
                         **_tie_recall(mode, sims, exact_sims),

@@ -313,9 +313,10 @@ DEMO_KNOWLEDGE_DIR = Path(
 RETRIEVAL_MODE = os.environ.get("RETRIEVAL_MODE", "hybrid")  # hybrid | vector | text
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
-# 400: recall@10 against exact search 1.0 (hybrid), 0.998 (vector) at 100k chunks; 40 gave
-# 0.91 / 0.90 (bench/results/retrieval_scale_100k.json). pgvector caps it at 1000.
-RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 400)
+# hnsw.ef_search (at least RETRIEVAL_CANDIDATES; pgvector caps it at 1000). 0: by the index's
+# size, 200 up to 100k passages and 200 more per tenfold growth (400 at 1M), where recall@10
+# against exact search stays 0.999-1.0 (retrieval/search.py); a fixed 40 gave 0.91 at 100k.
+RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 0)
 # The full-text half ranks at most about this many passages: the question's rarest words are
 # kept while their estimated matches fit (retrieval/search.py); 0 keeps every word.
 RETRIEVAL_TEXT_MAX_MATCHES = env_int("RETRIEVAL_TEXT_MAX_MATCHES", 1000)

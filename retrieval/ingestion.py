@@ -32,7 +32,7 @@ from django.utils import timezone
 from retrieval.chunking import ChunkDraft, chunk_text
 from retrieval.db import ASYNC_COMMIT
 from retrieval.embedders import embedding_input, get_embedder
-from retrieval.language import detect_language, text_search_config
+from retrieval.language import detect_languages, text_search_config
 from retrieval.models import Chunk, KnowledgeDocument, PassageMove
 from retrieval.parsing import DocumentRejected, document_parse
 from retrieval.signals import document_changed_send
@@ -439,7 +439,7 @@ def _index_together(items: list[tuple[int, _Prepared]]) -> dict[int, str]:
     the worker's time. Outcomes by position."""
     if not items:
         return {}
-    languages = [detect_language(p.text) for _, p in items]
+    languages = detect_languages([p.text for _, p in items])
     outcomes: dict[int, str] = {}
     with transaction.atomic():
         locked = {

@@ -146,11 +146,32 @@ def detect_language(text: str) -> str:
 
     CPU work (the first call also loads the models): from async code call adetect_language().
     """
-    sample = text[: settings.LANGUAGE_DETECT_MAX_CHARS]
-    if sum(ch.isalpha() for ch in sample) < 2:
+    sample = _sample(text)
+    if not sample:
         return ""
     with _lock:  # lingua's detector loads its models lazily: one loader at a time
         values = _detector().compute_language_confidence_values(sample)
+    return _decided(values)
+
+
+def detect_languages(texts: list[str]) -> list[str]:
+    """detect_language() of each text, the texts spread over the CPU's cores (lingua's threads):
+    a group of pages at ingestion, in half the time on 2 cores. Not cached."""
+    samples = [_sample(text) for text in texts]
+    todo = [sample for sample in samples if sample]
+    with _lock:
+        values = iter(_detector().compute_language_confidence_values_in_parallel(todo))
+    return [_decided(next(values)) if sample else "" for sample in samples]
+
+
+def _sample(text: str) -> str:
+    """What the detector reads of text; "" when it has too few letters to tell."""
+    sample = text[: settings.LANGUAGE_DETECT_MAX_CHARS]
+    return sample if sum(ch.isalpha() for ch in sample) >= 2 else ""
+
+
+def _decided(values: list) -> str:
+    """The language code lingua's confidence values decide (see detect_language)."""
     if not values:
         return ""
     code = values[0].language.iso_code_639_1.name.lower()

@@ -20,8 +20,10 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -73,24 +75,67 @@ def text_query(question: str) -> str:
 # pgvector refuses a larger hnsw.ef_search (every search would fail); iterative scans still
 # return more candidates than this when asked.
 HNSW_EF_SEARCH_MAX = 1000
-# Seconds the word statistics are reused: ANALYZE (autovacuum) refreshes them far less often.
-COMMON_WORDS_TTL = 300.0
+# hnsw.ef_search by the index's size (RETRIEVAL_HNSW_EF_SEARCH = 0): an HNSW graph needs a wider
+# search for the same recall as it grows, about with the log of its size. Recall@10 against
+# exact search (bench/retrieval_speed.py): ef_search 200 gives 0.999 at 100k passages but 0.967
+# at 1M, where 400 gives 1.0; at 100k, 400 costs about 1.5x the vector half's time for 0.001.
+# So 200 up to 100k passages and 200 more per tenfold growth (see hnsw_ef_search).
+HNSW_EF_SEARCH_BASE = 200
+HNSW_EF_SEARCH_BASE_ROWS = 100_000
+HNSW_EF_SEARCH_PER_TENFOLD = 200
+# Seconds the planner's statistics (the table's rows, its common words) are reused: ANALYZE
+# (autovacuum) refreshes them far less often.
+STATISTICS_TTL = 300.0
 # Words matching fewer passages than this share of the budget are left out of the list
 # words_kept looks words up in: 32 of them (text_query's cap) add at most one budget more.
 _COMMON_SHARE = 1 / 32
-_common: dict[str, tuple[float, dict[str, float]]] = {}
+_statistics: dict[str, tuple[float, object]] = {}
+T = TypeVar("T")
+
+
+def _statistic(cursor, name: str, read: Callable[[], T]) -> T:  # noqa: ANN001
+    """read(), kept in this process for STATISTICS_TTL per database."""
+    key = f"{cursor.db.alias}:{cursor.db.settings_dict['NAME']}:{name}"
+    cached = _statistics.get(key)
+    if cached and time.monotonic() - cached[0] < STATISTICS_TTL:
+        return cached[1]
+    value = read()
+    _statistics[key] = (time.monotonic(), value)
+    return value
+
+
+def passage_rows(cursor) -> float:  # noqa: ANN001
+    """The passage table's rows as the planner estimates them (pg_class.reltuples: -1 until
+    the table was first analyzed), read once per STATISTICS_TTL."""
+
+    def read() -> float:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'retrieval_chunk'::regclass")
+        return float(cursor.fetchone()[0])
+
+    return _statistic(cursor, "rows", read)
+
+
+def hnsw_ef_search(rows: float, candidates: int) -> int:
+    """hnsw.ef_search for a search of `candidates` in an index of about `rows` passages:
+    RETRIEVAL_HNSW_EF_SEARCH, or by the index's size when that is 0 (see HNSW_EF_SEARCH_BASE);
+    never under the candidates asked for nor over pgvector's limit."""
+    ef = settings.RETRIEVAL_HNSW_EF_SEARCH
+    if ef <= 0:
+        tenfolds = math.log10(max(rows, HNSW_EF_SEARCH_BASE_ROWS) / HNSW_EF_SEARCH_BASE_ROWS)
+        ef = round(HNSW_EF_SEARCH_BASE + HNSW_EF_SEARCH_PER_TENFOLD * tenfolds)
+    return min(HNSW_EF_SEARCH_MAX, max(candidates, ef))
 
 
 def common_words(cursor, max_matches: int) -> dict[str, float]:  # noqa: ANN001
     """Lexemes of the passages' full text that match many passages, with their estimated
     counts: from pg_stats (most_common_elems of search_vector, times the table's rows), read
-    once per COMMON_WORDS_TTL per database (reading it costs milliseconds, the search one).
+    once per STATISTICS_TTL per database (reading it costs milliseconds, the search one).
     At a million passages there are thousands: they stay in this process, never sent with a
     query (quoting them into each query took longer than the full-text search itself)."""
-    key = f"{cursor.db.alias}:{cursor.db.settings_dict['NAME']}:{max_matches}"
-    cached = _common.get(key)
-    if cached and time.monotonic() - cached[0] < COMMON_WORDS_TTL:
-        return cached[1]
+    return _statistic(cursor, f"common:{max_matches}", lambda: _common_read(cursor, max_matches))
+
+
+def _common_read(cursor, max_matches: int) -> dict[str, float]:  # noqa: ANN001
     cursor.execute(
         """
         SELECT e.lexeme, e.freq * t.reltuples
@@ -104,9 +149,7 @@ def common_words(cursor, max_matches: int) -> dict[str, float]:  # noqa: ANN001
         """,
         [max_matches * _COMMON_SHARE],
     )
-    matches = {lexeme: float(count) for lexeme, count in cursor.fetchall()}
-    _common[key] = (time.monotonic(), matches)
-    return matches
+    return {lexeme: float(count) for lexeme, count in cursor.fetchall()}
 
 
 def words_kept(lexemes: list[str], common: dict[str, float], max_matches: int) -> list[str]:
@@ -314,8 +357,12 @@ def passages_rank(
     lane = text_lane() if use_vector and use_text and not inside else None
     elsewhere = lane.submit(**text) if lane else None
     stem_here = use_text and elsewhere is None
+    rows = 0.0
+    if use_vector and settings.RETRIEVAL_HNSW_EF_SEARCH <= 0:
+        with connection.cursor() as cursor:
+            rows = passage_rows(cursor)
     first = [
-        str(min(HNSW_EF_SEARCH_MAX, max(candidates, settings.RETRIEVAL_HNSW_EF_SEARCH))),
+        str(hnsw_ef_search(rows, candidates)),
         text["config"],
         text["words"] if stem_here else "",
     ]

@@ -10,6 +10,7 @@ from retrieval.language import (
     answer_instruction,
     cache_supports,
     detect_language,
+    detect_languages,
     text_search_config,
 )
 from retrieval.models import Chunk, KnowledgeDocument
@@ -52,6 +53,25 @@ def test_another_language_must_be_sure(settings) -> None:  # noqa: ANN001
         assert detect_language("How do I reset my password?") == ""
     finally:
         detect_language.cache_clear()
+
+
+def test_a_group_of_pages_gets_the_languages_each_page_gets_alone(settings) -> None:  # noqa: ANN001
+    texts = [
+        "Wie lange dauert die Lieferung nach Österreich? Drei bis fünf Werktage.",
+        "42",
+        "Combien de temps faut-il pour recevoir ma commande ?",
+        "",
+        "How do I reset my password?",  # unsure, but the site's own language ranks first
+        "配送にはどのくらいかかりますか",
+        "Hoe lang duurt de levering naar België?",
+        "x?",
+    ]
+    expected = ["de", "", "fr", "", "en", "ja", "nl", ""]
+    assert [detect_language(t) for t in texts] == expected
+    assert detect_languages(texts) == expected
+    assert detect_languages([]) == []
+    settings.LANGUAGE_DEFAULT = "de"  # the same rule: another language must be sure
+    assert detect_languages(["How do I reset my password?", "Wie lange dauert es?"]) == ["", "de"]
 
 
 def test_each_language_has_its_own_text_search_configuration() -> None:

@@ -99,7 +99,7 @@ def test_index_search_equals_exact_search(corpus, mode: str) -> None:  # noqa: A
 
 def test_full_text_drops_a_word_too_common_to_rank_cheaply(corpus, settings) -> None:  # noqa: ANN001
     _, centres, stale = corpus
-    search._common.clear()  # statistics read by an earlier test of this database
+    search._statistics.clear()  # statistics read by an earlier test of this database
     vector = centres[0].tolist()
     rare = set(Chunk.objects.filter(text__contains="zq4471").values_list("id", flat=True))
     settings.RETRIEVAL_TEXT_MAX_MATCHES = 500
@@ -111,7 +111,7 @@ def test_full_text_drops_a_word_too_common_to_rank_cheaply(corpus, settings) -> 
     assert len(ranked) == 40 and rare - stale <= {p.chunk_id for p in ranked}
     # A question of only common words still searches by vector.
     settings.RETRIEVAL_TEXT_MAX_MATCHES = 500
-    search._common.clear()
+    search._statistics.clear()
     ranked = passages_rank(vector=vector, question="everywhere", mode="hybrid", candidates=40)
     assert len(ranked) == 40 and all(p.text_rank is None for p in ranked)
 
@@ -120,3 +120,47 @@ def test_an_ef_search_above_pgvectors_limit_still_searches(settings) -> None:  #
     settings.RETRIEVAL_HNSW_EF_SEARCH = 5000  # pgvector accepts 1..1000
     ranked = passages_rank(vector=[0.05] * DIM, question="anything", mode="hybrid", candidates=40)
     assert ranked == []
+
+
+def test_ef_search_by_default_widens_with_the_index_size(settings) -> None:  # noqa: ANN001
+    """At the default (0) hnsw.ef_search follows the passage table's size as the planner knows it:
+    200 up to 100k passages, 200 more per tenfold growth, never under the candidates asked for
+    nor over pgvector's 1,000."""
+    settings.RETRIEVAL_HNSW_EF_SEARCH = 0
+    used = {}
+    for rows, candidates in [
+        (-1, 40), (2_000, 40), (100_000, 40), (1_000_000, 40), (10_000_000, 40),
+        (10**9, 40), (2_000, 300),
+    ]:  # fmt: skip
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE pg_class SET reltuples = %s WHERE oid = 'retrieval_chunk'::regclass",
+                    [rows],
+                )
+            search._statistics.clear()  # the table's size as read by an earlier search
+            # Inside a transaction both halves run on this connection, and the search's
+            # transaction-local settings last until this transaction ends.
+            passages_rank(
+                vector=[0.05] * DIM, question="anything", mode="hybrid", candidates=candidates
+            )
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('hnsw.ef_search')::int")
+                used[rows, candidates] = cursor.fetchone()[0]
+            transaction.set_rollback(True)
+    assert used == {
+        (-1, 40): 200,
+        (2_000, 40): 200,
+        (100_000, 40): 200,
+        (1_000_000, 40): 400,
+        (10_000_000, 40): 600,
+        (10**9, 40): 1000,
+        (2_000, 300): 300,
+    }
+    settings.RETRIEVAL_HNSW_EF_SEARCH = 250  # a fixed value is taken as it is
+    with transaction.atomic():
+        passages_rank(vector=[0.05] * DIM, question="anything", mode="hybrid", candidates=40)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('hnsw.ef_search')::int")
+            assert cursor.fetchone()[0] == 250
+        transaction.set_rollback(True)
