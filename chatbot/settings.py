@@ -314,8 +314,8 @@ RETRIEVAL_MODE = os.environ.get("RETRIEVAL_MODE", "hybrid")  # hybrid | vector |
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
 # hnsw.ef_search (at least RETRIEVAL_CANDIDATES; pgvector caps it at 1000). 0: by the index's
-# size, 200 up to 100k passages and 200 more per tenfold growth (400 at 1M), where recall@10
-# against exact search stays 0.999-1.0 (retrieval/search.py); a fixed 40 gave 0.91 at 100k.
+# size, 200 up to 100k passages and 400 above, where recall@10 against exact search stayed
+# 0.993-1.0 from 30k to 1M passages (retrieval/search.py); a fixed 40 gave 0.91 at 100k.
 RETRIEVAL_HNSW_EF_SEARCH = env_int("RETRIEVAL_HNSW_EF_SEARCH", 0)
 # The full-text half ranks at most about this many passages: the question's rarest words are
 # kept while their estimated matches fit (retrieval/search.py); 0 keeps every word.

@@ -75,14 +75,14 @@ def text_query(question: str) -> str:
 # pgvector refuses a larger hnsw.ef_search (every search would fail); iterative scans still
 # return more candidates than this when asked.
 HNSW_EF_SEARCH_MAX = 1000
-# hnsw.ef_search by the index's size (RETRIEVAL_HNSW_EF_SEARCH = 0): an HNSW graph needs a wider
-# search for the same recall as it grows, about with the log of its size. Recall@10 against
-# exact search (bench/retrieval_speed.py): ef_search 200 gives 0.999 at 100k passages but 0.967
-# at 1M, where 400 gives 1.0; at 100k, 400 costs about 1.5x the vector half's time for 0.001.
-# So 200 up to 100k passages and 200 more per tenfold growth (see hnsw_ef_search).
-HNSW_EF_SEARCH_BASE = 200
-HNSW_EF_SEARCH_BASE_ROWS = 100_000
-HNSW_EF_SEARCH_PER_TENFOLD = 200
+# hnsw.ef_search by the index's size (RETRIEVAL_HNSW_EF_SEARCH = 0). Recall@10 against exact
+# search (bench/retrieval_speed.py, synthetic MiniLM-like passages): at ef_search 200, 0.999 at 30k
+# and 100k passages but 0.964-0.975 at 300k and 0.967 at 1M; at 400, 0.993-1.0 at every size,
+# where at 100k it costs about 1.5x the vector half's time for 0.001 more. So 200 up to 100k
+# passages, 400 above (the only larger value measured).
+HNSW_EF_SEARCH_SMALL = 200
+HNSW_EF_SEARCH_SMALL_ROWS = 100_000
+HNSW_EF_SEARCH_LARGE = 400
 # Seconds the planner's statistics (the table's rows, its common words) are reused: ANALYZE
 # (autovacuum) refreshes them far less often.
 STATISTICS_TTL = 300.0
@@ -117,12 +117,11 @@ def passage_rows(cursor) -> float:  # noqa: ANN001
 
 def hnsw_ef_search(rows: float, candidates: int) -> int:
     """hnsw.ef_search for a search of `candidates` in an index of about `rows` passages:
-    RETRIEVAL_HNSW_EF_SEARCH, or by the index's size when that is 0 (see HNSW_EF_SEARCH_BASE);
+    RETRIEVAL_HNSW_EF_SEARCH, or by the index's size when that is 0 (see HNSW_EF_SEARCH_SMALL);
     never under the candidates asked for nor over pgvector's limit."""
     ef = settings.RETRIEVAL_HNSW_EF_SEARCH
     if ef <= 0:
-        tenfolds = math.log10(max(rows, HNSW_EF_SEARCH_BASE_ROWS) / HNSW_EF_SEARCH_BASE_ROWS)
-        ef = round(HNSW_EF_SEARCH_BASE + HNSW_EF_SEARCH_PER_TENFOLD * tenfolds)
+        ef = HNSW_EF_SEARCH_SMALL if rows <= HNSW_EF_SEARCH_SMALL_ROWS else HNSW_EF_SEARCH_LARGE
     return min(HNSW_EF_SEARCH_MAX, max(candidates, ef))
 
 
