@@ -76,10 +76,10 @@ def text_query(question: str) -> str:
 # return more candidates than this when asked.
 HNSW_EF_SEARCH_MAX = 1000
 # hnsw.ef_search by the index's size (RETRIEVAL_HNSW_EF_SEARCH = 0). Recall@10 against exact
-# search (bench/retrieval_speed.py, synthetic MiniLM-like passages): at ef_search 200, 0.999 at 30k
-# and 100k passages but 0.964-0.975 at 300k and 0.967 at 1M; at 400, 0.993-1.0 at every size,
-# where at 100k it costs about 1.5x the vector half's time for 0.001 more. So 200 up to 100k
-# passages, 400 above (the only larger value measured).
+# search (bench/retrieval_speed.py, synthetic MiniLM-like passages): at ef_search 200, 0.996-1.0
+# from 30k to 150k passages, 0.988-0.990 at 200k, 0.964-0.975 at 300k and 0.967 at 1M; at 400,
+# 0.993-1.0 at every size, where at 100k it costs about 1.5x the vector half's time for 0.001
+# more. So 200 up to 100k passages (a margin below where 200 falls short), 400 above.
 HNSW_EF_SEARCH_SMALL = 200
 HNSW_EF_SEARCH_SMALL_ROWS = 100_000
 HNSW_EF_SEARCH_LARGE = 400
