@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from chatbot import evaluations
 from chatbot.budget import budget_daily_limit, budget_set_daily_limit
 from chatbot.dashboard import Period, answers_in_period, dashboard_data, period_parse
+from chatbot.models import Conversation
 from chatbot.permissions import (
     EXPORT_ANSWERS,
     RUN_EVALUATION,
@@ -37,6 +38,22 @@ def _period(request: HttpRequest) -> Period:
 def _demo(request: HttpRequest) -> bool:
     # Demo data is shown only when asked for, and then alone: never mixed into customers' figures.
     return request.GET.get("demo") == "1"
+
+
+def _channel_rows(channels: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The JSON's per-source figures as table rows, with each source's share of the questions."""
+    total = sum(figures["questions"] for figures in channels.values())
+    rows = []
+    for channel, figures in channels.items():
+        label = Conversation.Channel(channel).label
+        rows.append(
+            {
+                **figures,
+                "label": label[:1].upper() + label[1:],
+                "share": figures["questions"] / total if total else None,
+            }
+        )
+    return rows
 
 
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
@@ -78,6 +95,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
             request,
             "Cost and accuracy (DEMO data)" if demo else "Cost and accuracy",
             data=data,
+            channels=_channel_rows(data["channels"]),
             period=period,
             demo=demo,
             query=request.GET.urlencode(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from decimal import Decimal
 
 import pytest
@@ -355,6 +356,23 @@ def test_dashboard_page_labels_savings_and_hides_demo_data(traffic: None, admin_
     demo = admin_client.get("/admin/dashboard/", {"period": "today", "demo": "1"}).content.decode()
     assert 'id="demo-banner"' in demo and "DEMO data" in demo
     assert '<div class="label">DEMO Questions</div><div class="value">1</div>' in demo
+
+
+def test_dashboard_page_shows_questions_and_cost_per_source(traffic: None, admin_client) -> None:  # noqa: ANN001
+    api = Conversation.objects.create(session_key="", channel=Conversation.Channel.API)
+    _answer(
+        api,
+        tier="medium",
+        cost=Decimal("0.003"),
+        cost_if_largest=Decimal("0.006"),
+        attempts=[_attempt("medium", cost=0.003)],
+    )
+    page = admin_client.get("/admin/dashboard/", {"period": "today"}).content.decode()
+    table = page.split('id="channels"', 1)[1].split("</table>", 1)[0]
+    rows = [
+        re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in table.split("<tr>") if "<td" in row
+    ]
+    assert rows == [["Chat", "5", "83.3%", "$0.0100"], ["API", "1", "16.7%", "$0.0030"]]
 
 
 def test_csv_export_has_customers_answers_and_their_baseline(traffic: None, admin_client) -> None:  # noqa: ANN001
