@@ -547,7 +547,9 @@ CHAT_RATE_LIMIT_STORAGE = os.environ.get("CHAT_RATE_LIMIT_STORAGE", "async+memor
 # WEB_MAX_REDIRECTS redirects; never from private, loopback, link-local or reserved addresses
 # unless WEB_ALLOW_PRIVATE_ADDRESSES (an intranet help centre; the fetcher could otherwise reach
 # the server's own network). A page failing WEB_RETIRE_AFTER_FAILURES syncs in a row (5xx,
-# timeouts) is retired; 404/410 retire it at once.
+# timeouts) is retired; 404/410 retire it at once. Requests to a site are spaced as its
+# robots.txt asks (Crawl-delay, Request-rate), by at most WEB_CRAWL_DELAY_MAX_SECONDS: a sync
+# holds the task worker meanwhile, so a site asking for a minute is not waited on for a minute.
 WEB_SYNC_INTERVAL_SECONDS = env_int("WEB_SYNC_INTERVAL_SECONDS", 21600)
 WEB_ALLOWED_HOSTS = [
     h.strip().lower() for h in os.environ.get("WEB_ALLOWED_HOSTS", "").split(",") if h.strip()
@@ -558,6 +560,7 @@ WEB_TIMEOUT_SECONDS = env_float("WEB_TIMEOUT_SECONDS", 20.0)
 WEB_MAX_REDIRECTS = env_int("WEB_MAX_REDIRECTS", 5)
 WEB_MAX_PAGES = env_int("WEB_MAX_PAGES", 1000)
 WEB_RETIRE_AFTER_FAILURES = env_int("WEB_RETIRE_AFTER_FAILURES", 3)
+WEB_CRAWL_DELAY_MAX_SECONDS = env_float("WEB_CRAWL_DELAY_MAX_SECONDS", 10.0)
 WEB_USER_AGENT = os.environ.get("WEB_USER_AGENT", "FrugalChatbot/0.1 (knowledge sync)")
 
 # Operations (chatbot/metrics.py, chatbot/health.py). /metrics answers only these client

@@ -7,13 +7,15 @@ WEB_ALLOW_PRIVATE_ADDRESSES), and the connection goes to the checked address (wi
 host in the Host header and TLS SNI, so certificates are still verified) so a second DNS answer
 cannot swap in another one. Redirects are followed by hand, each target checked again. Pages
 come only from the source's own site (plus WEB_ALLOWED_HOSTS), as robots.txt allows, within a
-size and a time cap.
+size and a time cap, and no faster than its Crawl-delay or Request-rate asks (up to
+WEB_CRAWL_DELAY_MAX_SECONDS between requests).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
 import select
@@ -33,6 +35,8 @@ from django.conf import settings
 
 if TYPE_CHECKING:  # the extraction child imports this module: it needs no search stack
     from retrieval.search import Passage
+
+logger = logging.getLogger(__name__)
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -138,8 +142,14 @@ class Fetcher:
     timeout: float = field(default_factory=lambda: settings.WEB_TIMEOUT_SECONDS)
     max_redirects: int = field(default_factory=lambda: settings.WEB_MAX_REDIRECTS)
     user_agent: str = field(default_factory=lambda: settings.WEB_USER_AGENT)
+    max_delay: float = field(default_factory=lambda: settings.WEB_CRAWL_DELAY_MAX_SECONDS)
     requests: int = 0  # HTTP requests made (robots.txt included)
+    waited: float = 0.0  # seconds spent waiting for robots.txt's crawl delay
     _robots: dict[str, RobotFileParser | None] = field(default_factory=dict)
+    # By origin: seconds between requests (robots.txt's), and the earliest time
+    # (time.monotonic) its next request may start.
+    _delays: dict[str, float] = field(default_factory=dict)
+    _next_at: dict[str, float] = field(default_factory=dict)
     _clients: dict[str, httpx.Client] = field(default_factory=dict)
 
     @classmethod
@@ -176,6 +186,8 @@ class Fetcher:
             if not self.robots_allows(current):
                 raise RobotsDisallowed(f"{current}: robots.txt does not allow fetching it")
             seen.append(current)
+            # Waiting for the site's crawl delay is not the page being slow.
+            deadline += self._pace(current)
             fetched, location = self._request(current, headers, deadline, self.max_bytes)
             if location is None:
                 return fetched
@@ -190,12 +202,45 @@ class Fetcher:
 
     def robots_allows(self, url: str) -> bool:
         """Whether the site's robots.txt lets this fetcher's user agent fetch the URL."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
+        origin = _origin(url)
         if origin not in self._robots:
             self._robots[origin] = self._robots_load(origin)
+            self._delays[origin] = self._delay_asked(origin)
+            # The first page waits too: robots.txt was a request to the site.
+            self._next_at[origin] = time.monotonic() + self._delays[origin]
         robots = self._robots[origin]
         return robots is None or robots.can_fetch(self.user_agent, url)
+
+    def _delay_asked(self, origin: str) -> float:
+        """Seconds between requests to this origin: what its robots.txt asks of this user agent
+        (Crawl-delay, or Request-rate's seconds per request, whichever is longer; whole numbers,
+        as urllib.robotparser reads them), at most max_delay."""
+        robots = self._robots.get(origin)
+        if robots is None:
+            return 0.0
+        asked = float(robots.crawl_delay(self.user_agent) or 0)
+        rate = robots.request_rate(self.user_agent)
+        if rate is not None and rate.requests > 0:
+            asked = max(asked, rate.seconds / rate.requests)
+        if asked > self.max_delay:
+            logger.warning(
+                "%s/robots.txt asks for %g s between requests; waiting %g s "
+                "(WEB_CRAWL_DELAY_MAX_SECONDS)",
+                origin,
+                asked,
+                self.max_delay,
+            )
+            return self.max_delay
+        return asked
+
+    def _pace(self, url: str) -> float:
+        """Sleep until the URL's origin may be asked again; returns the seconds slept."""
+        wait = self._next_at.get(_origin(url), 0.0) - time.monotonic()
+        if wait <= 0:
+            return 0.0
+        time.sleep(wait)
+        self.waited += wait
+        return wait
 
     def _robots_load(self, origin: str) -> RobotFileParser | None:
         current, deadline = f"{origin}/robots.txt", time.monotonic() + self.timeout
@@ -268,6 +313,7 @@ class Fetcher:
             "GET", target, headers={**headers, **host_header}, extensions=extensions
         )
         self.requests += 1
+        origin = _origin(url)
         try:
             response = client.send(request, stream=True)
             try:
@@ -306,6 +352,10 @@ class Fetcher:
             raise WebUnavailable(f"{url}: timed out") from None
         except httpx.TransportError as exc:
             raise WebUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            # The delay counts from the end of this request, as a polite crawler's does.
+            if origin in self._delays:
+                self._next_at[origin] = time.monotonic() + self._delays[origin]
 
     def _body(self, url: str, response: httpx.Response, deadline: float, max_bytes: int) -> bytes:
         declared = response.headers.get("content-length", "")
@@ -325,6 +375,11 @@ class Fetcher:
                 raise WebRefused(f"{url}: the page is over {max_bytes:,} bytes (WEB_MAX_BYTES)")
             parts.append(data)
         return b"".join(parts)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _decoder(url: str, encoding: str):  # noqa: ANN202 - (bytes, int) -> bytes | None

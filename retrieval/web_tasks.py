@@ -59,6 +59,7 @@ class SyncReport:
 
     counts: dict[str, int] = field(default_factory=dict)
     requests: int = 0
+    waited: float = 0.0  # seconds spent waiting, as the site's robots.txt asks
     errors: list[str] = field(default_factory=list)
     documents: list[int] = field(default_factory=list)  # documents created or changed
 
@@ -92,7 +93,7 @@ def web_source_sync(*, source: WebSource, inline: bool = False) -> SyncReport:
         except (WebRefused, WebUnavailable) as exc:
             source.error = str(exc)
             report.errors.append(str(exc))
-        report.requests = fetcher.requests
+        report.requests, report.waited = fetcher.requests, fetcher.waited
     now = timezone.now()
     source.last_synced_at = now
     source.next_sync_at = now + timedelta(seconds=settings.WEB_SYNC_INTERVAL_SECONDS)

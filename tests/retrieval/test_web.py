@@ -53,6 +53,7 @@ class SiteServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
+        self.arrivals: list[tuple[str, float]] = []  # (path, time.monotonic()) per request
         self.not_modified = 0
         self.lock = threading.Lock()
         server = self
@@ -61,6 +62,7 @@ class SiteServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 with server.lock:
                     server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                    server.arrivals.append((self.path, time.monotonic()))
                     route = server.routes.get(self.path)
                 if route is None:
                     self.send_response(404)
@@ -99,6 +101,13 @@ class SiteServer:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def gaps(self) -> list[tuple[str, float]]:
+        """Each request after the first: its path and the seconds since the one before."""
+        return [
+            (path, at - before)
+            for (_, before), (path, at) in zip(self.arrivals, self.arrivals[1:], strict=False)
+        ]
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """The address of a path on this server."""
@@ -480,6 +489,68 @@ def test_robots_txt_disallow_is_respected(site: SiteServer, web_settings: Any) -
     assert not KnowledgeDocument.objects.exists()
 
 
+def test_requests_are_spaced_by_the_crawl_delay_robots_txt_gives_this_fetcher(
+    site: SiteServer, web_settings: Any
+) -> None:
+    site.routes["/robots.txt"] = Route(
+        b"User-agent: *\nCrawl-delay: 30\n\nUser-agent: FrugalChatbot\nCrawl-delay: 2\n",
+        content_type="text/plain",
+    )
+    site.routes["/a"] = Route(RETURNS)
+    site.routes["/b"] = Route(RETURNS)
+    # Waiting for the delay does not count against a page's time limit.
+    web_settings.WEB_TIMEOUT_SECONDS = 1.5
+    web_settings.WEB_CRAWL_DELAY_MAX_SECONDS = 60
+    with Fetcher.for_url(site.url("/a")) as fetcher:
+        assert fetcher.get(site.url("/a")).status == 200
+        assert fetcher.get(site.url("/b")).status == 200
+    gaps = site.gaps()
+    assert [path for path, _ in gaps] == ["/a", "/b"]
+    # Its own group's 2 s after robots.txt and between pages, not the other agents' 30 s.
+    assert all(2.0 <= gap < 6.0 for _, gap in gaps), gaps
+    assert 3.0 < fetcher.waited < 12.0
+
+
+def test_without_a_delay_in_robots_txt_requests_are_not_spaced(
+    site: SiteServer, web_settings: Any
+) -> None:
+    site.routes["/robots.txt"] = Route(b"User-agent: *\nDisallow:\n", content_type="text/plain")
+    site.routes["/a"] = Route(RETURNS)
+    with Fetcher.for_url(site.url("/a")) as fetcher:
+        for _ in range(3):
+            assert fetcher.get(site.url("/a")).status == 200
+    assert fetcher.waited == 0.0 and site.hits == {"/robots.txt": 1, "/a": 3}
+
+
+@db
+def test_a_sync_keeps_to_the_request_rate_up_to_the_longest_delay_allowed(
+    site: SiteServer, web_settings: Any, caplog: Any
+) -> None:
+    site.routes["/robots.txt"] = Route(
+        b"User-agent: *\nRequest-rate: 1/30\n", content_type="text/plain"
+    )
+    for path in ("/help/one", "/help/two"):
+        site.routes[path] = Route(RETURNS)
+    locs = "".join(f"<url><loc>{site.url(p)}</loc></url>" for p in ("/help/one", "/help/two"))
+    site.routes["/sitemap.xml"] = Route(
+        (
+            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            f"{locs}</urlset>"
+        ).encode(),
+        content_type="application/xml",
+    )
+    # 30 s per request asked, 1 s allowed: a site cannot hold the worker for as long as it likes.
+    web_settings.WEB_CRAWL_DELAY_MAX_SECONDS = 1
+    source = web_source_add(url=site.url("/sitemap.xml"))
+    report = web_source_sync(source=source)
+    assert report.counts == {"changed": 2} and report.requests == 4
+    gaps = site.gaps()
+    assert [path for path, _ in gaps] == ["/sitemap.xml", "/help/one", "/help/two"]
+    assert all(1.0 <= gap < 5.0 for _, gap in gaps), gaps
+    assert 2.0 < report.waited < 15.0
+    assert "asks for 30 s between requests; waiting 1 s" in caplog.text
+
+
 @db
 def test_a_sitemap_syncs_its_pages_and_retires_the_ones_it_drops(
     site: SiteServer, web_settings: Any
@@ -577,9 +648,12 @@ async def test_web_passages_carry_a_link_to_their_live_section(
 @db
 def test_the_ingest_command_takes_a_url(site: SiteServer, web_settings: Any) -> None:
     site.routes["/returns"] = Route(RETURNS)
+    site.routes["/robots.txt"] = Route(
+        b"User-agent: *\nCrawl-delay: 2\n", content_type="text/plain"
+    )
     out = io.StringIO()
     call_command("ingest", site.url("/returns"), "--inline", "--verbosity", "0", stdout=out)
-    assert "changed: 1" in out.getvalue()
+    assert "changed: 1 (waited 2 s between requests, as its robots.txt asks)" in out.getvalue()
     assert "ready: 1 documents" in out.getvalue()
     assert _document(site.url("/returns")).status == KnowledgeDocument.Status.READY
     # A URL the fetcher would never take is a clear error.

@@ -74,8 +74,13 @@ class Command(BaseCommand):
             for error in report.errors:
                 self.stderr.write(f"web: {error}")
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.counts.items()))
+            waited = (
+                f" (waited {report.waited:.0f} s between requests, as its robots.txt asks)"
+                if report.waited >= 1
+                else ""
+            )
             self.stdout.write(
-                f"{source.url} ({source.kind or 'not fetched'}): {counts or 'no pages'}"
+                f"{source.url} ({source.kind or 'not fetched'}): {counts or 'no pages'}{waited}"
             )
             accepted.extend(KnowledgeDocument.objects.filter(id__in=report.documents))
         for path in tqdm(files, desc="checking", unit="file", disable=options["verbosity"] == 0):
