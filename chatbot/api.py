@@ -4,7 +4,8 @@ shape what the pipeline says as OpenAI's objects (a completion, or its chunks).
 Nothing here answers: `answer_question` does, exactly as for the chat socket. The API adds
 what OpenAI's protocol needs around it: the model name picks the policy (`auto`: the
 product's own router and cascade; a tier's name: that tier alone), the request's `messages`
-are the history (fitted to each tier's window by the pipeline, as in the chat), and every
+are the history (fitted to each tier's window by the pipeline, as in the chat), `max_tokens`
+caps the answer below each tier's own (finish_reason "length" when it cut it), and every
 answer carries `usage` and a `frugal` object (tier, attempts, cost, sources, cached).
 
 A stream cannot take text back, so streamed answers run the cascade buffered: a lower tier's
@@ -92,6 +93,7 @@ class CompletionRequest:
     history: list[dict[str, str]]
     stream: bool = False
     include_usage: bool = False
+    max_tokens: int | None = None  # the answer's cap (max_completion_tokens or max_tokens)
 
 
 def _text_of(content: Any, *, index: int) -> str | None:
@@ -140,6 +142,15 @@ def completion_request_parse(body: bytes) -> CompletionRequest:
     stream_options = data.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise invalid("'stream_options' must be an object.", param="stream_options")
+    caps = []
+    # max_tokens is OpenAI's older name for max_completion_tokens; given both, the lower holds.
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid(f"'{name}' must be a positive integer.", param=name)
+        caps.append(value)
     turns: list[dict[str, str]] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -171,6 +182,7 @@ def completion_request_parse(body: bytes) -> CompletionRequest:
         history=turns[:-1],
         stream=stream,
         include_usage=bool(stream_options.get("include_usage")),
+        max_tokens=min(caps) if caps else None,
     )
 
 
@@ -251,6 +263,7 @@ async def completion_events(
             api_key=api_key, question=request.question
         )
         options.history = request.history
+        options.max_answer_tokens = request.max_tokens
         events = answer_question(
             conversation=conversation, user_message=user_message, options=options
         )
@@ -295,6 +308,11 @@ def frugal_object(end: Event, *, replaced: bool = False) -> dict[str, Any]:
         "message_id": end.get("message_id"),
         "replaced": replaced,
     }
+
+
+def finish_reason(end: Event) -> str:
+    """OpenAI's finish_reason: "length" when the request's max_tokens cut the answer short."""
+    return "length" if end.get("cut") else "stop"
 
 
 def end_error(end: Event, error: Event | None) -> ApiError | None:
@@ -371,7 +389,7 @@ class Completion:
     def final_chunks(self, end: Event, *, include_usage: bool) -> list[dict[str, Any]]:
         """The finishing chunk (with `frugal`), and the usage chunk when the client asked."""
         end = {**end, "conversation_id": self.conversation_id}
-        last = self.chunk({}, finish_reason="stop")
+        last = self.chunk({}, finish_reason=finish_reason(end))
         last["frugal"] = frugal_object(end, replaced=self.replaced)
         chunks = [last]
         if include_usage:
@@ -395,7 +413,7 @@ class Completion:
                     "index": 0,
                     "message": {"role": "assistant", "content": final_text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason(end),
                 }
             ],
             "usage": usage_object(end),

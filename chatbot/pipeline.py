@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
@@ -48,7 +48,7 @@ from chatbot.prompts import (
     system_prompt,
 )
 from retrieval import cache as answer_cache
-from retrieval.embedders import get_embedder
+from retrieval.embedders import cl100k_truncate, get_embedder
 from retrieval.injection import question_attack
 from retrieval.language import abstain_text, adetect_language, answer_instruction, cache_supports
 from retrieval.rerank import passages_search_reranked
@@ -96,6 +96,10 @@ class AnswerOptions:
     new_conversation: bool = False
     # (API key id, its daily cap in USD): the answer's reservation must fit it too.
     key_cap: tuple[int, Decimal] | None = None
+    # The caller's cap on the answer's tokens (the HTTP API's max_tokens), where it is below a
+    # tier's own. An answer it cuts short is not cached (another customer would get the stub)
+    # nor learnt from by the router (it says little of how well the tier answers).
+    max_answer_tokens: int | None = None
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Answer:
     reserved: bool = False  # the daily budget holds a reservation for it
     started: float = field(default_factory=time.perf_counter)
     new_conversation: bool = False  # as AnswerOptions: its conversation's totals are its own
+    cut: bool = False  # cut short by AnswerOptions.max_answer_tokens
 
 
 @dataclass(frozen=True)
@@ -451,7 +456,11 @@ async def answer_question(
             message.cached, message.cache_similarity = True, hit.similarity
             message.tier = hit.tier  # the tier that first produced the answer
             answer.text, answer.sources = hit.answer, hit.sources
-            yield {"type": "answer.delta", "text": hit.answer}
+            if options.max_answer_tokens is not None:
+                # cl100k tokens: a cached answer is no longer any one tier's tokens.
+                answer.text = cl100k_truncate(hit.answer, options.max_answer_tokens)
+                answer.cut = answer.text != hit.answer
+            yield {"type": "answer.delta", "text": answer.text}
         elif not tiers:
             answer.result.error_code = "no_tier"
             yield {"type": "error", "code": "no_tier", "message": "No model tier is enabled."}
@@ -516,6 +525,9 @@ async def answer_question(
                 ) as events:
                     async for event in events:
                         yield event
+        accepted = answer.result.accepted
+        if accepted and options.max_answer_tokens is not None:
+            answer.cut = accepted.tokens_out >= options.max_answer_tokens
         finished = True
         status = _final_status(answer)
         try:
@@ -523,8 +535,13 @@ async def answer_question(
         except Exception:
             finished = False  # not saved as it ended: the finally tries once more, as a failure
             raise
-        accepted = answer.result.accepted
-        if use_cache and hit is None and status == Message.Status.COMPLETE and accepted:
+        if (
+            use_cache
+            and hit is None
+            and status == Message.Status.COMPLETE
+            and accepted
+            and not answer.cut
+        ):
             # Only accepted, grounded answers, and only when safe to share.
             if answer.sources:
                 await answer_cache.cache_store(
@@ -569,6 +586,13 @@ def _answer_begin(
     return enabled, message
 
 
+def _capped(tier: CascadeTier, max_answer_tokens: int | None) -> CascadeTier:
+    """The tier with its answer held to the caller's cap, when that is the lower."""
+    if max_answer_tokens is None or max_answer_tokens >= tier.max_answer_tokens:
+        return tier
+    return replace(tier, max_answer_tokens=max_answer_tokens)
+
+
 async def _cascade_events(
     *,
     answer: Answer,
@@ -581,7 +605,7 @@ async def _cascade_events(
     shown_sources = {p.tier.name: p.sources() for p in prompts}
     try:
         async for event in cascade_run(
-            tiers=[p.cascade_tier() for p in prompts],
+            tiers=[_capped(p.cascade_tier(), options.max_answer_tokens) for p in prompts],
             question=question,
             abstain_text=abstain,
             weights=await scorer_weights(),
@@ -754,7 +778,7 @@ def _route_observe(answer: Answer) -> None:
     """Record a customer's answer for the router (it learns when it chose the start); only a
     complete answer says how good the start was. A failure is logged: the answer stands."""
     message = answer.message
-    if answer.route is None or message.status != Message.Status.COMPLETE:
+    if answer.route is None or message.status != Message.Status.COMPLETE or answer.cut:
         return
     try:
         route_observe(
@@ -787,6 +811,7 @@ def _end_event(answer: Answer, *, totals: dict[str, Any] | None) -> Event:
         "attempts": message.attempts,
         "abstained": message.abstained,
         "abstain_reason": result.abstain_reason,
+        "cut": answer.cut,
         "error_code": message.error_code,
         "standalone_question": message.standalone_question,
         "rewrite": message.rewrite,

@@ -251,6 +251,15 @@ def cl100k_count(text: str) -> int:
     return len(_cl100k().encode(text, disallowed_special=()))
 
 
+def cl100k_truncate(text: str, tokens: int) -> str:
+    """Text cut to its first `tokens` cl100k tokens (whole characters only); text itself when
+    it is no longer."""
+    ids = _cl100k().encode(text, disallowed_special=())
+    if len(ids) <= tokens:
+        return text
+    return _cl100k().decode(ids[:tokens], errors="ignore")
+
+
 def embedder_load(path: str) -> Embedder:
     """The process's instance of the embedder at a dotted path; its size must be the tables'."""
     return get_embedder().backend(path)

@@ -22,7 +22,7 @@ from chatbot.dashboard import Period, dashboard_totals
 from chatbot.models import ApiKey, Conversation, Message
 from retrieval.cache import cache_approve, cache_store
 from retrieval.models import CacheEntry, Chunk
-from routing.models import ModelTier
+from routing.models import ModelTier, RouterDecision
 from tests.e2e.conftest import LiveServer, _test_database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -287,6 +287,52 @@ def test_history_in_messages_is_fitted_to_the_tiers_window(
     kept = [c for c in contents if c.startswith("Old ")]
     assert 0 < len(kept) < 80
     assert sum(len(c) for c in contents) < 1024 * 4  # a generous bound on 1024 tokens of text
+
+
+def test_max_tokens_cuts_the_answer_short_which_is_then_not_cached(
+    daphne, scripted, fault_server, help_centre, key
+) -> None:  # noqa: ANN001
+    scripted.model = "ok:You can return most items within 30 days of delivery [1]."
+    scripted.save()
+    api = client(daphne, key)
+    ask = [{"role": "user", "content": QUESTION}]
+    cut = api.chat.completions.create(model="scripted", messages=ask, max_tokens=4)
+    # The tier was asked for 4 tokens (its own cap is 32), and the answer says it was cut.
+    assert fault_server.requests[-1]["max_tokens"] == 4
+    assert cut.choices[0].message.content.split() == ["You", "can", "return", "most"]
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 4
+    assert not frugal(cut)["cached"]
+    assert not CacheEntry.objects.exists()  # another customer would get the stub
+    # Asked whole, the same answer is cached; asked again with a cap, the hit is cut short.
+    whole = api.chat.completions.create(model="scripted", messages=ask)
+    assert fault_server.requests[-1]["max_tokens"] == 32
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.choices[0].message.content.strip().endswith("delivery [1].")
+    assert CacheEntry.objects.count() == 1
+    requests = len(fault_server.requests)
+    hit = api.chat.completions.create(model="scripted", messages=ask, max_completion_tokens=2)
+    assert frugal(hit)["cached"] and len(fault_server.requests) == requests
+    assert hit.choices[0].message.content == "You can"  # cl100k: "You", " can"
+    assert hit.choices[0].finish_reason == "length"
+    # A cap the answer fits in cuts nothing.
+    fits = api.chat.completions.create(model="scripted", messages=ask, max_tokens=500)
+    assert frugal(fits)["cached"] and fits.choices[0].finish_reason == "stop"
+    assert fits.choices[0].message.content == whole.choices[0].message.content
+
+
+def test_an_answer_cut_short_by_max_tokens_is_not_learnt_from_by_the_router(
+    daphne, tiers, help_centre, key
+) -> None:  # noqa: ANN001
+    api = client(daphne, key)
+    cut = api.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": QUESTION}], max_tokens=2
+    )
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens <= 4
+    assert not RouterDecision.objects.filter(message_id=frugal(cut)["message_id"]).exists()
+    whole = api.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "How long does delivery take?"}]
+    )
+    assert RouterDecision.objects.filter(message_id=frugal(whole)["message_id"]).exists()
 
 
 def test_a_client_that_hangs_up_stops_the_answer(

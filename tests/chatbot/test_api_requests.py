@@ -58,6 +58,13 @@ async def _post(key: str, body: object, *, raw: bytes | None = None):  # noqa: A
         ({"model": "auto", "messages": [USER], "n": 3}, "n"),
         ({"model": "auto", "messages": [USER], "stream": "yes"}, "stream"),
         ({"model": "auto", "messages": ["hello"]}, "messages[0]"),
+        ({"model": "auto", "messages": [USER], "max_tokens": 0}, "max_tokens"),
+        ({"model": "auto", "messages": [USER], "max_tokens": True}, "max_tokens"),
+        ({"model": "auto", "messages": [USER], "max_tokens": 2.5}, "max_tokens"),
+        (
+            {"model": "auto", "messages": [USER], "max_completion_tokens": "9"},
+            "max_completion_tokens",
+        ),
     ],
 )
 async def test_a_request_that_cannot_be_answered_gets_400_naming_the_field(
@@ -104,3 +111,15 @@ async def test_text_parts_and_system_messages_are_accepted_as_openai_sends_them(
     response = await _post(key, body)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_max_tokens_and_its_newer_name_cap_the_answer_the_lower_holding() -> None:
+    from chatbot.api import completion_request_parse
+
+    def cap(**fields: object) -> int | None:
+        body = {"model": "auto", "messages": [USER], **fields}
+        return completion_request_parse(json.dumps(body).encode()).max_tokens
+
+    assert cap() is None and cap(max_tokens=None) is None
+    assert cap(max_tokens=40) == 40 and cap(max_completion_tokens=12) == 12
+    assert cap(max_tokens=40, max_completion_tokens=12) == 12

@@ -1,7 +1,8 @@
 """A tiny OpenAI-compatible SSE server on loopback that injects faults (tests only).
 
 The requested model name picks the behaviour:
-- ``ok:<text>``      streams <text> word by word, with log-probabilities and usage;
+- ``ok:<text>``      streams <text> word by word, with log-probabilities and usage; at most
+                     max_tokens words (a word a token), finish_reason "length" when cut;
 - ``http500``        answers HTTP 500;
 - ``timeout``        waits longer than any test timeout before answering;
 - ``broken:<text>``  streams the first words of <text>, then closes the connection mid-answer;
@@ -91,6 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         words = [w + " " for w in text.split()] or ["..."]
         if mode in ("broken", "cut"):
             words = words[: max(1, len(words) // 2)]
+        limit = body.get("max_tokens")
+        cut = mode == "ok" and isinstance(limit, int) and 0 < limit < len(words)
+        if cut:
+            words = words[:limit]
         for n, word in enumerate(words):
             if mode == "slow":
                 time.sleep(0.2)
@@ -131,7 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        finish = "length" if cut else "stop"
+        self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         self._event(
             {
                 "choices": [],
