@@ -173,7 +173,9 @@ class Fetcher:
         """GET a page of the site, following redirects by hand (each one checked); a conditional
         request when a validator is given (304: nothing changed). WebRefused or WebUnavailable
         when it cannot be fetched; 4xx and 5xx come back as a status."""
-        headers = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9"}
+        headers = {
+            "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,application/pdf;q=0.8"
+        }
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -613,13 +615,18 @@ def sitemap_urls(body: bytes) -> tuple[list[str], list[str]]:
 # --- Citations ---------------------------------------------------------------------------
 
 
-def citation_url(*, url: str, anchors: dict[str, str], heading: str) -> str:
+def citation_url(
+    *, url: str, anchors: dict[str, str], heading: str, page: int | None = None
+) -> str:
     """The live page for a passage, at its section's anchor when the page has one (the passage's
-    heading is a path 'Section > Subsection'; the innermost one with an anchor wins)."""
+    heading is a path 'Section > Subsection'; the innermost one with an anchor wins), or at its
+    page of a PDF (`#page=N`, which browsers' PDF viewers open at)."""
     for name in reversed([h.strip() for h in heading.split(" > ") if h.strip()]):
         anchor = anchors.get(_normal(name))
         if anchor:
             return f"{url.split('#', 1)[0]}#{anchor}"
+    if page is not None:
+        return f"{url.split('#', 1)[0]}#page={page}"
     return url
 
 
@@ -640,7 +647,10 @@ async def passages_linked(passages: list[Passage]) -> list[Passage]:
         replace(
             p,
             url=citation_url(
-                url=pages[p.document_id][0], anchors=pages[p.document_id][1], heading=p.heading
+                url=pages[p.document_id][0],
+                anchors=pages[p.document_id][1],
+                heading=p.heading,
+                page=p.page,
             ),
         )
         if p.document_id in pages

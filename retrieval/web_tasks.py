@@ -190,13 +190,23 @@ def _page_for(source: WebSource, url: str) -> WebPage | None:
     return page if page.source_id == source.id else None
 
 
-def web_source_name(url: str) -> str:
-    """The document source name of a page: web/<host>/<slug>-<hash>.md (stable per URL)."""
+def web_source_name(url: str, suffix: str = ".md") -> str:
+    """The document source name of a page: web/<host>/<slug>-<hash>.md (stable per URL; .pdf
+    for a PDF, which is stored as fetched and parsed as an uploaded one is)."""
     parts = urlsplit(url)
     slug = re.sub(r"[^a-z0-9]+", "-", (parts.path + " " + parts.query).lower()).strip("-")[-60:]
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     host = re.sub(r"[^a-z0-9.:-]+", "-", parts.netloc.lower())
-    return f"web/{host}/{slug or 'index'}-{digest}.md"
+    return f"web/{host}/{slug or 'index'}-{digest}{suffix}"
+
+
+def _is_pdf(fetched: Fetched) -> bool:
+    """A PDF: said so, or a PDF's header behind a type that says nothing (octet-stream)."""
+    if fetched.content_type == "application/pdf":
+        return True
+    return fetched.content_type in ("", "application/octet-stream") and fetched.body.startswith(
+        b"%PDF-"
+    )
 
 
 def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) -> str:
@@ -220,12 +230,18 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
             return "retired"
         if fetched.status != 200:
             raise WebUnavailable(f"{page.url}: answered {fetched.status}")
-        if fetched.content_type and fetched.content_type not in (
-            "text/html",
-            "application/xhtml+xml",
+        pdf = _is_pdf(fetched)
+        if (
+            not pdf
+            and fetched.content_type
+            and fetched.content_type
+            not in (
+                "text/html",
+                "application/xhtml+xml",
+            )
         ):
-            raise WebRefused(f"{page.url}: not an HTML page ({fetched.content_type})")
-        extracted = sync.extractor.extract(html=fetched.body, url=fetched.url)
+            raise WebRefused(f"{page.url}: not an HTML page or a PDF ({fetched.content_type})")
+        extracted = None if pdf else sync.extractor.extract(html=fetched.body, url=fetched.url)
     except RobotsDisallowed as exc:
         # The site asks not to be fetched there: not something to retry.
         _page_retire(page, str(exc))
@@ -235,9 +251,20 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
     except WebUnavailable as exc:
         return _page_failed(page, str(exc), report)
     page.etag, page.last_modified = fetched.etag, fetched.last_modified
-    data = extracted.text.encode()
+    if extracted is None:
+        # A PDF goes through the upload's parser (its text, outline and pages); its title is
+        # the PDF's own, and a citation opens the file.
+        data, title, anchors, suffix = fetched.body, "", {}, ".pdf"
+    else:
+        data, title, anchors = extracted.text.encode(), extracted.title, extracted.anchors
+        suffix = ".md"
     digest = hashlib.sha256(data).hexdigest()
     document = _page_document(page)
+    if document is not None and not document.source_name.endswith(suffix):
+        # The address now serves the other kind (an HTML page became a PDF, or back): its
+        # document is replaced by one of the new kind.
+        document.delete()
+        document = None
     if (
         document is not None
         and page.state == WebPage.State.ACTIVE
@@ -246,9 +273,9 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
     ):
         return _page_ok(page, "unchanged")
     try:
-        name = document.source_name if document is not None else web_source_name(page.url)
+        name = document.source_name if document is not None else web_source_name(page.url, suffix)
         accept = document_accept if inline else document_upload
-        document = accept(source_name=name, data=data, title=extracted.title)
+        document = accept(source_name=name, data=data, title=title)
     except DocumentRejected as exc:
         return _page_failed(page, str(exc), report)
     if document.web_page_id != page.id:
@@ -256,7 +283,7 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
     if inline and document.status not in (Status.READY, Status.FAILED):
         document_process(document_id=document.id, version=document.version)
     page.content_hash = digest
-    page.anchors = extracted.anchors
+    page.anchors = anchors
     page.changed_at = now
     page.state = WebPage.State.ACTIVE
     report.documents.append(document.id)

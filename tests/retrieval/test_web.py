@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_tasks import TaskResultStatus
@@ -33,6 +34,7 @@ from retrieval.web import (
     passages_linked,
 )
 from retrieval.web_tasks import web_source_add, web_source_sync, web_sync_ensure, web_sync_task
+from tests.retrieval.files import pdf_with_text
 
 
 @dataclass
@@ -443,6 +445,64 @@ def test_a_page_is_indexed_then_resynced_unchanged_changed_and_vanished(
     site.routes["/returns"] = Route(RETURNS)
     assert web_source_sync(source=source, inline=True).counts == {"changed": 1}
     assert _document(site.url("/returns")).status == KnowledgeDocument.Status.READY
+
+
+@db
+def test_a_pdf_in_a_sitemap_is_indexed_like_an_uploaded_one_and_cited_at_its_address(
+    site: SiteServer, web_settings: Any
+) -> None:
+    manual = pdf_with_text(
+        ["Tent warranty", "Every tent carries a two year warranty against seam failure."],
+        title="Tent warranty",
+    )
+    site.routes["/guides/warranty.pdf"] = Route(manual, content_type="application/pdf")
+    # A server that calls it a byte stream: the PDF's header says what it is.
+    site.routes["/download?id=7"] = Route(
+        pdf_with_text(["Stove care", "Clean the stove burner after every trip."]),
+        content_type="application/octet-stream",
+    )
+    site.routes["/returns"] = Route(RETURNS)
+    paths = ("/guides/warranty.pdf", "/download?id=7", "/returns")
+    locs = "".join(f"<url><loc>{site.url(p).replace('&', '&amp;')}</loc></url>" for p in paths)
+    site.routes["/sitemap.xml"] = Route(
+        (
+            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            f"{locs}</urlset>"
+        ).encode(),
+        content_type="application/xml",
+    )
+    source = web_source_add(url=site.url("/sitemap.xml"))
+    report = web_source_sync(source=source, inline=True)
+    assert report.counts == {"changed": 3}, report.errors
+    warranty = _document(site.url("/guides/warranty.pdf"))
+    assert warranty.source_name.endswith(".pdf") and warranty.source_type == "pdf"
+    assert warranty.status == KnowledgeDocument.Status.READY and warranty.title == "Tent warranty"
+    assert "two year warranty" in " ".join(c.text for c in warranty.chunks.all())
+    stove = _document(site.url("/download?id=7"))
+    assert stove.status == KnowledgeDocument.Status.READY
+    assert "stove burner" in " ".join(c.text for c in stove.chunks.all())
+    # A citation of the PDF opens the file at the passage's page.
+    chunk = warranty.chunks.first()
+    passage = Passage(
+        chunk_id=chunk.id,
+        document_id=warranty.id,
+        document_version=warranty.version,
+        title=warranty.title,
+        heading=chunk.heading,
+        text=chunk.text,
+        similarity=0.9,
+        page=chunk.page,
+    )
+    [linked] = async_to_sync(passages_linked)([passage])
+    assert chunk.page == 1 and linked.url == site.url("/guides/warranty.pdf#page=1")
+    # Unchanged on the next sync (304); then the address serves an HTML page instead.
+    assert web_source_sync(source=source, inline=True).counts == {"unchanged": 3}
+    site.routes["/guides/warranty.pdf"] = Route(RETURNS)
+    assert web_source_sync(source=source, inline=True).counts == {"changed": 1, "unchanged": 2}
+    replaced = _document(site.url("/guides/warranty.pdf"))
+    assert replaced.source_name.endswith(".md") and replaced.title == "Returns policy"
+    assert not KnowledgeDocument.objects.filter(id=warranty.id).exists()
+    assert KnowledgeDocument.objects.filter(web_page__isnull=False).count() == 3
 
 
 @db
