@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import io
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -110,6 +112,15 @@ class SiteServer:
             (path, at - before)
             for (_, before), (path, at) in zip(self.arrivals, self.arrivals[1:], strict=False)
         ]
+
+    def sitemap(self, paths: Sequence[str]) -> Route:
+        """A sitemap (urlset) listing these paths of this server."""
+        locs = "".join(f"<url><loc>{html.escape(self.url(path))}</loc></url>" for path in paths)
+        return Route(
+            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            f"{locs}</urlset>".encode(),
+            content_type="application/xml",
+        )
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """The address of a path on this server."""
@@ -462,14 +473,8 @@ def test_a_pdf_in_a_sitemap_is_indexed_like_an_uploaded_one_and_cited_at_its_add
         content_type="application/octet-stream",
     )
     site.routes["/returns"] = Route(RETURNS)
-    paths = ("/guides/warranty.pdf", "/download?id=7", "/returns")
-    locs = "".join(f"<url><loc>{site.url(p).replace('&', '&amp;')}</loc></url>" for p in paths)
-    site.routes["/sitemap.xml"] = Route(
-        (
-            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-            f"{locs}</urlset>"
-        ).encode(),
-        content_type="application/xml",
+    site.routes["/sitemap.xml"] = site.sitemap(
+        ["/guides/warranty.pdf", "/download?id=7", "/returns"]
     )
     source = web_source_add(url=site.url("/sitemap.xml"))
     report = web_source_sync(source=source, inline=True)
@@ -591,14 +596,7 @@ def test_a_sync_keeps_to_the_request_rate_up_to_the_longest_delay_allowed(
     )
     for path in ("/help/one", "/help/two"):
         site.routes[path] = Route(RETURNS)
-    locs = "".join(f"<url><loc>{site.url(p)}</loc></url>" for p in ("/help/one", "/help/two"))
-    site.routes["/sitemap.xml"] = Route(
-        (
-            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-            f"{locs}</urlset>"
-        ).encode(),
-        content_type="application/xml",
-    )
+    site.routes["/sitemap.xml"] = site.sitemap(["/help/one", "/help/two"])
     # 30 s per request asked, 1 s allowed: a site cannot hold the worker for as long as it likes.
     web_settings.WEB_CRAWL_DELAY_MAX_SECONDS = 1
     source = web_source_add(url=site.url("/sitemap.xml"))
