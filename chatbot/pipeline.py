@@ -161,11 +161,17 @@ class TierPrompt:
         """The provenance a citation [n] of this tier's answer refers to."""
         return [passage_source(n, p) for n, p in enumerate(self.passages, start=1)]
 
-    def max_cost(self, check: SupportCheck | None = None) -> Decimal:
+    def max_cost(
+        self, check: SupportCheck | None = None, max_answer_tokens: int | None = None
+    ) -> Decimal:
         """The most this tier's call can cost on this prompt (what the daily budget reserves),
         with the answerability check when one is asked (one passage of this prompt and the
-        question: at most this prompt's tokens, one token out)."""
-        cost = self.tier.cost(self.prompt_tokens, self.tier.max_answer_tokens)
+        question: at most this prompt's tokens, one token out), and the caller's cap on the
+        answer when it is below the tier's own."""
+        tokens = self.tier.max_answer_tokens
+        if max_answer_tokens is not None:
+            tokens = min(tokens, max_answer_tokens)
+        cost = self.tier.cost(self.prompt_tokens, tokens)
         return cost + (check.tier.cost(self.prompt_tokens, 1) if check else Decimal("0"))
 
 
@@ -500,7 +506,9 @@ async def answer_question(
             }
             check = await db_retrying(support_check)
             if options.origin == Message.Origin.CUSTOMER and options.tiers is None:
-                chain = [(p.tier.name, p.max_cost(check)) for p in prompts]
+                chain = [
+                    (p.tier.name, p.max_cost(check, options.max_answer_tokens)) for p in prompts
+                ]
                 allowed = await db_retrying(
                     lambda: sync_to_async(budget_reserve)(
                         message_id=message.id, chain=chain, key_cap=options.key_cap

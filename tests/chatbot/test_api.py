@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import httpx2
 import openai
@@ -318,6 +319,26 @@ def test_max_tokens_cuts_the_answer_short_which_is_then_not_cached(
     fits = api.chat.completions.create(model="scripted", messages=ask, max_tokens=500)
     assert frugal(fits)["cached"] and fits.choices[0].finish_reason == "stop"
     assert fits.choices[0].message.content == whole.choices[0].message.content
+
+
+def test_the_budget_reserves_what_max_tokens_lets_the_answer_cost(
+    daphne, scripted, fault_server, help_centre
+) -> None:  # noqa: ANN001
+    # Output dear enough that 32 tokens (the tier's own cap) cost $0.032 and 4 cost $0.004.
+    scripted.price_output_per_mtok = 1000
+    scripted.save()
+    capped = api_key_create(
+        name="capped", rate_limit_per_minute=1000, daily_cost_cap_usd=Decimal("0.01")
+    ).key
+    api = client(daphne, capped)
+    ask = [{"role": "user", "content": QUESTION}]
+    with pytest.raises(openai.RateLimitError) as refused:
+        api.chat.completions.create(model="scripted", messages=ask)
+    assert refused.value.code == "insufficient_quota"
+    calls = len(fault_server.requests)
+    answer = api.chat.completions.create(model="scripted", messages=ask, max_tokens=4)
+    assert len(fault_server.requests) == calls + 1
+    assert answer.choices[0].finish_reason == "length" and frugal(answer)["cost"] < 0.01
 
 
 def test_an_answer_cut_short_by_max_tokens_is_not_learnt_from_by_the_router(
