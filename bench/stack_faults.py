@@ -78,6 +78,7 @@ def main() -> None:
         for name, ready in (
             ("daphne", lambda: ok(url)),
             ("db_worker", lambda: True),
+            ("web_worker", lambda: True),
             ("serve_models", lambda: all(ok(h) for h in health)),
         ):
             if not pids(name):
@@ -89,7 +90,9 @@ def main() -> None:
             until(lambda r=ready: (time.sleep(0.05) or True) and r())
             recovery[name] = round(time.monotonic() - killed, 2)
         figures["recovery_after_sigkill_s"] = recovery
-        children = [pids(n)[-1] for n in ("serve_models", "db_worker", "daphne") if pids(n)]
+        children = [
+            pids(n)[-1] for n in ("serve_models", "db_worker", "web_worker", "daphne") if pids(n)
+        ]
         started = time.monotonic()
         stack.send_signal(signal.SIGTERM)
         stack.wait(30)

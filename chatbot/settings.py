@@ -224,7 +224,14 @@ if os.environ.get("REDIS_URL"):
         }
     }
 
-TASKS = {"default": {"BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend")}}
+# Two queues, each with its own worker: "default" (ingestion, evaluations) and "web" (web-source
+# syncs, which may wait on a site's crawl delay for long; retrieval/web_tasks.py).
+TASKS = {
+    "default": {
+        "BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "QUEUES": ["default", "web"],
+    }
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

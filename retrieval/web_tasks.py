@@ -14,6 +14,10 @@ the normal ingestion path (retrieval.services). What a re-sync costs:
 
 django-tasks has no periodic tasks: web_sync_task syncs the sources that are due, then queues
 itself for the next due time (web_sync_ensure starts the chain when a source is added).
+
+Syncs run on their own queue (WEB_QUEUE), taken by a worker of their own (`manage.py db_worker
+--queue-name web`): a sitemap of hundreds of pages, each fetched no faster than the site's
+robots.txt asks, can take an hour, and uploads must not wait behind it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from retrieval.web import (
 )
 
 logger = logging.getLogger(__name__)
+
+WEB_QUEUE = "web"
 
 # Sitemap indexes may nest; more levels than this are not followed.
 _SITEMAP_DEPTH = 3
@@ -330,7 +336,7 @@ def _page_retire(page: WebPage, reason: str) -> None:
 # --- Schedule ------------------------------------------------------------------------------
 
 
-@task(priority=5)
+@task(queue_name=WEB_QUEUE, priority=5)
 def web_sync_task() -> dict[str, int]:
     """Sync the web sources that are due, then queue the next run for the next due time."""
     totals: dict[str, int] = {}

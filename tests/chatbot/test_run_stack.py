@@ -25,6 +25,8 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
+# run_stack's children, by the names its log gives them.
+CHILDREN = ("serve_models", "db_worker", "web_worker", "daphne")
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -98,7 +100,7 @@ class Stack:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        for name in ("serve_models", "db_worker", "daphne"):
+        for name in CHILDREN:
             for pid in self.pids(name):
                 try:
                     os.killpg(pid, signal.SIGKILL)
@@ -201,9 +203,9 @@ def test_killed_children_are_restarted_and_acknowledged_questions_kept(
     _ask(stack, asked)
     assert Message.objects.filter(role="user", content=asked).exists()
 
-    for name in ("daphne", "db_worker", "serve_models"):
+    for name in ("daphne", "db_worker", "web_worker", "serve_models"):
         before = stack.pids(name)
-        others = {n: stack.pids(n)[-1] for n in ("daphne", "db_worker", "serve_models")}
+        others = {n: stack.pids(n)[-1] for n in CHILDREN}
         os.kill(before[-1], signal.SIGKILL)
         stack.wait_for(rf"{name} died \(signal 9\); restarting in \d+ s")
         stack.wait_for(rf"{name}: restart \d+")
@@ -231,7 +233,7 @@ def test_killed_children_are_restarted_and_acknowledged_questions_kept(
 
 @pytest.mark.slow
 def test_sigterm_stops_every_child_within_ten_seconds(stack: Stack, stack_tier) -> None:  # noqa: ANN001
-    children = [stack.pids(n)[-1] for n in ("serve_models", "db_worker", "daphne")]
+    children = [stack.pids(n)[-1] for n in CHILDREN]
     started = time.monotonic()
     os.kill(stack.process.pid, signal.SIGTERM)
     stack.process.wait(timeout=15)
@@ -259,11 +261,12 @@ def test_sigterm_while_the_models_load_stops_within_ten_seconds(stack_tier) -> N
     assert not process_alive(models)
     # Daphne and the worker were never started: the stop came first.
     assert not stack.pids("daphne") and not stack.pids("db_worker")
+    assert not stack.pids("web_worker")
 
 
 @pytest.mark.slow
 def test_a_supervisor_killed_outright_takes_its_children_with_it(stack: Stack, stack_tier) -> None:  # noqa: ANN001
-    children = [stack.pids(n)[-1] for n in ("serve_models", "db_worker", "daphne")]
+    children = [stack.pids(n)[-1] for n in CHILDREN]
     os.kill(stack.process.pid, signal.SIGKILL)
     stack.process.wait()
     deadline = time.monotonic() + 10

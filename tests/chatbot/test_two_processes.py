@@ -480,7 +480,7 @@ def test_the_procfile_names_existing_commands() -> None:
         line for line in (ROOT / "Procfile").read_text().splitlines() if line and line[0] != "#"
     ]
     processes = dict(line.split(":", 1) for line in lines)
-    assert set(processes) == {"models", "worker", "web"}
+    assert set(processes) == {"models", "worker", "web", "web_sync"}
     for command in processes.values():
         argv = command.split()
         assert Path(ROOT / argv[0]).name == "python", argv
@@ -492,11 +492,13 @@ def test_compose_file_parses_and_runs_our_commands_with_listed_settings() -> Non
 
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"db", "redis", "migrate", "models", "worker", "web", "nginx"} <= set(services)
+    assert {"db", "redis", "migrate", "models", "worker", "web_sync", "web", "nginx"} <= set(
+        services
+    )
     assert services["db"]["image"].startswith("pgvector/pgvector:")
     assert services["redis"]["image"].startswith("redis:")
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
-    for name in ("models", "worker", "web", "migrate"):
+    for name in ("models", "worker", "web_sync", "web", "migrate"):
         service = services[name]
         command = service["command"]
         if command[:2] == ["sh", "-c"]:

@@ -7,7 +7,9 @@ import gzip
 import hashlib
 import html
 import io
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -779,6 +781,12 @@ def test_a_real_worker_syncs_a_due_source_and_indexes_its_page(
     site.routes["/returns"] = Route(RETURNS)
     source = web_source_add(url=site.url("/returns"))
     assert web_sync_ensure()
+    # Syncs have a queue and a worker of their own: the ingestion worker leaves them.
+    run_worker_batch()
+    source.refresh_from_db()
+    assert source.last_synced_at is None
+    run_worker_batch(queue="web")
+    # The page's document was queued for the ingestion worker.
     run_worker_batch()
     source.refresh_from_db()
     assert source.kind == WebSource.Kind.PAGE and source.error == ""
@@ -789,6 +797,60 @@ def test_a_real_worker_syncs_a_due_source_and_indexes_its_page(
     assert DBTaskResult.objects.filter(
         task_path=web_sync_task.module_path, status=TaskResultStatus.READY
     ).exists()
+
+
+@db
+def test_an_upload_is_ingested_while_a_slow_site_syncs(
+    site: SiteServer, web_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval.services import document_upload
+    from tests.retrieval.test_worker import (
+        ROOT,
+        run_worker_batch,
+        worker_batch_command,
+        worker_database_url,
+    )
+
+    monkeypatch.setenv("WEB_ALLOW_PRIVATE_ADDRESSES", "1")
+    monkeypatch.setenv("WEB_CRAWL_DELAY_MAX_SECONDS", "10")
+    site.routes["/robots.txt"] = Route(
+        b"User-agent: *\nCrawl-delay: 10\n", content_type="text/plain"
+    )
+    site.routes["/sitemap.xml"] = site.sitemap(["/help/one", "/help/two"])
+    for path in ("/help/one", "/help/two"):
+        site.routes[path] = Route(RETURNS)
+    source = web_source_add(url=site.url("/sitemap.xml"))
+    assert web_sync_ensure()
+    syncing = subprocess.Popen(
+        worker_batch_command("web"),
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": worker_database_url()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "/robots.txt" not in site.hits and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "/robots.txt" in site.hits  # the sync is under way: 30 s, 10 s between requests
+        upload = document_upload(
+            source_name="gift-cards.md", data=b"# Gift cards\n\nGift cards never expire."
+        )
+        started = time.monotonic()
+        run_worker_batch()
+        took = time.monotonic() - started
+        upload.refresh_from_db()
+        assert upload.status == KnowledgeDocument.Status.READY
+        # Ready while the sync still waits on the site.
+        assert syncing.poll() is None and "/help/two" not in site.hits, (took, site.gaps())
+        assert syncing.wait(timeout=120) == 0, syncing.stderr.read()[-2000:]
+    finally:
+        if syncing.poll() is None:
+            syncing.kill()
+        syncing.wait()
+    source.refresh_from_db()
+    assert source.last_synced_at is not None and source.error == ""
+    assert site.hits["/help/two"] == 1
 
 
 def test_https_goes_to_the_checked_address_with_the_name_in_sni_and_verifies_the_certificate(

@@ -33,18 +33,25 @@ def worker_database_url() -> str:
     return f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@/{db['NAME']}?host={quote(db['HOST'])}"
 
 
-def run_worker_batch() -> str:
+def worker_batch_command(queue: str = "default") -> list[str]:
+    """A task worker that takes the queue's tasks until none is left, then exits."""
+    return [
+        sys.executable,
+        "manage.py",
+        "db_worker",
+        "--batch",
+        "--no-startup-delay",
+        "--interval",
+        "0",
+        "--queue-name",
+        queue,
+    ]
+
+
+def run_worker_batch(queue: str = "default") -> str:
     """Run the task worker on the test database until the queue is empty; return its output."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "db_worker",
-            "--batch",
-            "--no-startup-delay",
-            "--interval",
-            "0",
-        ],
+        worker_batch_command(queue),
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": worker_database_url()},
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Run the whole product on one machine: model servers, task worker and Daphne, supervised.
+"""Run the whole product on one machine: model servers, the task workers and Daphne, supervised.
 
 A child that dies is restarted (with a growing pause, logged) while the others keep serving.
 SIGTERM or Ctrl-C stops every child, each in its own process group, within STOP_SECONDS.
@@ -128,6 +128,7 @@ class Command(BaseCommand):
             if not self.stop_requested:
                 for child in (
                     Child("db_worker", [python, "manage.py", "db_worker"]),
+                    Child("web_worker", [python, "manage.py", "db_worker", "--queue-name", "web"]),
                     Child("daphne", daphne_command(bind=bind, port=port)),
                 ):
                     children.append(child)
