@@ -79,6 +79,20 @@ class Fetched:
             b"<urlset" in head or b"<sitemapindex" in head
         )
 
+    @property
+    def is_pdf(self) -> bool:
+        """Whether the body is a PDF: said so, or a PDF's header behind a type that says nothing."""
+        if self.content_type == "application/pdf":
+            return True
+        return self.content_type in ("", "application/octet-stream") and self.body.startswith(
+            b"%PDF-"
+        )
+
+    @property
+    def is_html(self) -> bool:
+        """Whether the body is to be read as an HTML page (so typed, or not typed at all)."""
+        return not self.content_type or self.content_type in _HTML_TYPES
+
 
 def url_check(url: str) -> str:
     """The URL normalised (no fragment), or WebRefused: http(s), a host, no user:password."""

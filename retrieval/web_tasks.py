@@ -206,15 +206,6 @@ def web_source_name(url: str, suffix: str = ".md") -> str:
     return f"web/{host}/{slug or 'index'}-{digest}{suffix}"
 
 
-def _is_pdf(fetched: Fetched) -> bool:
-    """A PDF: said so, or a PDF's header behind a type that says nothing (octet-stream)."""
-    if fetched.content_type == "application/pdf":
-        return True
-    return fetched.content_type in ("", "application/octet-stream") and fetched.body.startswith(
-        b"%PDF-"
-    )
-
-
 def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) -> str:
     """Sync one page; returns the outcome: unchanged, changed, retired, failed."""
     fetcher, inline, report = sync.fetcher, sync.inline, sync.report
@@ -236,16 +227,8 @@ def _page_sync(page: WebPage, sync: _Sync, *, fetched: Fetched | None = None) ->
             return "retired"
         if fetched.status != 200:
             raise WebUnavailable(f"{page.url}: answered {fetched.status}")
-        pdf = _is_pdf(fetched)
-        if (
-            not pdf
-            and fetched.content_type
-            and fetched.content_type
-            not in (
-                "text/html",
-                "application/xhtml+xml",
-            )
-        ):
+        pdf = fetched.is_pdf
+        if not pdf and not fetched.is_html:
             raise WebRefused(f"{page.url}: not an HTML page or a PDF ({fetched.content_type})")
         extracted = None if pdf else sync.extractor.extract(html=fetched.body, url=fetched.url)
     except RobotsDisallowed as exc:

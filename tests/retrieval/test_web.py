@@ -513,6 +513,20 @@ def test_a_pdf_in_a_sitemap_is_indexed_like_an_uploaded_one_and_cited_at_its_add
 
 
 @db
+def test_a_file_that_is_neither_html_nor_pdf_is_refused_with_its_type(
+    site: SiteServer, web_settings: Any
+) -> None:
+    site.routes["/prices.json"] = Route(b'{"tent": 199}', content_type="application/json")
+    source = web_source_add(url=site.url("/prices.json"))
+    report = web_source_sync(source=source, inline=True)
+    assert report.counts == {"failed": 1}
+    assert report.errors == [
+        f"{site.url('/prices.json')}: not an HTML page or a PDF (application/json)"
+    ]
+    assert not KnowledgeDocument.objects.exists()
+
+
+@db
 def test_server_errors_retire_a_page_only_after_repeated_failures(
     site: SiteServer, web_settings: Any
 ) -> None:
